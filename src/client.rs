@@ -1,0 +1,159 @@
+//! One client connection's I/O state: the socket, its read and write buffers,
+//! the request decoder, the readiness remembered from edge-triggered events,
+//! and what the connection is doing (between requests, or carrying a stream).
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::http::request::{Limits, RequestDecoder};
+use crate::mcp::router::StreamId;
+
+/// Bytes read from a socket per `read` call.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Consumed output bytes kept at the front of the write buffer before it is
+/// compacted: compacting on every write would be quadratic.
+const COMPACT_AFTER_BYTES: usize = 64 * 1024;
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Reading requests and writing immediate answers.
+    Requests,
+    /// Carrying an SSE stream of a session; further requests wait.
+    Streaming {
+        session: usize,
+        session_serial: u64,
+        stream: StreamId,
+        /// HTTP/1.1 streams are chunked so the connection survives them;
+        /// HTTP/1.0 streams end with the connection.
+        chunked: bool,
+    },
+}
+
+/// Which deadline a connection is under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineKind {
+    /// A request has begun and must be complete in time, or it gets 408.
+    Request,
+    /// Idle between requests; closed quietly when it passes.
+    KeepAlive,
+}
+
+/// What a read pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The socket has no more bytes for now, or the input buffer is full.
+    Open,
+    /// The peer closed its side, or the socket failed.
+    Closed,
+}
+
+/// A client connection.
+pub struct Conn {
+    pub socket: TcpStream,
+    pub serial: u64,
+    pub decoder: RequestDecoder,
+    pub input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// Readiness remembered from the last edge: true until a call would block.
+    pub readable: bool,
+    pub writable: bool,
+    pub peer_closed: bool,
+    pub state: ConnState,
+    pub deadline: Option<(Instant, DeadlineKind)>,
+    pub close_after_flush: bool,
+    /// Close once the current stream ends (the client asked for
+    /// `Connection: close`, or HTTP/1.0 needs the close to end the stream).
+    close_when_idle: bool,
+    /// Queued in the reactor's flush list.
+    pub dirty: bool,
+}
+
+impl Conn {
+    pub fn new(socket: TcpStream, serial: u64, limits: Limits) -> Self {
+        Conn {
+            socket,
+            serial,
+            decoder: RequestDecoder::new(limits),
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            readable: false,
+            writable: false,
+            peer_closed: false,
+            state: ConnState::Requests,
+            deadline: None,
+            close_after_flush: false,
+            close_when_idle: false,
+            dirty: false,
+        }
+    }
+
+    /// Reads until the socket would block, the peer closes, or `input` holds
+    /// `max_input` bytes (then `readable` stays set, to resume later).
+    pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> ReadOutcome {
+        while self.readable && self.input.len() < max_input {
+            match self.socket.read(scratch) {
+                Ok(0) => {
+                    self.readable = false;
+                    self.peer_closed = true;
+                    return ReadOutcome::Closed;
+                }
+                Ok(count) => self.input.extend_from_slice(&scratch[..count]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.readable = false;
+                    self.peer_closed = true;
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+        ReadOutcome::Open
+    }
+
+    /// Marks the connection to close when its current stream ends.
+    pub fn close_after_flush_when_idle(&mut self) {
+        self.close_when_idle = true;
+    }
+
+    /// Whether the connection closes when its current stream ends.
+    pub fn wants_close_when_idle(&self) -> bool {
+        self.close_when_idle
+    }
+
+    /// The output buffer, to append a response to.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Writes queued output until done or the socket would block. An error
+    /// means the connection is dead.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.output.len() && self.writable {
+            match self.socket.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(count) => self.written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        } else if self.written >= COMPACT_AFTER_BYTES {
+            self.output.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(())
+    }
+}

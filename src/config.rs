@@ -1,0 +1,291 @@
+//! Run-time configuration: every tunable with its default beside its doc
+//! comment, and the command-line parser that fills it in.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
+use crate::lines::DEFAULT_MAX_LINE_BYTES;
+
+/// Where mcphop listens: loopback only, so nothing else on the network can reach
+/// a stdio server that was written for one local user.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The Streamable HTTP endpoint path.
+pub const DEFAULT_PATH: &str = "/mcp";
+/// Most concurrent sessions; one more gets 503 with `Retry-After`.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// A session with no client activity for this long is ended.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// On SIGINT/SIGTERM, in-flight requests get this long to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A request head not complete within this long gets 408 and a close.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a child's stdin is closed, how long it has to exit before SIGTERM,
+/// and again after SIGTERM before SIGKILL.
+pub const DEFAULT_CHILD_GRACE: Duration = Duration::from_secs(2);
+/// Bytes queued to one client connection before its session's child stdout is
+/// paused: a client that stops reading stalls only its own child.
+pub const DEFAULT_MAX_CLIENT_BUFFER: usize = 1024 * 1024;
+/// Bytes of messages held for a session while no stream is open to carry them.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 1024 * 1024;
+/// Bytes queued to one child's stdin before its client gets 503.
+pub const DEFAULT_MAX_CHILD_STDIN_BUFFER: usize = 8 * 1024 * 1024;
+/// Seconds a client is told to wait when mcphop is full.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Everything the reactor needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub path: String,
+    /// The upstream stdio command and its arguments.
+    pub command: Vec<String>,
+    pub max_sessions: usize,
+    pub session_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub head_timeout: Duration,
+    pub child_grace: Duration,
+    pub max_head_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_line_bytes: usize,
+    pub max_client_buffer: usize,
+    pub max_held_bytes: usize,
+    pub max_child_stdin_buffer: usize,
+    /// Extra `Host` values accepted besides the loopback names of the bound port.
+    pub allowed_hosts: Vec<String>,
+    /// Extra `Origin` values accepted besides the loopback origins of the bound port.
+    pub allowed_origins: Vec<String>,
+    pub log_level: log::LevelFilter,
+}
+
+impl Config {
+    /// A configuration with every default and the given upstream command.
+    pub fn with_command(command: Vec<String>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: DEFAULT_PATH.to_string(),
+            command,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            child_grace: DEFAULT_CHILD_GRACE,
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_client_buffer: DEFAULT_MAX_CLIENT_BUFFER,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_child_stdin_buffer: DEFAULT_MAX_CHILD_STDIN_BUFFER,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            log_level: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+mcphop: a lightweight proxy for the Model Context Protocol
+
+USAGE:
+    mcphop [OPTIONS] -- COMMAND [ARGS...]
+
+Serves MCP Streamable HTTP and gives each client session its own stdio child
+running COMMAND.
+
+OPTIONS:
+    --listen ADDR                 address to bind [default: 127.0.0.1:8080]
+    --path PATH                   endpoint path [default: /mcp]
+    --max-sessions N              concurrent sessions; more get 503 [default: 1024]
+    --session-idle-timeout DUR    end sessions idle this long [default: 30m]
+    --shutdown-grace DUR          time in-flight requests get on SIGTERM [default: 10s]
+    --head-timeout DUR            time to send a request head [default: 10s]
+    --child-grace DUR             wait after closing stdin before SIGTERM, and
+                                  after SIGTERM before SIGKILL [default: 2s]
+    --max-body SIZE               largest request body; more gets 413 [default: 4MiB]
+    --max-line SIZE               longest line from a child's stdout [default: 16MiB]
+    --allowed-host HOST           also accept this Host header (repeatable)
+    --allowed-origin ORIGIN       also accept this Origin header (repeatable)
+    --log-level LEVEL             off, error, warn, info, debug, trace [default: info]
+    -h, --help                    print this help
+    -V, --version                 print the version
+
+DUR is a number with a unit: 500ms, 10s, 30m, 1h (a bare number means seconds).
+SIZE is a number of bytes with an optional K, KiB, M, MiB, G or GiB suffix.
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
+    let mut config = Config::with_command(Vec::new());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name.to_string(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline_value {
+                Some(value) => Ok(value.to_string()),
+                None => args.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match name.as_str() {
+            "--" => {
+                config.command = args.by_ref().collect();
+                break;
+            }
+            "-h" | "--help" => return Ok(Invocation::Help),
+            "-V" | "--version" => return Ok(Invocation::Version),
+            "--listen" => {
+                let text = value(&name)?;
+                config.listen = text
+                    .parse()
+                    .map_err(|_| format!("--listen: not an address like 127.0.0.1:8080: {text}"))?;
+            }
+            "--path" => {
+                let path = value(&name)?;
+                if !path.starts_with('/') {
+                    return Err(format!("--path must start with '/': {path}"));
+                }
+                config.path = path;
+            }
+            "--max-sessions" => config.max_sessions = parse_count(&name, &value(&name)?)?,
+            "--session-idle-timeout" => {
+                config.session_idle_timeout = parse_duration(&name, &value(&name)?)?
+            }
+            "--shutdown-grace" => config.shutdown_grace = parse_duration(&name, &value(&name)?)?,
+            "--head-timeout" => config.head_timeout = parse_duration(&name, &value(&name)?)?,
+            "--child-grace" => config.child_grace = parse_duration(&name, &value(&name)?)?,
+            "--max-body" => config.max_body_bytes = parse_size(&name, &value(&name)?)?,
+            "--max-line" => config.max_line_bytes = parse_size(&name, &value(&name)?)?,
+            "--allowed-host" => config.allowed_hosts.push(value(&name)?.to_ascii_lowercase()),
+            "--allowed-origin" => config
+                .allowed_origins
+                .push(value(&name)?.to_ascii_lowercase()),
+            "--log-level" => {
+                let text = value(&name)?;
+                config.log_level = text
+                    .parse()
+                    .map_err(|_| format!("--log-level: unknown level {text}"))?;
+            }
+            other => return Err(format!("unknown option {other} (see --help)")),
+        }
+    }
+    if config.command.is_empty() {
+        return Err("no upstream command: give it after `--`, as in `mcphop -- my-server`".into());
+    }
+    if config.max_sessions == 0 {
+        return Err("--max-sessions must be at least 1".into());
+    }
+    Ok(Invocation::Run(Box::new(config)))
+}
+
+fn parse_count(name: &str, text: &str) -> Result<usize, String> {
+    text.parse()
+        .map_err(|_| format!("{name}: not a whole number: {text}"))
+}
+
+/// Parses `500ms`, `10s`, `30m`, `1h` or a bare number of seconds.
+pub fn parse_duration(name: &str, text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{name}: not a duration like 10s: {text}"))?;
+    let seconds = |factor: u64| {
+        number
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{name}: too long: {text}"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(format!("{name}: unknown unit in {text} (use ms, s, m or h)")),
+    }
+}
+
+/// Parses a byte count with an optional binary suffix.
+pub fn parse_size(name: &str, text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{name}: not a size like 4MiB: {text}"))?;
+    let factor: usize = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("{name}: unknown unit in {text}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{name}: too large: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Invocation::Run(config) => Ok(*config),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn defaults_and_command() {
+        let config = run(&["--", "server", "--flag"]).unwrap();
+        assert_eq!(config.command, vec!["server", "--flag"]);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.path, DEFAULT_PATH);
+        assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn options_in_both_spellings() {
+        let config = run(&[
+            "--listen=127.0.0.1:0",
+            "--max-body",
+            "1KiB",
+            "--session-idle-timeout",
+            "90s",
+            "--shutdown-grace=500ms",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.max_body_bytes, 1024);
+        assert_eq!(config.session_idle_timeout, Duration::from_secs(90));
+        assert_eq!(config.shutdown_grace, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        assert!(run(&[]).unwrap_err().contains("no upstream command"));
+        assert!(run(&["--bogus", "--", "x"]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--max-body", "lots", "--", "x"]).is_err());
+        assert!(run(&["--path", "mcp", "--", "x"]).is_err());
+        assert!(parse_duration("d", "5 weeks").is_err());
+        assert_eq!(parse_duration("d", "2m"), Ok(Duration::from_secs(120)));
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP/1.1, sans-IO: the request decoder (`request`) and the response
+//! encoder (`response`). Bytes in, requests out; responses in, bytes out.
+
+pub mod request;
+pub mod response;

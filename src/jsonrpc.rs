@@ -1,0 +1,211 @@
+//! JSON-RPC 2.0 framing: classifies one message, derives the keys that route it
+//! (request id, progress token), and builds the error responses mcphop itself sends.
+//!
+//! Messages are kept as the `serde_json::Value` they were parsed into, so what the
+//! peer sent is forwarded unchanged; this module only reads them.
+
+use serde_json::{json, Value};
+
+/// Invalid JSON was received.
+pub const PARSE_ERROR: i64 = -32700;
+/// The JSON sent is not a valid request object.
+pub const INVALID_REQUEST: i64 = -32600;
+/// Internal JSON-RPC error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Implementation-defined server error: the upstream (child process) is gone.
+pub const UPSTREAM_GONE: i64 = -32000;
+/// Implementation-defined server error: mcphop is shutting down.
+pub const SHUTTING_DOWN: i64 = -32001;
+
+/// What a JSON-RPC message is, which decides how it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id: expects exactly one response.
+    Request,
+    /// Has a method and no id.
+    Notification,
+    /// Has an id and a result or an error.
+    Response,
+}
+
+/// Why a JSON value is not a JSON-RPC 2.0 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJsonRpc(pub &'static str);
+
+/// Classifies a parsed value as one JSON-RPC 2.0 message.
+pub fn classify(value: &Value) -> Result<Kind, NotJsonRpc> {
+    let object = value
+        .as_object()
+        .ok_or(NotJsonRpc("a JSON-RPC message must be a JSON object"))?;
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(NotJsonRpc("\"jsonrpc\" must be \"2.0\""));
+    }
+    let id = object.get("id");
+    if let Some(id) = id {
+        if IdKey::of(id).is_none() && !(id.is_null() && object.contains_key("error")) {
+            return Err(NotJsonRpc("\"id\" must be a string or an integer"));
+        }
+    }
+    match object.get("method") {
+        Some(Value::String(_)) => Ok(if id.is_some() {
+            Kind::Request
+        } else {
+            Kind::Notification
+        }),
+        Some(_) => Err(NotJsonRpc("\"method\" must be a string")),
+        None if id.is_some()
+            && (object.contains_key("result") || object.contains_key("error")) =>
+        {
+            Ok(Kind::Response)
+        }
+        None => Err(NotJsonRpc(
+            "a message needs a \"method\", or an \"id\" with a \"result\" or an \"error\"",
+        )),
+    }
+}
+
+/// The method name of a request or notification.
+pub fn method(value: &Value) -> Option<&str> {
+    value.get("method").and_then(Value::as_str)
+}
+
+/// A request id as a map key. Strings and numbers never collide, because
+/// `"1"` and `1` are different ids in JSON-RPC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdKey {
+    /// A numeric id, in its JSON spelling.
+    Number(String),
+    /// A string id.
+    String(String),
+}
+
+impl IdKey {
+    /// The key of an id or progress token value; `None` for anything that is
+    /// neither a string nor a number (null, objects, arrays, booleans).
+    pub fn of(value: &Value) -> Option<IdKey> {
+        match value {
+            Value::String(text) => Some(IdKey::String(text.clone())),
+            Value::Number(number) => Some(IdKey::Number(number.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The message's `id`, as a key.
+    pub fn of_message(message: &Value) -> Option<IdKey> {
+        message.get("id").and_then(IdKey::of)
+    }
+}
+
+/// The `params._meta.progressToken` of a request, as a key.
+pub fn progress_token_of_request(message: &Value) -> Option<IdKey> {
+    message
+        .get("params")
+        .and_then(|params| params.get("_meta"))
+        .and_then(|meta| meta.get("progressToken"))
+        .and_then(IdKey::of)
+}
+
+/// The `params.progressToken` of a `notifications/progress` message, as a key.
+pub fn progress_token_of_notification(message: &Value) -> Option<IdKey> {
+    message
+        .get("params")
+        .and_then(|params| params.get("progressToken"))
+        .and_then(IdKey::of)
+}
+
+/// The protocol version a stateless-era request names in its `_meta`.
+pub fn meta_protocol_version(message: &Value) -> Option<&str> {
+    message
+        .get("params")
+        .and_then(|params| params.get("_meta"))
+        .and_then(|meta| meta.get("io.modelcontextprotocol/protocolVersion"))
+        .and_then(Value::as_str)
+}
+
+/// A complete JSON-RPC error response, serialized. `id` is the request's id,
+/// or `Value::Null` when it could not be read.
+pub fn error_response(id: &Value, code: i64, message: &str) -> Vec<u8> {
+    let response = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    });
+    // Serializing a Value built from valid parts cannot fail; fall back to a
+    // constant anyway rather than panic.
+    serde_json::to_vec(&response).unwrap_or_else(|_| {
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
+            .to_vec()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn classifies_the_three_kinds() {
+        let request = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let notification = parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let response = parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#);
+        let error = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700}}"#);
+        assert_eq!(classify(&request), Ok(Kind::Request));
+        assert_eq!(classify(&notification), Ok(Kind::Notification));
+        assert_eq!(classify(&response), Ok(Kind::Response));
+        assert_eq!(classify(&error), Ok(Kind::Response));
+    }
+
+    #[test]
+    fn rejects_what_is_not_json_rpc() {
+        for text in [
+            "[]",
+            "3",
+            r#"{"id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+        ] {
+            assert!(classify(&parse(text)).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn string_and_number_ids_differ() {
+        let one = IdKey::of(&parse("1")).unwrap();
+        let quoted_one = IdKey::of(&parse("\"1\"")).unwrap();
+        assert_ne!(one, quoted_one);
+        assert_eq!(IdKey::of(&Value::Null), None);
+    }
+
+    #[test]
+    fn finds_progress_tokens_and_meta_versions() {
+        let request = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        assert_eq!(
+            progress_token_of_request(&request),
+            Some(IdKey::String("p".into()))
+        );
+        assert_eq!(meta_protocol_version(&request), Some("2026-07-28"));
+        let progress = parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#,
+        );
+        assert_eq!(
+            progress_token_of_notification(&progress),
+            Some(IdKey::Number("7".into()))
+        );
+    }
+
+    #[test]
+    fn error_responses_carry_the_id() {
+        let bytes = error_response(&parse("\"x\""), INVALID_REQUEST, "bad");
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["id"], "x");
+        assert_eq!(value["error"]["code"], INVALID_REQUEST);
+    }
+}

@@ -1,0 +1,139 @@
+//! Line framing for a child's stdout: bytes in, complete lines out, with a cap
+//! on line length so a child that never writes a newline cannot exhaust memory.
+
+/// Longest line accepted from a child's stdout (one JSON-RPC message).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One framing result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its `\n` (and without a `\r` before it).
+    Complete(Vec<u8>),
+    /// A line longer than the limit was dropped; this many bytes of it were seen.
+    Overlong(usize),
+}
+
+/// Accumulates bytes and yields lines.
+#[derive(Debug)]
+pub struct LineFramer {
+    buffer: Vec<u8>,
+    /// Bytes before this index hold no newline.
+    scanned: usize,
+    max_line: usize,
+    /// Set while skipping the rest of an overlong line: how much was dropped.
+    discarding: Option<usize>,
+}
+
+impl LineFramer {
+    /// A framer that accepts lines up to `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineFramer {
+            buffer: Vec::new(),
+            scanned: 0,
+            max_line,
+            discarding: None,
+        }
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// Bytes held that do not yet form a line.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The next complete line, if any.
+    pub fn next_line(&mut self) -> Option<Line> {
+        loop {
+            let found = self.buffer[self.scanned..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .map(|offset| self.scanned + offset);
+            match found {
+                Some(end) => {
+                    let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    self.scanned = 0;
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if let Some(dropped) = self.discarding.take() {
+                        return Some(Line::Overlong(dropped + line.len()));
+                    }
+                    if line.len() > self.max_line {
+                        return Some(Line::Overlong(line.len()));
+                    }
+                    return Some(Line::Complete(line));
+                }
+                None if self.buffer.len() > self.max_line => {
+                    let dropped = self.buffer.len();
+                    self.buffer.clear();
+                    self.scanned = 0;
+                    *self.discarding.get_or_insert(0) += dropped;
+                    // Keep looping: nothing more is buffered, so this returns None.
+                }
+                None => {
+                    self.scanned = self.buffer.len();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_all(input: &[u8], split: usize, max: usize) -> Vec<Line> {
+        let mut framer = LineFramer::new(max);
+        let mut lines = Vec::new();
+        for piece in [&input[..split], &input[split..]] {
+            framer.feed(piece);
+            while let Some(line) = framer.next_line() {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn frames_lines_split_at_every_offset() {
+        let input = b"{\"a\":1}\r\n\nsecond line\nthird";
+        for split in 0..=input.len() {
+            assert_eq!(
+                frame_all(input, split, 1024),
+                vec![
+                    Line::Complete(b"{\"a\":1}".to_vec()),
+                    Line::Complete(Vec::new()),
+                    Line::Complete(b"second line".to_vec()),
+                ],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn drops_overlong_lines_and_recovers() {
+        let input = b"0123456789abcdef\nok\n";
+        for split in 0..=input.len() {
+            let lines = frame_all(input, split, 8);
+            assert_eq!(lines.len(), 2, "split at {split}");
+            assert!(matches!(lines[0], Line::Overlong(_)));
+            assert_eq!(lines[1], Line::Complete(b"ok".to_vec()));
+        }
+    }
+
+    #[test]
+    fn buffer_stays_bounded_without_newlines() {
+        let mut framer = LineFramer::new(8);
+        for _ in 0..100 {
+            framer.feed(b"xxxxxx");
+            assert_eq!(framer.next_line(), None);
+            assert!(framer.buffered() <= 8 + 6);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The MCP side of the proxy: what a Streamable HTTP request means
+//! (`endpoint`) and where a session's messages go (`router`).
+
+pub mod endpoint;
+pub mod router;
+
+/// Handshake-era protocol revisions a session may use.
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
+    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The stateless-era revision, bridged by a later version of mcphop.
+pub const STATELESS_PROTOCOL_VERSION: &str = "2026-07-28";

@@ -1,0 +1,63 @@
+//! Server-Sent Events encoding: turns one message into the bytes of one SSE event.
+//!
+//! Framing on the wire (chunked transfer encoding) is the HTTP codec's job; this
+//! module only knows the `event:`/`id:`/`data:` text format.
+
+/// Appends one SSE event to `out`. Each line of `data` becomes its own `data:`
+/// field, so a payload that contains a newline still arrives whole.
+pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, data: &[u8]) {
+    if let Some(event) = event {
+        push_field(out, b"event: ", event.as_bytes());
+    }
+    if let Some(id) = id {
+        push_field(out, b"id: ", id.as_bytes());
+    }
+    for line in data.split(|&byte| byte == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        push_field(out, b"data: ", line);
+    }
+    out.push(b'\n');
+}
+
+/// Appends an SSE comment, which clients ignore; it keeps idle streams alive.
+pub fn write_comment(out: &mut Vec<u8>, text: &str) {
+    push_field(out, b": ", text.as_bytes());
+    out.push(b'\n');
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    // A bare CR or LF inside a field would end it early; field values given
+    // here never legitimately contain them.
+    out.extend(value.iter().map(|&byte| match byte {
+        b'\r' | b'\n' => b' ',
+        other => other,
+    }));
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_message_event() {
+        let mut out = Vec::new();
+        write_event(&mut out, Some("message"), Some("7"), br#"{"a":1}"#);
+        assert_eq!(out, b"event: message\nid: 7\ndata: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn splits_multiline_data() {
+        let mut out = Vec::new();
+        write_event(&mut out, None, None, b"one\r\ntwo\nthree");
+        assert_eq!(out, b"data: one\ndata: two\ndata: three\n\n");
+    }
+
+    #[test]
+    fn encodes_a_comment() {
+        let mut out = Vec::new();
+        write_comment(&mut out, "keepalive");
+        assert_eq!(out, b": keepalive\n\n");
+    }
+}

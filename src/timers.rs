@@ -1,0 +1,116 @@
+//! Deadline timers for the event loop: a min-heap of `(deadline, key)` with lazy
+//! cancellation. An owner keeps its own current deadline; a popped entry whose
+//! deadline no longer matches its owner's is simply stale and ignored, so
+//! re-arming or cancelling never has to search the heap.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// A queue of deadlines, each naming what it is for.
+#[derive(Debug)]
+pub struct TimerQueue<K: Ord> {
+    heap: BinaryHeap<Reverse<(Instant, u64, K)>>,
+    sequence: u64,
+}
+
+impl<K: Ord> Default for TimerQueue<K> {
+    fn default() -> Self {
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            sequence: 0,
+        }
+    }
+}
+
+impl<K: Ord> TimerQueue<K> {
+    /// Arms a timer for `key` at `deadline`.
+    pub fn schedule(&mut self, deadline: Instant, key: K) {
+        // The sequence number keeps equal deadlines in arming order.
+        self.sequence = self.sequence.wrapping_add(1);
+        self.heap.push(Reverse((deadline, self.sequence, key)));
+    }
+
+    /// The earliest deadline, stale or not.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
+    }
+
+    /// Removes and returns one timer whose deadline is at or before `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<(Instant, K)> {
+        match self.heap.peek() {
+            Some(Reverse((deadline, _, _))) if *deadline <= now => self
+                .heap
+                .pop()
+                .map(|Reverse((deadline, _, key))| (deadline, key)),
+            _ => None,
+        }
+    }
+
+    /// How long `poll` may sleep: until the next deadline, rounded up to a whole
+    /// millisecond so an early wake-up does not spin; `None` when nothing is armed.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        self.next_deadline().map(|deadline| {
+            let wait = deadline.saturating_duration_since(now);
+            let millis = wait.as_nanos().div_ceil(1_000_000);
+            Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Number of armed entries, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_deadline_order_on_a_virtual_clock() {
+        let start = Instant::now();
+        let mut timers = TimerQueue::default();
+        timers.schedule(start + Duration::from_secs(3), "c");
+        timers.schedule(start + Duration::from_secs(1), "a");
+        timers.schedule(start + Duration::from_secs(2), "b");
+        assert_eq!(timers.pop_expired(start), None);
+        let later = start + Duration::from_secs(2);
+        assert_eq!(timers.pop_expired(later).map(|(_, k)| k), Some("a"));
+        assert_eq!(timers.pop_expired(later).map(|(_, k)| k), Some("b"));
+        assert_eq!(timers.pop_expired(later), None);
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn poll_timeout_rounds_up_to_a_millisecond() {
+        let start = Instant::now();
+        let mut timers = TimerQueue::default();
+        assert_eq!(timers.poll_timeout(start), None);
+        timers.schedule(start + Duration::from_micros(1500), 1u8);
+        assert_eq!(timers.poll_timeout(start), Some(Duration::from_millis(2)));
+        timers.schedule(start + Duration::from_micros(10), 2u8);
+        assert_eq!(timers.poll_timeout(start), Some(Duration::from_millis(1)));
+        assert_eq!(
+            timers.poll_timeout(start + Duration::from_secs(9)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn equal_deadlines_keep_arming_order() {
+        let start = Instant::now();
+        let mut timers = TimerQueue::default();
+        for key in [5u32, 3, 9] {
+            timers.schedule(start, key);
+        }
+        let order: Vec<u32> = std::iter::from_fn(|| timers.pop_expired(start).map(|(_, k)| k))
+            .collect();
+        assert_eq!(order, vec![5, 3, 9]);
+    }
+}

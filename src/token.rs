@@ -1,0 +1,99 @@
+//! Poll tokens: which source an event is for. A token packs a slab key with the
+//! end it names (a client socket, or a child's stdin, stdout or stderr), so one
+//! `usize` leads straight to the entry without a lookup table.
+
+use mio::Token;
+
+/// Bits of a token that name the kind of end.
+const KIND_BITS: u32 = 3;
+const KIND_MASK: usize = (1 << KIND_BITS) - 1;
+
+const KIND_FIXED: usize = 0;
+const KIND_CLIENT: usize = 1;
+const KIND_CHILD_STDIN: usize = 2;
+const KIND_CHILD_STDOUT: usize = 3;
+const KIND_CHILD_STDERR: usize = 4;
+
+const FIXED_LISTENER: usize = 0;
+const FIXED_WAKER: usize = 1;
+const FIXED_SHUTDOWN_SIGNAL: usize = 2;
+const FIXED_CHILD_SIGNAL: usize = 3;
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The listening socket.
+    Listener,
+    /// The waker that worker threads use to hand results back.
+    Waker,
+    /// SIGINT or SIGTERM arrived.
+    ShutdownSignal,
+    /// SIGCHLD arrived: some child changed state.
+    ChildSignal,
+    /// A client connection, by its slab key.
+    Client(usize),
+    /// A session's child stdin, by the session's slab key.
+    ChildStdin(usize),
+    /// A session's child stdout.
+    ChildStdout(usize),
+    /// A session's child stderr.
+    ChildStderr(usize),
+}
+
+impl Source {
+    /// The token that names this source.
+    pub fn token(self) -> Token {
+        let (index, kind) = match self {
+            Source::Listener => (FIXED_LISTENER, KIND_FIXED),
+            Source::Waker => (FIXED_WAKER, KIND_FIXED),
+            Source::ShutdownSignal => (FIXED_SHUTDOWN_SIGNAL, KIND_FIXED),
+            Source::ChildSignal => (FIXED_CHILD_SIGNAL, KIND_FIXED),
+            Source::Client(key) => (key, KIND_CLIENT),
+            Source::ChildStdin(key) => (key, KIND_CHILD_STDIN),
+            Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
+            Source::ChildStderr(key) => (key, KIND_CHILD_STDERR),
+        };
+        Token((index << KIND_BITS) | kind)
+    }
+
+    /// The source a token names, if it names one.
+    pub fn of(token: Token) -> Option<Source> {
+        let index = token.0 >> KIND_BITS;
+        match (token.0 & KIND_MASK, index) {
+            (KIND_FIXED, FIXED_LISTENER) => Some(Source::Listener),
+            (KIND_FIXED, FIXED_WAKER) => Some(Source::Waker),
+            (KIND_FIXED, FIXED_SHUTDOWN_SIGNAL) => Some(Source::ShutdownSignal),
+            (KIND_FIXED, FIXED_CHILD_SIGNAL) => Some(Source::ChildSignal),
+            (KIND_CLIENT, key) => Some(Source::Client(key)),
+            (KIND_CHILD_STDIN, key) => Some(Source::ChildStdin(key)),
+            (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
+            (KIND_CHILD_STDERR, key) => Some(Source::ChildStderr(key)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_round_trips() {
+        let sources = [
+            Source::Listener,
+            Source::Waker,
+            Source::ShutdownSignal,
+            Source::ChildSignal,
+            Source::Client(0),
+            Source::Client(12345),
+            Source::ChildStdin(7),
+            Source::ChildStdout(7),
+            Source::ChildStderr(usize::MAX >> KIND_BITS),
+        ];
+        for source in sources {
+            assert_eq!(Source::of(source.token()), Some(source));
+        }
+        assert_eq!(Source::of(Token(7)), None);
+        assert_eq!(Source::of(Token((9 << KIND_BITS) | KIND_FIXED)), None);
+    }
+}
