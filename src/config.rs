@@ -166,7 +166,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--child-grace" => config.child_grace = parse_duration(&name, &value(&name)?)?,
             "--max-body" => config.max_body_bytes = parse_size(&name, &value(&name)?)?,
             "--max-line" => config.max_line_bytes = parse_size(&name, &value(&name)?)?,
-            "--allowed-host" => config.allowed_hosts.push(value(&name)?.to_ascii_lowercase()),
+            "--allowed-host" => config
+                .allowed_hosts
+                .push(value(&name)?.to_ascii_lowercase()),
             "--allowed-origin" => config
                 .allowed_origins
                 .push(value(&name)?.to_ascii_lowercase()),
@@ -214,7 +216,9 @@ pub fn parse_duration(name: &str, text: &str) -> Result<Duration, String> {
         "" | "s" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
-        _ => Err(format!("{name}: unknown unit in {text} (use ms, s, m or h)")),
+        _ => Err(format!(
+            "{name}: unknown unit in {text} (use ms, s, m or h)"
+        )),
     }
 }
 
@@ -282,7 +286,9 @@ mod tests {
     #[test]
     fn errors_are_clear() {
         assert!(run(&[]).unwrap_err().contains("no upstream command"));
-        assert!(run(&["--bogus", "--", "x"]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--bogus", "--", "x"])
+            .unwrap_err()
+            .contains("--bogus"));
         assert!(run(&["--max-body", "lots", "--", "x"]).is_err());
         assert!(run(&["--path", "mcp", "--", "x"]).is_err());
         assert!(parse_duration("d", "5 weeks").is_err());

@@ -53,9 +53,7 @@ pub fn classify(value: &Value) -> Result<Kind, NotJsonRpc> {
             Kind::Notification
         }),
         Some(_) => Err(NotJsonRpc("\"method\" must be a string")),
-        None if id.is_some()
-            && (object.contains_key("result") || object.contains_key("error")) =>
-        {
+        None if id.is_some() && (object.contains_key("result") || object.contains_key("error")) => {
             Ok(Kind::Response)
         }
         None => Err(NotJsonRpc(

@@ -509,19 +509,18 @@ impl Proxy {
         }
         let below_limit = conn.unwritten() <= self.config.max_client_buffer;
         match conn.state {
+            // The client caught up: its child's stdout may flow again.
             ConnState::Streaming {
                 session,
                 session_serial,
                 ..
-            } if below_limit => {
-                // The client caught up: its child's stdout may flow again.
-                if self
+            } if below_limit
+                && self
                     .sessions
                     .get(session)
-                    .is_some_and(|s| s.serial == session_serial && s.stdout.readable)
-                {
-                    self.pump_stdout(session);
-                }
+                    .is_some_and(|s| s.serial == session_serial && s.stdout.readable) =>
+            {
+                self.pump_stdout(session);
             }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {
                 self.process_list.push(key);
@@ -575,7 +574,13 @@ impl Proxy {
         if !reply.body.is_empty() {
             headers.push(("Content-Type", "application/json"));
         }
-        response::write_full(conn.output(), reply.status, &headers, &reply.body, keep_alive);
+        response::write_full(
+            conn.output(),
+            reply.status,
+            &headers,
+            &reply.body,
+            keep_alive,
+        );
         if !keep_alive {
             conn.close_after_flush = true;
         }
@@ -757,8 +762,7 @@ impl Proxy {
             now,
         );
         let session_key = self.sessions.vacant_entry().key();
-        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut session)
-        {
+        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut session) {
             error!("cannot watch the pipes of child {pid}: {error}");
             child::signal_group(pid, libc::SIGKILL);
             self.session_pids.insert(pid, usize::MAX);
@@ -1376,8 +1380,7 @@ impl Proxy {
             }
             // The children were just killed; reaping them takes moments.
             let deadline = Instant::now() + Duration::from_millis(500);
-            while self.sessions.iter().any(|(_, s)| s.exit.is_none()) && Instant::now() < deadline
-            {
+            while self.sessions.iter().any(|(_, s)| s.exit.is_none()) && Instant::now() < deadline {
                 self.reap_children();
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -1458,13 +1461,25 @@ fn register_child_pipes(
     session: &mut Session,
 ) -> io::Result<()> {
     if let Some(pipe) = session.stdin.pipe.as_mut() {
-        registry.register(pipe, Source::ChildStdin(session_key).token(), Interest::WRITABLE)?;
+        registry.register(
+            pipe,
+            Source::ChildStdin(session_key).token(),
+            Interest::WRITABLE,
+        )?;
     }
     if let Some(pipe) = session.stdout.pipe.as_mut() {
-        registry.register(pipe, Source::ChildStdout(session_key).token(), Interest::READABLE)?;
+        registry.register(
+            pipe,
+            Source::ChildStdout(session_key).token(),
+            Interest::READABLE,
+        )?;
     }
     if let Some(pipe) = session.stderr.pipe.as_mut() {
-        registry.register(pipe, Source::ChildStderr(session_key).token(), Interest::READABLE)?;
+        registry.register(
+            pipe,
+            Source::ChildStderr(session_key).token(),
+            Interest::READABLE,
+        )?;
     }
     Ok(())
 }

@@ -109,8 +109,8 @@ mod tests {
         for key in [5u32, 3, 9] {
             timers.schedule(start, key);
         }
-        let order: Vec<u32> = std::iter::from_fn(|| timers.pop_expired(start).map(|(_, k)| k))
-            .collect();
+        let order: Vec<u32> =
+            std::iter::from_fn(|| timers.pop_expired(start).map(|(_, k)| k)).collect();
         assert_eq!(order, vec![5, 3, 9]);
     }
 }

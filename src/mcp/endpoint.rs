@@ -41,18 +41,22 @@ impl AccessPolicy {
                 })
             })
             .collect();
-        origins.extend(extra_origins.iter().map(|origin| origin.to_ascii_lowercase()));
+        origins.extend(
+            extra_origins
+                .iter()
+                .map(|origin| origin.to_ascii_lowercase()),
+        );
         AccessPolicy { hosts, origins }
     }
 
     fn allows_host(&self, host: &str) -> bool {
         let host = host.trim().to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| *allowed == host)
+        self.hosts.contains(&host)
     }
 
     fn allows_origin(&self, origin: &str) -> bool {
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        self.origins.iter().any(|allowed| *allowed == origin)
+        self.origins.contains(&origin)
     }
 }
 
@@ -383,7 +387,10 @@ mod tests {
     }
 
     fn post(headers: &[(&str, &str)], body: &str) -> Request {
-        let mut all = vec![("accept", ACCEPT_BOTH), ("content-type", "application/json")];
+        let mut all = vec![
+            ("accept", ACCEPT_BOTH),
+            ("content-type", "application/json"),
+        ];
         all.extend_from_slice(headers);
         request("POST", &all, body)
     }
@@ -447,14 +454,21 @@ mod tests {
             (post(&[], "[]"), 400),
             (
                 post(
-                    &[("mcp-session-id", "abc"), ("mcp-protocol-version", "1999-01-01")],
+                    &[
+                        ("mcp-session-id", "abc"),
+                        ("mcp-protocol-version", "1999-01-01"),
+                    ],
                     CALL,
                 ),
                 400,
             ),
             (post(&[("mcp-session-id", "abc")], INIT), 400),
             (
-                request("GET", &[("accept", "application/json"), ("mcp-session-id", "a")], ""),
+                request(
+                    "GET",
+                    &[("accept", "application/json"), ("mcp-session-id", "a")],
+                    "",
+                ),
                 406,
             ),
             (request("GET", &[("accept", "text/event-stream")], ""), 400),
@@ -462,7 +476,11 @@ mod tests {
         ];
         for (request, expected) in cases {
             let described = format!("{} {:?}", request.method, request.headers);
-            assert_eq!(status(interpret(&request, "/mcp", &p)), expected, "{described}");
+            assert_eq!(
+                status(interpret(&request, "/mcp", &p)),
+                expected,
+                "{described}"
+            );
         }
     }
 
@@ -502,7 +520,10 @@ mod tests {
     fn accept_ranges() {
         assert!(accepts("*/*", "text/event-stream"));
         assert!(accepts("text/*;q=0.5", "text/event-stream"));
-        assert!(accepts("application/json; q=1, text/event-stream", "text/event-stream"));
+        assert!(accepts(
+            "application/json; q=1, text/event-stream",
+            "text/event-stream"
+        ));
         assert!(!accepts("application/json", "text/event-stream"));
     }
 
@@ -510,13 +531,22 @@ mod tests {
     fn forwards_messages_to_a_session() {
         let intent = interpret(
             &post(
-                &[("mcp-session-id", "s1"), ("mcp-protocol-version", "2025-06-18")],
+                &[
+                    ("mcp-session-id", "s1"),
+                    ("mcp-protocol-version", "2025-06-18"),
+                ],
                 CALL,
             ),
             "/mcp",
             &policy(),
         );
-        assert!(matches!(intent, Intent::Post { kind: Kind::Request, .. }));
+        assert!(matches!(
+            intent,
+            Intent::Post {
+                kind: Kind::Request,
+                ..
+            }
+        ));
         let get = request(
             "GET",
             &[("accept", "text/event-stream"), ("mcp-session-id", "s1")],

@@ -50,10 +50,7 @@ pub struct Pending {
 pub enum Destination {
     /// Write it to this stream; when `then_close` is set, the stream has carried
     /// its last answer and ends after this message.
-    Stream {
-        stream: StreamId,
-        then_close: bool,
-    },
+    Stream { stream: StreamId, then_close: bool },
     /// No stream can carry it now; the router holds it.
     Held,
     /// It answers a request whose client went away; nobody can take it.
@@ -396,7 +393,8 @@ mod tests {
                 then_close: false
             }
         );
-        let sampling = r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
+        let sampling =
+            r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
         assert_eq!(
             route(&mut router, sampling),
             Destination::Stream {

@@ -1,0 +1,391 @@
+//! Shared harness for the integration tests: starts the real `mcphop` binary
+//! in front of a stdio server, speaks raw HTTP to it, runs the real peer
+//! clients installed by `tests/peers/install.sh`, and inspects child processes
+//! through /proc. A missing peer fails the test with a clear message: tests
+//! never skip themselves.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the pinned peers live; fails loudly when they are not installed.
+pub fn peers_dir() -> PathBuf {
+    let dir = repo_root().join(".peers");
+    assert!(
+        dir.join("py1/bin/python").exists()
+            && dir.join("py2/bin/python").exists()
+            && dir.join("node/node_modules/@modelcontextprotocol/server-everything").exists(),
+        "the test peers are not installed: run tests/peers/install.sh (or the README's test command)"
+    );
+    dir
+}
+
+/// The bundled example server, built by `cargo test` with the examples.
+pub fn example_server() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/example_server
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("examples").join("example_server"))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples` (cargo test does this)",
+        path.display()
+    );
+    path
+}
+
+/// The upstream command for server-everything over stdio.
+pub fn server_everything() -> Vec<String> {
+    let entry =
+        peers_dir().join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    vec!["node".into(), entry.display().to_string(), "stdio".into()]
+}
+
+/// The Python SDK (FastMCP 1.x) stdio server.
+pub fn python_stdio_server() -> Vec<String> {
+    vec![
+        peers_dir().join("py1/bin/python").display().to_string(),
+        repo_root()
+            .join("tests/peers/py_stdio_server.py")
+            .display()
+            .to_string(),
+    ]
+}
+
+/// A running mcphop process.
+pub struct Mcphop {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Mcphop {
+    /// Starts mcphop on a free loopback port with extra `options`, in front
+    /// of `upstream`, and waits until it listens.
+    pub fn start(options: &[&str], upstream: &[String]) -> Mcphop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcphop"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(options)
+            .arg("--")
+            .args(upstream)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcphop");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let (Some(tx), Ok(port)) = (port_tx.take(), port.parse::<u16>()) {
+                        let _ = tx.send(port);
+                    }
+                }
+                if std::env::var_os("MCPHOP_TEST_LOG").is_some() {
+                    eprintln!("mcphop: {line}");
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("mcphop did not report its port");
+        Mcphop { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal to mcphop.
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits up to `limit` for mcphop to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Mcphop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            if self.wait_exit(Duration::from_secs(15)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A process as /proc shows it.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub state: char,
+}
+
+/// Every process whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<ProcInfo> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: parse after ')'.
+        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push(ProcInfo { pid, ppid, state });
+        }
+    }
+    found
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One raw HTTP response.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (for plain JSON bodies).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The `data:` payloads of an SSE body, as JSON.
+    pub fn sse_messages(&self) -> Vec<serde_json::Value> {
+        self.body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter(|data| !data.is_empty())
+            .map(|data| serde_json::from_str(data).expect("SSE data is JSON"))
+            .collect()
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads one response: the head,
+/// then a Content-Length or chunked body, or everything until close.
+pub fn raw_exchange(port: u16, request: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).expect("write request");
+    read_response(&mut stream)
+}
+
+/// Reads one HTTP response from a stream that carries no other response
+/// after it (the reader's read-ahead is dropped).
+pub fn read_response(stream: &mut TcpStream) -> RawResponse {
+    read_buffered_response(&mut BufReader::new(stream))
+}
+
+/// Reads one HTTP response from a buffered reader, leaving whatever follows
+/// it buffered: for several responses on one connection.
+pub fn read_buffered_response<R: BufRead>(reader: &mut R) -> RawResponse {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(length) = find("content-length") {
+        let length: usize = length.parse().expect("content-length");
+        body.resize(length, 0);
+        reader.read_exact(&mut body).expect("body");
+    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).expect("chunk size");
+            let size = usize::from_str_radix(size_line.trim(), 16).expect("chunk size hex");
+            if size == 0 {
+                let mut end = String::new();
+                reader.read_line(&mut end).expect("last CRLF");
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("chunk");
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if status != 202 && status != 204 && !(100..200).contains(&status) {
+        let _ = reader.read_to_end(&mut body);
+    }
+    RawResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The headers a well-behaved client sends on a POST.
+pub const POST_HEADERS: &str =
+    "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n";
+
+/// A POST of `body` with the usual headers plus `extra` (CRLF-terminated lines).
+pub fn post_request(port: u16, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{POST_HEADERS}{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// Opens a session with raw HTTP; returns its id.
+pub fn open_session(port: u16) -> String {
+    let response = raw_exchange(port, &post_request(port, "", INITIALIZE));
+    assert_eq!(response.status, 200, "initialize: {response:?}");
+    let session = response
+        .header("mcp-session-id")
+        .expect("initialize returns Mcp-Session-Id")
+        .to_string();
+    let messages = response.sse_messages();
+    assert_eq!(messages.last().unwrap()["id"], 1, "{messages:?}");
+    let initialized = raw_exchange(
+        port,
+        &post_request(
+            port,
+            &format!("Mcp-Session-Id: {session}\r\n"),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ),
+    );
+    assert_eq!(initialized.status, 202);
+    session
+}
+
+/// Runs a peer Python client (`major` 1 or 2) with arguments; its output.
+pub fn python_client(major: u8, args: &[&str]) -> Output {
+    let peers = peers_dir();
+    let python = peers.join(format!("py{major}/bin/python"));
+    let script = repo_root().join(format!("tests/peers/client_v{major}.py"));
+    Command::new(python)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the Python client")
+}
+
+/// The last stdout line of a successful client run, as JSON.
+pub fn client_result(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "client failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().expect("client printed a result");
+    serde_json::from_str(last).expect("client result is JSON")
+}
