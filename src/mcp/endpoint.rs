@@ -159,6 +159,22 @@ pub fn interpret(request: &Request, path: &str, policy: &AccessPolicy) -> Intent
 }
 
 fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
+    // RFC 9112 section 3.2: a request with more than one Host is invalid, and
+    // checking only the first would let a second one slip past the guard.
+    if request
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "host")
+        .nth(1)
+        .is_some()
+    {
+        return Err(Reply::error(
+            400,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Bad Request: more than one Host header",
+        ));
+    }
     match request.header("host") {
         Some(host) if policy.allows_host(host) => {}
         Some(_) => {
@@ -370,7 +386,10 @@ mod tests {
     const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
     fn request(method: &str, headers: &[(&str, &str)], body: &str) -> Request {
-        let mut all = vec![("host".to_string(), "127.0.0.1:8080".to_string())];
+        let mut all = Vec::new();
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            all.push(("host".to_string(), "127.0.0.1:8080".to_string()));
+        }
         all.extend(
             headers
                 .iter()
@@ -430,6 +449,16 @@ mod tests {
                 403,
             ),
             (request("PUT", &[], ""), 405),
+            (
+                Request {
+                    headers: vec![
+                        ("host".into(), "127.0.0.1:8080".into()),
+                        ("host".into(), "evil.example".into()),
+                    ],
+                    ..post(&[], INIT)
+                },
+                400,
+            ),
             (
                 request(
                     "POST",
