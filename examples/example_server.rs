@@ -8,7 +8,8 @@
 //! - `initialize`: echoes the client's protocol version when it is one we
 //!   know, otherwise offers the newest; advertises only `tools`.
 //! - `ping`: returns `{}`.
-//! - `tools/list`: four tools, `echo`, `pid`, `progress` and `sample`.
+//! - `tools/list`: five tools, `echo`, `pid`, `progress`, `sample` and
+//!   `flood` (a burst of large progress notifications, to test back-pressure).
 //! - `tools/call`: runs one of those tools.
 //! - notifications (`notifications/initialized`, `notifications/cancelled`,
 //!   ...) are ignored; any other method gets `-32601`.
@@ -48,6 +49,10 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
+
+/// Upper bounds for the `flood` tool: at most 64 MiB in one call.
+const MAX_FLOOD_COUNT: u64 = 65_536;
+const MAX_FLOOD_SIZE: u64 = 1024 * 1024;
 
 /// Upper bounds for the `progress` tool so a silly request cannot stall us for hours.
 const MAX_STEPS: u64 = 1_000;
@@ -239,6 +244,10 @@ impl Server {
                 Ok(steps) => text_result(&format!("done after {steps} steps")),
                 Err(why) => error_result(&why),
             },
+            "flood" => match self.run_flood(args, progress_token.as_ref())? {
+                Ok(count) => text_result(&format!("flooded {count}")),
+                Err(why) => error_result(&why),
+            },
             "sample" => match args.get("prompt").and_then(Value::as_str) {
                 Some(prompt) => match self.sample(id, prompt)? {
                     Some(result) => result,
@@ -285,6 +294,35 @@ impl Server {
             }
         }
         Ok(Ok(steps))
+    }
+
+    /// The `flood` tool: `count` progress notifications of `size` padding
+    /// bytes each, as fast as stdout takes them.
+    fn run_flood(
+        &mut self,
+        args: &Map<String, Value>,
+        token: Option<&Value>,
+    ) -> Result<Result<u64, String>, Stop> {
+        let count = match int_arg(args, "count", 100, MAX_FLOOD_COUNT) {
+            Ok(v) => v,
+            Err(why) => return Ok(Err(why)),
+        };
+        let size = match int_arg(args, "size", 1024, MAX_FLOOD_SIZE) {
+            Ok(v) => v,
+            Err(why) => return Ok(Err(why)),
+        };
+        let Some(token) = token else {
+            return Ok(Err("flood needs a progressToken".to_string()));
+        };
+        let padding = "x".repeat(usize::try_from(size).unwrap_or(0));
+        for i in 1..=count {
+            self.send(&json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": i, "total": count, "message": padding}
+            }))?;
+        }
+        Ok(Ok(count))
     }
 
     /// The `sample` tool: ask the client for a completion and wait for it.
@@ -397,6 +435,17 @@ fn tool_list() -> Value {
                 "properties": {
                     "steps": {"type": "integer", "minimum": 0, "maximum": MAX_STEPS, "default": 3},
                     "delay_ms": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MS, "default": 50}
+                }
+            }
+        },
+        {
+            "name": "flood",
+            "description": "Sends `count` progress notifications of `size` bytes each, without pause.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer", "minimum": 0, "maximum": MAX_FLOOD_COUNT, "default": 100},
+                    "size": {"type": "integer", "minimum": 0, "maximum": MAX_FLOOD_SIZE, "default": 1024}
                 }
             }
         },

@@ -328,3 +328,79 @@ fn a_second_signal_exits_at_once_and_leaves_no_child() {
     assert!(second.elapsed() < Duration::from_secs(2));
     assert!(eventually(Duration::from_secs(2), || !is_alive(pid)));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_stops_reading_stalls_only_its_own_child() {
+    const COUNT: usize = 400;
+    const SIZE: usize = 64 * 1024;
+    let proxy = Mcphop::start(&[], &example());
+    let session = open_session(proxy.port);
+    // 25 MiB of notifications for a client that reads only the response head.
+    let mut reader = start_streaming_call(
+        proxy.port,
+        &session,
+        21,
+        "flood",
+        &format!(r#"{{"count":{COUNT},"size":{SIZE}}}"#),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    thread::sleep(Duration::from_millis(1500));
+
+    // The loop still serves everyone else, promptly.
+    let other = open_session(proxy.port);
+    let started = Instant::now();
+    let response = call(
+        proxy.port,
+        &other,
+        22,
+        "echo",
+        r#"{"message":"unaffected"}"#,
+    );
+    assert_eq!(
+        response.sse_messages().last().unwrap()["result"]["content"][0]["text"],
+        "unaffected"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // And memory stays bounded: the flood waits in the child, not in mcphop.
+    let rss = rss_kib(proxy.pid());
+    assert!(
+        rss < 16 * 1024,
+        "mcphop holds {rss} KiB while a client stalls"
+    );
+
+    // Once the client reads, every message arrives, the result last.
+    let mut progress = 0;
+    let mut result: Option<Value> = None;
+    while result.is_none() {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            let message: Value = serde_json::from_str(data).unwrap();
+            if message.get("id").is_some() {
+                result = Some(message);
+            } else {
+                progress += 1;
+            }
+        }
+    }
+    assert_eq!(progress, COUNT);
+    assert_eq!(
+        result.unwrap()["result"]["content"][0]["text"],
+        format!("flooded {COUNT}")
+    );
+}

@@ -387,7 +387,10 @@ mod tests {
 
     fn request(method: &str, headers: &[(&str, &str)], body: &str) -> Request {
         let mut all = Vec::new();
-        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
             all.push(("host".to_string(), "127.0.0.1:8080".to_string()));
         }
         all.extend(
