@@ -1404,19 +1404,18 @@ impl Proxy {
             + self.config.child_grace
             + FINAL_EXIT_MARGIN;
         self.timers.schedule(final_exit, Timer::FinalExit);
-        // GET streams carry nothing in flight: end them now.
-        let get_streams: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter_map(|(_, session)| {
-                session
-                    .router
-                    .get_stream()
-                    .and_then(|stream| session.stream_conns.get(&stream).copied())
-            })
-            .collect();
+        // GET streams carry nothing in flight: end them now, cleanly.
+        let mut get_streams = Vec::new();
+        for (_, session) in self.sessions.iter_mut() {
+            if let Some(stream) = session.router.get_stream() {
+                session.router.stream_closed(stream);
+                if let Some(conn_key) = session.stream_conns.remove(&stream) {
+                    get_streams.push(conn_key);
+                }
+            }
+        }
         for conn_key in get_streams {
-            self.close_conn(conn_key);
+            self.finish_stream(conn_key);
         }
         let live: Vec<usize> = self.session_ids.values().copied().collect();
         for session_key in live {

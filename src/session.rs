@@ -48,8 +48,12 @@ impl StdinQueue {
         self.buffer.len() - self.written
     }
 
-    /// Queues one message as a line.
+    /// Queues one message as a line; dropped when the child no longer reads
+    /// its stdin (its session is about to end).
     pub fn push_line(&mut self, message: &[u8]) {
+        if self.pipe.is_none() {
+            return;
+        }
         self.buffer.extend_from_slice(message);
         self.buffer.push(b'\n');
     }
