@@ -70,6 +70,10 @@ pub struct Conn {
     close_when_idle: bool,
     /// Queued in the reactor's flush list.
     pub dirty: bool,
+    /// While streaming: when a heartbeat comment is due if nothing is written.
+    pub heartbeat_at: Option<Instant>,
+    /// The deadline of this connection's one armed heartbeat timer.
+    pub heartbeat_timer: Option<Instant>,
 }
 
 impl Conn {
@@ -89,6 +93,8 @@ impl Conn {
             close_after_flush: false,
             close_when_idle: false,
             dirty: false,
+            heartbeat_at: None,
+            heartbeat_timer: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
+use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
 
 /// Where mcphop listens: loopback only, so nothing else on the network can reach
 /// a stdio server that was written for one local user.
@@ -30,6 +31,21 @@ pub const DEFAULT_MAX_CLIENT_BUFFER: usize = 1024 * 1024;
 pub const DEFAULT_MAX_HELD_BYTES: usize = 1024 * 1024;
 /// Bytes queued to one child's stdin before its client gets 503.
 pub const DEFAULT_MAX_CHILD_STDIN_BUFFER: usize = 8 * 1024 * 1024;
+/// A request with no answer and no progress for this long gets a JSON-RPC
+/// error, and the child gets `notifications/cancelled`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// No request lives longer than this, however much progress it reports.
+pub const DEFAULT_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// A child that has not answered `initialize` within this long is killed.
+pub const DEFAULT_SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// An open SSE stream silent for this long gets a `: keepalive` comment, so
+/// load balancers that cut idle connections leave it alone.
+pub const DEFAULT_SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// The `retry:` a stream advertises: how long a client waits to reconnect.
+pub const DEFAULT_SSE_RETRY: Duration = Duration::from_millis(1000);
+/// How long a stream whose client disconnected waits for a `Last-Event-ID`
+/// resume before its requests count as cancelled.
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait when mcphop is full.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
@@ -51,6 +67,15 @@ pub struct Config {
     pub max_client_buffer: usize,
     pub max_held_bytes: usize,
     pub max_child_stdin_buffer: usize,
+    pub request_timeout: Duration,
+    pub request_timeout_max: Duration,
+    pub spawn_timeout: Duration,
+    pub sse_keepalive: Duration,
+    pub sse_retry: Duration,
+    pub resume_window: Duration,
+    /// Events and bytes each stream keeps for replay.
+    pub replay_max_events: usize,
+    pub replay_max_bytes: usize,
     /// Extra `Host` values accepted besides the loopback names of the bound port.
     pub allowed_hosts: Vec<String>,
     /// Extra `Origin` values accepted besides the loopback origins of the bound port.
@@ -76,6 +101,14 @@ impl Config {
             max_client_buffer: DEFAULT_MAX_CLIENT_BUFFER,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             max_child_stdin_buffer: DEFAULT_MAX_CHILD_STDIN_BUFFER,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout_max: DEFAULT_REQUEST_TIMEOUT_MAX,
+            spawn_timeout: DEFAULT_SPAWN_TIMEOUT,
+            sse_keepalive: DEFAULT_SSE_KEEPALIVE,
+            sse_retry: DEFAULT_SSE_RETRY,
+            resume_window: DEFAULT_RESUME_WINDOW,
+            replay_max_events: DEFAULT_REPLAY_MAX_EVENTS,
+            replay_max_bytes: DEFAULT_REPLAY_MAX_BYTES,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             log_level: log::LevelFilter::Info,
@@ -110,6 +143,16 @@ OPTIONS:
     --head-timeout DUR            time to send a request head [default: 10s]
     --child-grace DUR             wait after closing stdin before SIGTERM, and
                                   after SIGTERM before SIGKILL [default: 2s]
+    --request-timeout DUR         a request with no answer and no progress this
+                                  long gets an error and is cancelled [default: 300s]
+    --request-timeout-max DUR     cap on a request's life, progress or not [default: 1h]
+    --spawn-timeout DUR           time a child has to answer initialize [default: 60s]
+    --sse-keepalive DUR           comment on a silent SSE stream this often [default: 15s]
+    --sse-retry DUR               reconnection delay advertised to clients [default: 1s]
+    --resume-window DUR           how long a dropped stream waits for a resume
+                                  before its requests are cancelled [default: 5s]
+    --replay-events N             events each stream keeps for replay [default: 1000]
+    --replay-bytes SIZE           bytes each stream keeps for replay [default: 1MiB]
     --max-body SIZE               largest request body; more gets 413 [default: 4MiB]
     --max-line SIZE               longest line from a child's stdout [default: 16MiB]
     --allowed-host HOST           also accept this Host header (repeatable)
@@ -164,6 +207,16 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--shutdown-grace" => config.shutdown_grace = parse_duration(&name, &value(&name)?)?,
             "--head-timeout" => config.head_timeout = parse_duration(&name, &value(&name)?)?,
             "--child-grace" => config.child_grace = parse_duration(&name, &value(&name)?)?,
+            "--request-timeout" => config.request_timeout = parse_duration(&name, &value(&name)?)?,
+            "--request-timeout-max" => {
+                config.request_timeout_max = parse_duration(&name, &value(&name)?)?
+            }
+            "--spawn-timeout" => config.spawn_timeout = parse_duration(&name, &value(&name)?)?,
+            "--sse-keepalive" => config.sse_keepalive = parse_duration(&name, &value(&name)?)?,
+            "--sse-retry" => config.sse_retry = parse_duration(&name, &value(&name)?)?,
+            "--resume-window" => config.resume_window = parse_duration(&name, &value(&name)?)?,
+            "--replay-events" => config.replay_max_events = parse_count(&name, &value(&name)?)?,
+            "--replay-bytes" => config.replay_max_bytes = parse_size(&name, &value(&name)?)?,
             "--max-body" => config.max_body_bytes = parse_size(&name, &value(&name)?)?,
             "--max-line" => config.max_line_bytes = parse_size(&name, &value(&name)?)?,
             "--allowed-host" => config
@@ -183,6 +236,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     }
     if config.command.is_empty() {
         return Err("no upstream command: give it after `--`, as in `mcphop -- my-server`".into());
+    }
+    if config.sse_keepalive.is_zero() {
+        return Err("--sse-keepalive must be longer than 0".into());
     }
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());

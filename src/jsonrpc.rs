@@ -14,8 +14,11 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Implementation-defined server error: the upstream (child process) is gone.
 pub const UPSTREAM_GONE: i64 = -32000;
+/// Implementation-defined server error: the request timed out (the code the
+/// TypeScript SDK uses for the same).
+pub const REQUEST_TIMEOUT: i64 = -32001;
 /// Implementation-defined server error: mcphop is shutting down.
-pub const SHUTTING_DOWN: i64 = -32001;
+pub const SHUTTING_DOWN: i64 = -32010;
 
 /// What a JSON-RPC message is, which decides how it travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use crate::child::{ExitStatus, SpawnedChild};
 use crate::jsonrpc::IdKey;
 use crate::lines::LineFramer;
-use crate::mcp::router::{Router, StreamId};
+use crate::mcp::router::{Router, RouterLimits, StreamId};
 
 /// Longest stderr line logged whole; longer ones are cut.
 pub const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
@@ -149,9 +149,8 @@ pub struct Session {
     pub protocol_version: Option<String>,
     pub started: Instant,
     pub last_activity: Instant,
-    /// SIGTERM and SIGKILL deadlines once the session is ending.
-    pub term_at: Option<Instant>,
-    pub kill_at: Option<Instant>,
+    /// The deadline of the armed request-timeout timer.
+    pub request_timer: Option<Instant>,
     pub exit: Option<ExitStatus>,
 }
 
@@ -160,7 +159,7 @@ impl Session {
         serial: u64,
         id: String,
         child: SpawnedChild,
-        max_held_bytes: usize,
+        limits: RouterLimits,
         max_line_bytes: usize,
         now: Instant,
     ) -> Self {
@@ -169,7 +168,7 @@ impl Session {
             id,
             pid: child.pid,
             phase: Phase::Live,
-            router: Router::new(max_held_bytes),
+            router: Router::new(limits),
             stream_conns: HashMap::new(),
             stdin: StdinQueue::new(child.stdin),
             stdout: LinePipe::new(child.stdout, max_line_bytes),
@@ -178,8 +177,7 @@ impl Session {
             protocol_version: None,
             started: now,
             last_activity: now,
-            term_at: None,
-            kill_at: None,
+            request_timer: None,
             exit: None,
         }
     }

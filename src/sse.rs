@@ -19,6 +19,15 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, dat
     out.push(b'\n');
 }
 
+/// Appends a stream's priming event: an id and an empty `data`, with the
+/// reconnection delay. Clients record the id (so they can resume from it)
+/// without dispatching an event.
+pub fn write_priming(out: &mut Vec<u8>, id: &str, retry_millis: u128) {
+    push_field(out, b"id: ", id.as_bytes());
+    push_field(out, b"retry: ", retry_millis.to_string().as_bytes());
+    out.extend_from_slice(b"data: \n\n");
+}
+
 /// Appends an SSE comment, which clients ignore; it keeps idle streams alive.
 pub fn write_comment(out: &mut Vec<u8>, text: &str) {
     push_field(out, b": ", text.as_bytes());
@@ -52,6 +61,13 @@ mod tests {
         let mut out = Vec::new();
         write_event(&mut out, None, None, b"one\r\ntwo\nthree");
         assert_eq!(out, b"data: one\ndata: two\ndata: three\n\n");
+    }
+
+    #[test]
+    fn encodes_a_priming_event() {
+        let mut out = Vec::new();
+        write_priming(&mut out, "3-0", 1000);
+        assert_eq!(out, b"id: 3-0\nretry: 1000\ndata: \n\n");
     }
 
     #[test]

@@ -300,7 +300,7 @@ fn shutdown_grace_ends_requests_that_take_too_long() {
     }
     let error = error.expect("an error for the request cut off by shutdown");
     assert_eq!(error["id"], 9);
-    assert_eq!(error["error"]["code"], -32001);
+    assert_eq!(error["error"]["code"], -32010);
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10));
     assert!(!is_alive(pid));

@@ -119,8 +119,17 @@ pub enum Intent {
         message: Value,
         kind: Kind,
     },
-    /// GET: open the session's stream for messages tied to no request.
-    OpenStream { session: String },
+    /// POST of a JSON-RPC batch (allowed in protocol 2025-03-26 only).
+    Batch {
+        session: String,
+        messages: Vec<(Value, Kind)>,
+    },
+    /// GET: open the session's stream for messages tied to no request, or,
+    /// with `Last-Event-ID`, resume a stream the client lost.
+    OpenStream {
+        session: String,
+        last_event_id: Option<String>,
+    },
     /// DELETE: end the session.
     Delete { session: String },
 }
@@ -266,9 +275,59 @@ fn interpret_get(request: &Request) -> Intent {
         return Intent::Reply(reply);
     }
     match session_of(request) {
-        Ok(session) => Intent::OpenStream { session },
+        Ok(session) => Intent::OpenStream {
+            session,
+            last_event_id: request
+                .header("last-event-id")
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
+        },
         Err(reply) => Intent::Reply(reply),
     }
+}
+
+fn interpret_batch(request: &Request, elements: Vec<Value>) -> Intent {
+    if elements.is_empty() {
+        return Intent::Reply(Reply::error(
+            400,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Invalid Request: an empty batch",
+        ));
+    }
+    let mut messages = Vec::with_capacity(elements.len());
+    for message in elements {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        let kind = match jsonrpc::classify(&message) {
+            Ok(kind) => kind,
+            Err(why) => {
+                return Intent::Reply(Reply::error(
+                    400,
+                    &id,
+                    jsonrpc::INVALID_REQUEST,
+                    &format!("Invalid Request in batch: {}", why.0),
+                ))
+            }
+        };
+        if jsonrpc::method(&message) == Some("initialize") {
+            return Intent::Reply(Reply::error(
+                400,
+                &id,
+                jsonrpc::INVALID_REQUEST,
+                "Invalid Request: initialize must not be part of a batch",
+            ));
+        }
+        messages.push((message, kind));
+    }
+    let session = match session_of(request) {
+        Ok(session) => session,
+        Err(reply) => return Intent::Reply(reply),
+    };
+    if let Err(reply) = check_protocol_header(request) {
+        return Intent::Reply(reply);
+    }
+    Intent::Batch { session, messages }
 }
 
 /// True when a request belongs to the stateless era (2026-07-28), which this
@@ -314,14 +373,10 @@ fn interpret_post(request: &Request) -> Intent {
             ))
         }
     };
-    if message.is_array() {
-        return Intent::Reply(Reply::error(
-            400,
-            &Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            "Invalid Request: JSON-RPC batches are not supported",
-        ));
-    }
+    let message = match message {
+        Value::Array(elements) => return interpret_batch(request, elements),
+        message => message,
+    };
     let kind = match jsonrpc::classify(&message) {
         Ok(kind) => kind,
         Err(why) => {
@@ -549,6 +604,33 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_checked_element_by_element() {
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"}]"#;
+        match interpret(&post(&[("mcp-session-id", "s")], batch), "/mcp", &policy()) {
+            Intent::Batch { messages, .. } => {
+                assert_eq!(messages.len(), 2);
+                assert_eq!(messages[0].1, Kind::Request);
+                assert_eq!(messages[1].1, Kind::Notification);
+            }
+            other => panic!("{other:?}"),
+        }
+        let with_init = r#"[{"jsonrpc":"2.0","id":1,"method":"initialize"}]"#;
+        let bad_element = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"nope":1}]"#;
+        for body in [with_init, bad_element, "[]"] {
+            assert_eq!(
+                status(interpret(
+                    &post(&[("mcp-session-id", "s")], body),
+                    "/mcp",
+                    &policy()
+                )),
+                400,
+                "{body}"
+            );
+        }
+        assert_eq!(status(interpret(&post(&[], batch), "/mcp", &policy())), 400);
+    }
+
+    #[test]
     fn accept_ranges() {
         assert!(accepts("*/*", "text/event-stream"));
         assert!(accepts("text/*;q=0.5", "text/event-stream"));
@@ -586,7 +668,16 @@ mod tests {
         );
         assert!(matches!(
             interpret(&get, "/mcp", &policy()),
-            Intent::OpenStream { .. }
+            Intent::OpenStream {
+                last_event_id: None,
+                ..
+            }
+        ));
+        let mut resume = get.clone();
+        resume.headers.push(("last-event-id".into(), "3-7".into()));
+        assert!(matches!(
+            interpret(&resume, "/mcp", &policy()),
+            Intent::OpenStream { last_event_id: Some(id), .. } if id == "3-7"
         ));
         let wrong_path = Request {
             target: "/other".into(),

@@ -2,6 +2,7 @@
 //! (`endpoint`) and where a session's messages go (`router`).
 
 pub mod endpoint;
+pub mod replay;
 pub mod router;
 
 /// Handshake-era protocol revisions a session may use.

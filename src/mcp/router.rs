@@ -1,29 +1,54 @@
-//! Routing inside one session: which open stream carries each message the
-//! child sends, and which requests are still waiting for an answer.
+//! Routing inside one session: which stream carries each message the child
+//! sends, which requests still wait for an answer and until when, and what each
+//! stream sent (for clients that reconnect with `Last-Event-ID`).
 //!
 //! A child's response goes to the POST stream that carried its request (matched
-//! by id). `notifications/progress` follows its `progressToken`. Everything else
-//! goes to the GET stream; while none is open, to the newest open POST stream;
-//! while none of those is open either, it is held in a bounded buffer until a
-//! stream opens. The router knows streams only by number: the reactor maps
-//! them to sockets.
+//! by id). `notifications/progress` follows its `progressToken` and resets its
+//! request's timeout. A child's `notifications/cancelled` for a server-to-client
+//! request follows that request. Everything else goes to the GET stream; while
+//! none is open, to the newest open POST stream; while none of those is open
+//! either, it is held in a bounded buffer until a stream opens.
+//!
+//! A stream whose client disconnects is kept, detached, for the resume window:
+//! messages for it are recorded in its replay buffer, and a GET with
+//! `Last-Event-ID` re-attaches it. The router knows streams only by number; the
+//! reactor maps them to sockets and runs the clocks. Every time is passed in.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::jsonrpc::{self, IdKey, Kind};
+use crate::mcp::replay::{ReplayBuffer, ReplayError};
 
 /// Names one stream within its session.
 pub type StreamId = u64;
 
+/// Most server-to-client requests remembered (to route their cancellation).
+const MAX_TRACKED_SERVER_REQUESTS: usize = 1024;
+
 /// What kind of stream it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
-    /// The SSE answer to a POSTed request.
+    /// The SSE answer to a POSTed request (or batch).
     Post,
     /// The session's GET stream.
     Get,
+}
+
+/// The router's bounds and clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    pub max_held_bytes: usize,
+    pub replay_max_events: usize,
+    pub replay_max_bytes: usize,
+    /// A request with no answer and no progress for this long times out.
+    pub request_timeout: Duration,
+    /// No request lives longer than this, progress or not.
+    pub request_timeout_max: Duration,
+    /// How long `initialize` may take (the child's start included).
+    pub initialize_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -31,29 +56,50 @@ struct StreamState {
     kind: StreamKind,
     /// Requests carried by this stream that are still unanswered.
     outstanding: usize,
+    /// The sequence number of the last event; 0 is the priming event.
+    last_seq: u64,
+    replay: ReplayBuffer,
+    /// Since when no connection carries it.
+    detached_at: Option<Instant>,
+    /// Every answer was sent; kept only until its detached client resumes.
+    finished: bool,
 }
 
 /// A client request forwarded to the child and not yet answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
-    /// The stream its answer goes to, while that stream is open.
-    pub stream: Option<StreamId>,
-    /// The id exactly as the client sent it, for error answers.
+    /// The stream its answer goes to.
+    pub stream: StreamId,
+    /// The id exactly as the client sent it, for error answers and cancels.
     pub id: Value,
-    /// The method, for logs.
+    /// The method, for logs and for never cancelling `initialize`.
     pub method: String,
     progress_token: Option<IdKey>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// True for the session's `initialize`, which is never cancelled.
+    pub fn is_initialize(&self) -> bool {
+        self.method == "initialize"
+    }
 }
 
 /// Where one message from the child goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
-    /// Write it to this stream; when `then_close` is set, the stream has carried
-    /// its last answer and ends after this message.
-    Stream { stream: StreamId, then_close: bool },
+    /// Recorded as event `seq` of `stream`; write it if a connection carries
+    /// the stream. With `then_close`, the stream carried its last answer and
+    /// ends after this event.
+    Stream {
+        stream: StreamId,
+        seq: u64,
+        then_close: bool,
+    },
     /// No stream can carry it now; the router holds it.
     Held,
-    /// It answers a request whose client went away; nobody can take it.
+    /// It answers a request that was cancelled, timed out or abandoned.
     Orphaned,
 }
 
@@ -66,32 +112,76 @@ pub enum RegisterError {
     NoId,
 }
 
+/// Why a `Last-Event-ID` cannot be resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeError {
+    /// Not an event id this session issued.
+    Malformed,
+    /// The stream is unknown, or ended and gone.
+    UnknownStream,
+    /// The events after it were evicted from the replay buffer.
+    Evicted,
+}
+
+/// A stream taken over by a resuming client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    /// Events to send again, in order.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// The stream has nothing more to carry: end it after the replay.
+    pub finished: bool,
+}
+
+/// What became of a stream whose connection went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// Kept for a resume; expire it with `expire_detached` at the given time.
+    Kept { since: Instant },
+    /// Nothing was left to resume; it is gone.
+    Dropped,
+}
+
+/// The event id that names event `seq` of `stream`.
+pub fn event_id(stream: StreamId, seq: u64) -> String {
+    format!("{stream}-{seq}")
+}
+
+/// The stream and sequence number an event id names.
+pub fn parse_event_id(text: &str) -> Option<(StreamId, u64)> {
+    let (stream, seq) = text.trim().split_once('-')?;
+    Some((stream.parse().ok()?, seq.parse().ok()?))
+}
+
 /// The per-session routing table.
 #[derive(Debug)]
 pub struct Router {
+    limits: RouterLimits,
     streams: BTreeMap<StreamId, StreamState>,
     get_stream: Option<StreamId>,
     next_stream: StreamId,
     pending: HashMap<IdKey, Pending>,
-    progress: HashMap<IdKey, StreamId>,
+    /// Progress token → the request that set it.
+    progress: HashMap<IdKey, IdKey>,
+    /// Server-to-client request id → the stream that carried it.
+    server_requests: HashMap<IdKey, StreamId>,
     held: VecDeque<Vec<u8>>,
     held_bytes: usize,
-    max_held_bytes: usize,
     dropped_held: u64,
 }
 
 impl Router {
-    /// An empty table that holds at most `max_held_bytes` of undeliverable messages.
-    pub fn new(max_held_bytes: usize) -> Self {
+    /// An empty table.
+    pub fn new(limits: RouterLimits) -> Self {
         Router {
+            limits,
             streams: BTreeMap::new(),
             get_stream: None,
             next_stream: 1,
             pending: HashMap::new(),
             progress: HashMap::new(),
+            server_requests: HashMap::new(),
             held: VecDeque::new(),
             held_bytes: 0,
-            max_held_bytes,
             dropped_held: 0,
         }
     }
@@ -121,59 +211,117 @@ impl Router {
             StreamState {
                 kind,
                 outstanding: 0,
+                last_seq: 0,
+                replay: ReplayBuffer::new(
+                    self.limits.replay_max_events,
+                    self.limits.replay_max_bytes,
+                ),
+                detached_at: None,
+                finished: false,
             },
         );
         stream
     }
 
-    /// Records a client request sent on `stream`, so its answer finds its way back.
+    /// Records a client request sent on `stream`, so its answer finds its way
+    /// back, and starts its clock.
     pub fn register_request(
         &mut self,
         stream: StreamId,
         message: &Value,
+        now: Instant,
     ) -> Result<(), RegisterError> {
         let key = IdKey::of_message(message).ok_or(RegisterError::NoId)?;
         if self.pending.contains_key(&key) {
             return Err(RegisterError::DuplicateId);
         }
+        let method = jsonrpc::method(message).unwrap_or("").to_string();
         let progress_token = jsonrpc::progress_token_of_request(message);
         if let Some(token) = &progress_token {
-            self.progress.insert(token.clone(), stream);
+            self.progress.insert(token.clone(), key.clone());
         }
         if let Some(state) = self.streams.get_mut(&stream) {
             state.outstanding += 1;
         }
+        let timeout = if method == "initialize" {
+            self.limits.initialize_timeout
+        } else {
+            self.limits.request_timeout
+        };
         self.pending.insert(
             key,
             Pending {
-                stream: Some(stream),
+                stream,
                 id: message.get("id").cloned().unwrap_or(Value::Null),
-                method: jsonrpc::method(message).unwrap_or("").to_string(),
+                method,
                 progress_token,
+                started: now,
+                deadline: now + timeout,
             },
         );
         Ok(())
     }
 
-    /// Decides where a message from the child goes. A message that is held is
-    /// kept by the router (`raw` is its serialized form).
-    pub fn route(&mut self, message: &Value, kind: Kind, raw: &[u8]) -> Destination {
-        if kind == Kind::Response {
-            return self.route_response(message);
+    /// True when a request with this id is waiting for its answer.
+    pub fn is_pending(&self, id: &IdKey) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// Decides where a message from the child goes, and records it in that
+    /// stream's replay buffer (or holds it).
+    pub fn route(&mut self, message: &Value, kind: Kind, raw: &[u8], now: Instant) -> Destination {
+        match kind {
+            Kind::Response => return self.route_response(message, raw),
+            Kind::Request => {
+                let stream = self.default_stream();
+                if let (Some(stream), Some(id)) = (stream, IdKey::of_message(message)) {
+                    if self.server_requests.len() < MAX_TRACKED_SERVER_REQUESTS {
+                        self.server_requests.insert(id, stream);
+                    }
+                }
+                return self.record_or_hold(stream, raw);
+            }
+            Kind::Notification => {}
         }
-        let progress_stream = (jsonrpc::method(message) == Some("notifications/progress"))
-            .then(|| jsonrpc::progress_token_of_notification(message))
-            .flatten()
-            .and_then(|token| self.progress.get(&token).copied())
-            .filter(|stream| self.streams.contains_key(stream));
-        let stream = progress_stream
-            .or(self.get_stream)
-            .or_else(|| self.newest_post_stream());
-        match stream {
-            Some(stream) => Destination::Stream {
-                stream,
-                then_close: false,
-            },
+        let stream = match jsonrpc::method(message) {
+            Some("notifications/progress") => self.progress_stream(message, now),
+            Some("notifications/cancelled") => message
+                .get("params")
+                .and_then(|params| params.get("requestId"))
+                .and_then(IdKey::of)
+                .and_then(|id| self.server_requests.remove(&id))
+                .filter(|stream| self.streams.contains_key(stream)),
+            _ => None,
+        };
+        let stream = stream.or_else(|| self.default_stream());
+        self.record_or_hold(stream, raw)
+    }
+
+    /// The stream a progress notification belongs to; its request's clock
+    /// restarts, within the hard maximum.
+    fn progress_stream(&mut self, message: &Value, now: Instant) -> Option<StreamId> {
+        let token = jsonrpc::progress_token_of_notification(message)?;
+        let request = self.progress.get(&token)?;
+        let pending = self.pending.get_mut(request)?;
+        let cap = pending.started + self.limits.request_timeout_max;
+        pending.deadline = (now + self.limits.request_timeout).min(cap);
+        Some(pending.stream).filter(|stream| self.streams.contains_key(stream))
+    }
+
+    /// The GET stream, else the newest open POST stream.
+    fn default_stream(&self) -> Option<StreamId> {
+        self.get_stream.or_else(|| {
+            self.streams
+                .iter()
+                .rev()
+                .find(|(_, state)| state.kind == StreamKind::Post && !state.finished)
+                .map(|(stream, _)| *stream)
+        })
+    }
+
+    fn record_or_hold(&mut self, stream: Option<StreamId>, raw: &[u8]) -> Destination {
+        match stream.and_then(|stream| self.record(stream, raw, false)) {
+            Some(destination) => destination,
             None => {
                 self.hold(raw.to_vec());
                 Destination::Held
@@ -181,50 +329,65 @@ impl Router {
         }
     }
 
-    fn route_response(&mut self, message: &Value) -> Destination {
-        let pending = IdKey::of_message(message).and_then(|key| self.pending.remove(&key));
-        let Some(pending) = pending else {
-            // A response to nothing we forwarded: pass it on like a notification
-            // would go, so nothing is silently swallowed.
-            return match self.get_stream.or_else(|| self.newest_post_stream()) {
-                Some(stream) => Destination::Stream {
-                    stream,
-                    then_close: false,
-                },
-                None => Destination::Orphaned,
-            };
+    /// Appends an event to a stream's history.
+    fn record(&mut self, stream: StreamId, raw: &[u8], then_close: bool) -> Option<Destination> {
+        let state = self.streams.get_mut(&stream)?;
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        state.replay.push(seq, raw);
+        Some(Destination::Stream {
+            stream,
+            seq,
+            then_close,
+        })
+    }
+
+    fn route_response(&mut self, message: &Value, raw: &[u8]) -> Destination {
+        let Some(key) = IdKey::of_message(message) else {
+            return self.record_or_hold(self.default_stream(), raw);
+        };
+        let Some(pending) = self.pending.remove(&key) else {
+            // An answer to a request that was cancelled or timed out: the
+            // client already got its one answer.
+            return Destination::Orphaned;
         };
         if let Some(token) = &pending.progress_token {
             self.progress.remove(token);
         }
-        let Some(stream) = pending.stream else {
-            return Destination::Orphaned;
-        };
-        match self.streams.get_mut(&stream) {
-            Some(state) => {
-                state.outstanding = state.outstanding.saturating_sub(1);
-                let then_close = state.kind == StreamKind::Post && state.outstanding == 0;
-                if then_close {
-                    self.streams.remove(&stream);
-                }
-                Destination::Stream { stream, then_close }
-            }
-            None => Destination::Orphaned,
-        }
+        let then_close = self.answered(pending.stream);
+        self.record(pending.stream, raw, then_close)
+            .unwrap_or(Destination::Orphaned)
     }
 
-    fn newest_post_stream(&self) -> Option<StreamId> {
-        self.streams
-            .iter()
-            .rev()
-            .find(|(_, state)| state.kind == StreamKind::Post)
-            .map(|(stream, _)| *stream)
+    /// One request of `stream` got its answer; true when that was the last one
+    /// and the stream now ends. A finished stream is kept only while detached.
+    fn answered(&mut self, stream: StreamId) -> bool {
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return false;
+        };
+        state.outstanding = state.outstanding.saturating_sub(1);
+        let done = state.kind == StreamKind::Post && state.outstanding == 0;
+        if done {
+            state.finished = true;
+        }
+        done
+    }
+
+    /// Forgets a finished stream once its last event was written to a client.
+    pub fn stream_ended(&mut self, stream: StreamId) {
+        if self
+            .streams
+            .get(&stream)
+            .is_some_and(|state| state.detached_at.is_none())
+        {
+            self.streams.remove(&stream);
+        }
     }
 
     fn hold(&mut self, raw: Vec<u8>) {
         self.held_bytes += raw.len();
         self.held.push_back(raw);
-        while self.held_bytes > self.max_held_bytes {
+        while self.held_bytes > self.limits.max_held_bytes {
             match self.held.pop_front() {
                 Some(oldest) => {
                     self.held_bytes -= oldest.len();
@@ -235,10 +398,18 @@ impl Router {
         }
     }
 
-    /// Takes every held message, oldest first, for a stream that just opened.
-    pub fn take_held(&mut self) -> Vec<Vec<u8>> {
+    /// Moves every held message into `stream`'s history, oldest first, and
+    /// returns them as events to write.
+    pub fn release_held(&mut self, stream: StreamId) -> Vec<(u64, Vec<u8>)> {
         self.held_bytes = 0;
-        self.held.drain(..).collect()
+        let held: Vec<Vec<u8>> = self.held.drain(..).collect();
+        let mut events = Vec::with_capacity(held.len());
+        for raw in held {
+            if let Some(Destination::Stream { seq, .. }) = self.record(stream, &raw, false) {
+                events.push((seq, raw));
+            }
+        }
+        events
     }
 
     /// Messages dropped because the held buffer was full, since the last call.
@@ -246,38 +417,148 @@ impl Router {
         std::mem::take(&mut self.dropped_held)
     }
 
-    /// A stream's client went away. Requests it carried stay pending (the child
-    /// still answers them), but their answers are orphaned. Returns their ids.
-    pub fn stream_closed(&mut self, stream: StreamId) -> Vec<Value> {
+    /// A client answered a server-to-client request.
+    pub fn client_answered(&mut self, message: &Value) {
+        if let Some(id) = IdKey::of_message(message) {
+            self.server_requests.remove(&id);
+        }
+    }
+
+    /// The connection carrying `stream` went away. A stream with answers
+    /// still to come, or the GET stream, is kept for a resume.
+    pub fn detach(&mut self, stream: StreamId, now: Instant) -> Detached {
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return Detached::Dropped;
+        };
+        let resumable = state.kind == StreamKind::Get || (state.outstanding > 0);
+        if resumable {
+            state.detached_at = Some(now);
+            Detached::Kept { since: now }
+        } else {
+            self.streams.remove(&stream);
+            Detached::Dropped
+        }
+    }
+
+    /// Ends a stream that stayed detached since `since`: its client is not
+    /// coming back. Returns the requests it carried, now abandoned, for the
+    /// caller to cancel upstream.
+    pub fn expire_detached(&mut self, stream: StreamId, since: Instant) -> Vec<Pending> {
+        let still_detached = self
+            .streams
+            .get(&stream)
+            .is_some_and(|state| state.detached_at == Some(since));
+        if !still_detached {
+            return Vec::new();
+        }
         self.streams.remove(&stream);
         if self.get_stream == Some(stream) {
             self.get_stream = None;
         }
-        self.progress.retain(|_, target| *target != stream);
-        self.pending
-            .values_mut()
-            .filter(|pending| pending.stream == Some(stream))
+        self.take_pending_where(|pending| pending.stream == stream)
+    }
+
+    fn take_pending_where(&mut self, mut condition: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let keys: Vec<IdKey> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| condition(pending))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut taken = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(pending) = self.pending.remove(&key) {
+                if let Some(token) = &pending.progress_token {
+                    self.progress.remove(token);
+                }
+                taken.push(pending);
+            }
+        }
+        taken
+    }
+
+    /// A client reconnects with `Last-Event-ID`: re-attaches its stream and
+    /// returns what it missed.
+    pub fn resume(&mut self, last_event_id: &str) -> Result<(StreamId, Resumed), ResumeError> {
+        let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Malformed)?;
+        let state = self
+            .streams
+            .get_mut(&stream)
+            .ok_or(ResumeError::UnknownStream)?;
+        let events = state.replay.after(seq).map_err(|error| match error {
+            ReplayError::Evicted => ResumeError::Evicted,
+            ReplayError::FromTheFuture => ResumeError::Malformed,
+        })?;
+        state.detached_at = None;
+        Ok((
+            stream,
+            Resumed {
+                events,
+                finished: state.finished,
+            },
+        ))
+    }
+
+    /// The client cancelled request `id`: forget it. Returns it and whether
+    /// its stream has nothing else to carry and should end now. `initialize`
+    /// is never cancelled.
+    pub fn cancel(&mut self, id: &IdKey) -> Option<(Pending, bool)> {
+        if self.pending.get(id).is_none_or(Pending::is_initialize) {
+            return None;
+        }
+        let pending = self.pending.remove(id)?;
+        if let Some(token) = &pending.progress_token {
+            self.progress.remove(token);
+        }
+        let then_close = self.answered(pending.stream);
+        if then_close {
+            self.stream_ended(pending.stream);
+        }
+        Some((pending, then_close))
+    }
+
+    /// Removes every request whose deadline passed, records a JSON-RPC error
+    /// answer for each in its stream, and returns them with where that answer
+    /// goes (its serialized form included).
+    pub fn take_expired(&mut self, now: Instant) -> Vec<(Pending, Destination, Vec<u8>)> {
+        let expired = self.take_pending_where(|pending| pending.deadline <= now);
+        expired
+            .into_iter()
             .map(|pending| {
-                pending.stream = None;
-                pending.id.clone()
+                let text = if pending.is_initialize() {
+                    format!(
+                        "The upstream server did not answer initialize within {:?}",
+                        self.limits.initialize_timeout
+                    )
+                } else {
+                    format!(
+                        "Request timed out: no answer from the upstream server within {:?} (or {:?} in all)",
+                        self.limits.request_timeout, self.limits.request_timeout_max
+                    )
+                };
+                let error = jsonrpc::error_response(&pending.id, jsonrpc::REQUEST_TIMEOUT, &text);
+                let then_close = self.answered(pending.stream);
+                let destination = self
+                    .record(pending.stream, &error, then_close)
+                    .unwrap_or(Destination::Orphaned);
+                (pending, destination, error)
             })
             .collect()
     }
 
-    /// Removes every pending request and open stream (the session is ending).
-    /// Returns the pending requests whose stream is still open, to be answered
-    /// with an error, and every stream that was open.
-    pub fn drain(&mut self) -> (Vec<Pending>, Vec<StreamId>) {
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|pending| pending.deadline).min()
+    }
+
+    /// Removes every pending request and stream (the session is ending).
+    /// Returns the pending requests, to be answered with an error.
+    pub fn drain(&mut self) -> Vec<Pending> {
         self.progress.clear();
+        self.server_requests.clear();
         self.get_stream = None;
-        let pending = self
-            .pending
-            .drain()
-            .map(|(_, pending)| pending)
-            .filter(|pending| pending.stream.is_some())
-            .collect();
-        let streams = std::mem::take(&mut self.streams).into_keys().collect();
-        (pending, streams)
+        self.streams.clear();
+        self.pending.drain().map(|(_, pending)| pending).collect()
     }
 
     /// Requests still waiting for an answer.
@@ -285,17 +566,17 @@ impl Router {
         self.pending.len()
     }
 
-    /// Whether `stream` is open.
+    /// Whether `stream` exists (attached or not).
     pub fn is_open(&self, stream: StreamId) -> bool {
         self.streams.contains_key(&stream)
     }
 
-    /// The open GET stream, if any.
+    /// The GET stream, if any.
     pub fn get_stream(&self) -> Option<StreamId> {
         self.get_stream
     }
 
-    /// Number of open streams.
+    /// Number of streams, detached ones included.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
     }
@@ -309,149 +590,334 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
-    fn route(router: &mut Router, text: &str) -> Destination {
+    fn limits() -> RouterLimits {
+        RouterLimits {
+            max_held_bytes: 1024,
+            replay_max_events: 100,
+            replay_max_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            request_timeout_max: Duration::from_secs(60),
+            initialize_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn route(router: &mut Router, text: &str, now: Instant) -> Destination {
         let message = parse(text);
         let kind = jsonrpc::classify(&message).unwrap();
-        router.route(&message, kind, text.as_bytes())
+        router.route(&message, kind, text.as_bytes(), now)
+    }
+
+    fn request(id: &str, extra: &str) -> Value {
+        parse(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call"{extra}}}"#
+        ))
+    }
+
+    fn stream_of(destination: Destination) -> (StreamId, bool) {
+        match destination {
+            Destination::Stream {
+                stream, then_close, ..
+            } => (stream, then_close),
+            other => panic!("expected a stream, got {other:?}"),
+        }
     }
 
     #[test]
     fn a_response_returns_to_its_post_stream_and_closes_it() {
-        let mut router = Router::new(1024);
+        let now = Instant::now();
+        let mut router = Router::new(limits());
         let first = router.open_post_stream();
         let second = router.open_post_stream();
         router
-            .register_request(first, &parse(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#))
+            .register_request(first, &request("1", ""), now)
             .unwrap();
         router
-            .register_request(second, &parse(r#"{"jsonrpc":"2.0","id":"1","method":"b"}"#))
+            .register_request(second, &request(r#""1""#, ""), now)
             .unwrap();
         // "1" and 1 are different ids: each answer finds its own stream.
-        assert_eq!(
-            route(&mut router, r#"{"jsonrpc":"2.0","id":"1","result":{}}"#),
-            Destination::Stream {
-                stream: second,
-                then_close: true
-            }
+        let answer = route(
+            &mut router,
+            r#"{"jsonrpc":"2.0","id":"1","result":{}}"#,
+            now,
         );
-        assert_eq!(
-            route(&mut router, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
-            Destination::Stream {
-                stream: first,
-                then_close: true
-            }
-        );
+        assert_eq!(stream_of(answer), (second, true));
+        let answer = route(&mut router, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, now);
+        assert_eq!(stream_of(answer), (first, true));
+        router.stream_ended(first);
+        router.stream_ended(second);
         assert_eq!(router.pending_count(), 0);
         assert_eq!(router.open_streams(), 0);
     }
 
     #[test]
     fn duplicate_ids_are_refused() {
-        let mut router = Router::new(1024);
+        let now = Instant::now();
+        let mut router = Router::new(limits());
         let stream = router.open_post_stream();
-        let request = parse(r#"{"jsonrpc":"2.0","id":5,"method":"a"}"#);
-        router.register_request(stream, &request).unwrap();
+        router
+            .register_request(stream, &request("5", ""), now)
+            .unwrap();
         assert_eq!(
-            router.register_request(stream, &request),
+            router.register_request(stream, &request("5", ""), now),
             Err(RegisterError::DuplicateId)
         );
     }
 
     #[test]
     fn progress_follows_its_token_and_other_messages_prefer_the_get_stream() {
-        let mut router = Router::new(1024);
+        let now = Instant::now();
+        let mut router = Router::new(limits());
         let post = router.open_post_stream();
         router
             .register_request(
                 post,
-                &parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t"}}}"#),
+                &request("1", r#","params":{"_meta":{"progressToken":"t"}}"#),
+                now,
             )
             .unwrap();
         let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#;
         let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
         // No GET stream yet: unrelated messages ride the open POST stream.
-        assert_eq!(
-            route(&mut router, log),
-            Destination::Stream {
-                stream: post,
-                then_close: false
-            }
-        );
+        assert_eq!(stream_of(route(&mut router, log, now)).0, post);
         let (get, replaced) = router.open_get_stream();
         assert_eq!(replaced, None);
-        assert_eq!(
-            route(&mut router, progress),
-            Destination::Stream {
-                stream: post,
-                then_close: false
-            }
-        );
-        assert_eq!(
-            route(&mut router, log),
-            Destination::Stream {
-                stream: get,
-                then_close: false
-            }
-        );
+        assert_eq!(stream_of(route(&mut router, progress, now)).0, post);
+        assert_eq!(stream_of(route(&mut router, log, now)).0, get);
         let sampling =
             r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
-        assert_eq!(
-            route(&mut router, sampling),
-            Destination::Stream {
-                stream: get,
-                then_close: false
+        assert_eq!(stream_of(route(&mut router, sampling, now)).0, get);
+        // The child's cancel of a server request follows that request, even
+        // when a GET stream opened meanwhile.
+        let (_, replaced) = router.open_get_stream();
+        assert_eq!(replaced, Some(get));
+        let mut router = Router::new(limits());
+        let post = router.open_post_stream();
+        router
+            .register_request(post, &request("1", ""), now)
+            .unwrap();
+        let elicit = r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create","params":{}}"#;
+        assert_eq!(stream_of(route(&mut router, elicit, now)).0, post);
+        let (get, _) = router.open_get_stream();
+        let cancel =
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#;
+        assert_eq!(stream_of(route(&mut router, cancel, now)).0, post);
+        // Once answered, a server request is forgotten.
+        router.client_answered(&parse(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#));
+        assert_eq!(stream_of(route(&mut router, cancel, now)).0, get);
+    }
+
+    #[test]
+    fn events_are_numbered_per_stream_and_ids_round_trip() {
+        let now = Instant::now();
+        let mut router = Router::new(limits());
+        let (get, _) = router.open_get_stream();
+        let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+        for expected in 1..=3 {
+            match route(&mut router, log, now) {
+                Destination::Stream { stream, seq, .. } => {
+                    assert_eq!((stream, seq), (get, expected));
+                    assert_eq!(
+                        parse_event_id(&event_id(stream, seq)),
+                        Some((get, expected))
+                    );
+                }
+                other => panic!("{other:?}"),
             }
-        );
+        }
+        assert_eq!(parse_event_id("garbage"), None);
+        assert_eq!(parse_event_id("1-x"), None);
     }
 
     #[test]
     fn messages_without_a_stream_are_held_within_the_bound() {
-        let mut router = Router::new(100);
+        let now = Instant::now();
+        let mut router = Router::new(RouterLimits {
+            max_held_bytes: 100,
+            ..limits()
+        });
         let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"n":1}}"#;
         for _ in 0..5 {
-            assert_eq!(route(&mut router, log), Destination::Held);
+            assert_eq!(route(&mut router, log, now), Destination::Held);
         }
         assert!(router.take_dropped_count() > 0);
-        let held = router.take_held();
-        assert!(!held.is_empty());
-        assert!(held.iter().map(Vec::len).sum::<usize>() <= 100);
-        assert!(router.take_held().is_empty());
+        let (get, _) = router.open_get_stream();
+        let released = router.release_held(get);
+        assert!(!released.is_empty());
+        assert!(released.iter().map(|(_, raw)| raw.len()).sum::<usize>() <= 100);
+        assert_eq!(released[0].0, 1);
+        assert!(router.release_held(get).is_empty());
     }
 
     #[test]
     fn a_second_get_stream_replaces_the_first() {
-        let mut router = Router::new(100);
+        let mut router = Router::new(limits());
         let (first, _) = router.open_get_stream();
         let (second, replaced) = router.open_get_stream();
         assert_eq!(replaced, Some(first));
-        assert_ne!(first, second);
         assert!(!router.is_open(first));
         assert_eq!(router.get_stream(), Some(second));
     }
 
     #[test]
-    fn answers_for_a_closed_stream_are_orphaned_and_drain_reports_live_ones() {
-        let mut router = Router::new(100);
-        let gone = router.open_post_stream();
-        let live = router.open_post_stream();
+    fn a_detached_post_stream_records_and_resumes_without_loss() {
+        let now = Instant::now();
+        let mut router = Router::new(limits());
+        let post = router.open_post_stream();
         router
-            .register_request(gone, &parse(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#))
+            .register_request(
+                post,
+                &request("1", r#","params":{"_meta":{"progressToken":"t"}}"#),
+                now,
+            )
             .unwrap();
-        router
-            .register_request(live, &parse(r#"{"jsonrpc":"2.0","id":2,"method":"b"}"#))
-            .unwrap();
-        assert_eq!(router.stream_closed(gone), vec![parse("1")]);
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#;
+        route(&mut router, progress, now);
+        // The client saw event 1, then its connection dropped.
+        assert_eq!(router.detach(post, now), Detached::Kept { since: now });
+        route(&mut router, progress, now);
+        let answer = route(&mut router, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, now);
+        assert_eq!(stream_of(answer), (post, true));
+        let (stream, resumed) = router.resume(&event_id(post, 1)).unwrap();
+        assert_eq!(stream, post);
+        assert!(resumed.finished);
+        let seqs: Vec<u64> = resumed.events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        router.stream_ended(post);
+        assert!(!router.is_open(post));
         assert_eq!(
-            route(&mut router, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
-            Destination::Orphaned
+            router.resume(&event_id(post, 1)),
+            Err(ResumeError::UnknownStream)
         );
+    }
+
+    #[test]
+    fn an_abandoned_stream_expires_and_gives_back_its_requests() {
+        let now = Instant::now();
+        let mut router = Router::new(limits());
+        let post = router.open_post_stream();
         router
-            .register_request(live, &parse(r#"{"jsonrpc":"2.0","id":3,"method":"c"}"#))
+            .register_request(post, &request("9", ""), now)
             .unwrap();
-        let (pending, streams) = router.drain();
-        assert_eq!(pending.len(), 2);
-        assert!(pending.iter().all(|p| p.stream == Some(live)));
-        assert_eq!(streams, vec![live]);
+        let Detached::Kept { since } = router.detach(post, now) else {
+            panic!("a stream with a request in flight is kept")
+        };
+        let abandoned = router.expire_detached(post, since);
+        assert_eq!(abandoned.len(), 1);
+        assert_eq!(abandoned[0].id, parse("9"));
         assert_eq!(router.pending_count(), 0);
+        assert!(!router.is_open(post));
+        // A late answer is orphaned, not misrouted.
+        let late = route(&mut router, r#"{"jsonrpc":"2.0","id":9,"result":{}}"#, now);
+        assert_eq!(late, Destination::Orphaned);
+    }
+
+    #[test]
+    fn a_resumed_then_detached_stream_is_not_expired_by_an_old_timer() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let mut router = Router::new(limits());
+        let post = router.open_post_stream();
+        router
+            .register_request(post, &request("1", ""), now)
+            .unwrap();
+        let Detached::Kept { since: first } = router.detach(post, now) else {
+            panic!()
+        };
+        router.resume(&event_id(post, 0)).unwrap();
+        router.detach(post, later);
+        assert!(router.expire_detached(post, first).is_empty());
+        assert!(router.is_open(post));
+    }
+
+    #[test]
+    fn evicted_and_unknown_resume_points_are_refused() {
+        let now = Instant::now();
+        let mut router = Router::new(RouterLimits {
+            replay_max_events: 2,
+            ..limits()
+        });
+        let (get, _) = router.open_get_stream();
+        let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+        for _ in 0..5 {
+            route(&mut router, log, now);
+        }
+        assert_eq!(router.resume(&event_id(get, 1)), Err(ResumeError::Evicted));
+        assert_eq!(router.resume(&event_id(get, 3)).unwrap().1.events.len(), 2);
+        assert_eq!(
+            router.resume(&event_id(99, 1)),
+            Err(ResumeError::UnknownStream)
+        );
+        assert_eq!(router.resume("nonsense"), Err(ResumeError::Malformed));
+        assert_eq!(
+            router.resume(&event_id(get, 50)),
+            Err(ResumeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn cancel_frees_the_request_but_never_initialize() {
+        let now = Instant::now();
+        let mut router = Router::new(limits());
+        let init_stream = router.open_post_stream();
+        let init = parse(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#);
+        router.register_request(init_stream, &init, now).unwrap();
+        assert_eq!(router.cancel(&IdKey::Number("0".into())), None);
+        let post = router.open_post_stream();
+        router
+            .register_request(post, &request("4", ""), now)
+            .unwrap();
+        let (pending, then_close) = router.cancel(&IdKey::Number("4".into())).unwrap();
+        assert_eq!(pending.id, parse("4"));
+        assert!(then_close);
+        assert!(!router.is_open(post));
+        assert_eq!(router.pending_count(), 1);
+    }
+
+    #[test]
+    fn timeouts_on_a_virtual_clock_with_progress_and_a_hard_cap() {
+        let start = Instant::now();
+        let mut router = Router::new(limits());
+        let post = router.open_post_stream();
+        router
+            .register_request(
+                post,
+                &request("1", r#","params":{"_meta":{"progressToken":"t"}}"#),
+                start,
+            )
+            .unwrap();
+        let quiet = router.open_post_stream();
+        router
+            .register_request(quiet, &request("2", ""), start)
+            .unwrap();
+        assert_eq!(
+            router.next_deadline(),
+            Some(start + Duration::from_secs(10))
+        );
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#;
+        // Progress every 8 s keeps request 1 alive; request 2 times out at 10 s.
+        let mut now = start;
+        for _ in 0..7 {
+            now += Duration::from_secs(8);
+            route(&mut router, progress, now);
+            let expired = router.take_expired(now);
+            if now >= start + Duration::from_secs(10) && now < start + Duration::from_secs(17) {
+                assert_eq!(expired.len(), 1);
+                assert_eq!(expired[0].0.id, parse("2"));
+                assert_eq!(stream_of(expired[0].1), (quiet, true));
+                let error: Value = serde_json::from_slice(&expired[0].2).unwrap();
+                assert_eq!(error["error"]["code"], jsonrpc::REQUEST_TIMEOUT);
+            } else {
+                assert!(expired.is_empty(), "at {:?}", now - start);
+            }
+        }
+        // At 56 s, progress no longer extends past the 60 s cap.
+        assert_eq!(
+            router.next_deadline(),
+            Some(start + Duration::from_secs(60))
+        );
+        let expired = router.take_expired(start + Duration::from_secs(60));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0.id, parse("1"));
+        assert_eq!(router.next_deadline(), None);
     }
 }

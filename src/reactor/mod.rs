@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
@@ -24,17 +24,18 @@ use slab::Slab;
 use crate::child;
 use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
 use crate::config::{Config, RETRY_AFTER_SECONDS};
-use crate::http::request::{Decoded, Limits, Request};
+use crate::http::request::{Decoded, Limits};
 use crate::http::response;
-use crate::jsonrpc::{self, IdKey, Kind};
+use crate::jsonrpc;
 use crate::lines::Line;
-use crate::mcp::endpoint::{self, AccessPolicy, Intent, Reply};
-use crate::mcp::router::{Destination, RegisterError, StreamId};
+use crate::mcp::endpoint::{AccessPolicy, Reply};
+use crate::mcp::router::StreamId;
 use crate::session::{Phase, PipeRead, Session};
-use crate::session_id;
-use crate::sse;
 use crate::timers::TimerQueue;
 use crate::token::Source;
+
+mod sessions;
+mod streams;
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -55,10 +56,36 @@ const MAX_STDOUT_READS_PER_TURN: usize = 16;
 /// and current deadline, and skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Conn { key: usize, serial: u64 },
-    SessionIdle { key: usize, serial: u64 },
-    ChildTerm { key: usize, serial: u64 },
-    ChildKill { key: usize, serial: u64 },
+    Conn {
+        key: usize,
+        serial: u64,
+    },
+    Heartbeat {
+        key: usize,
+        serial: u64,
+    },
+    SessionIdle {
+        key: usize,
+        serial: u64,
+    },
+    Requests {
+        key: usize,
+        serial: u64,
+    },
+    Detached {
+        key: usize,
+        serial: u64,
+        stream: StreamId,
+        since: Instant,
+    },
+    ChildTerm {
+        key: usize,
+        serial: u64,
+    },
+    ChildKill {
+        key: usize,
+        serial: u64,
+    },
     ShutdownGrace,
     FinalExit,
     RetryAccept,
@@ -101,6 +128,8 @@ pub struct Proxy {
     scratch: Vec<u8>,
     event_scratch: Vec<u8>,
     local_addr: std::net::SocketAddr,
+    /// The loop's clock, read once per turn.
+    now: Instant,
 }
 
 /// A pipe that turns the given signals into readable bytes.
@@ -181,6 +210,7 @@ impl Proxy {
             scratch: vec![0; READ_CHUNK_BYTES],
             event_scratch: Vec::new(),
             local_addr,
+            now: Instant::now(),
         })
     }
 
@@ -214,6 +244,7 @@ impl Proxy {
                     return Err(error);
                 }
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 if let Some(code) = self.dispatch(event) {
                     return Ok(code);
@@ -222,7 +253,7 @@ impl Proxy {
             for session_key in std::mem::take(&mut self.stdout_backlog) {
                 self.pump_stdout(session_key);
             }
-            self.run_timers(Instant::now());
+            self.run_timers(self.now);
             self.settle();
             if self.run_state == RunState::Draining && self.sessions.is_empty() {
                 self.flush_before_exit();
@@ -542,20 +573,7 @@ impl Proxy {
             ..
         } = conn.state
         {
-            if let Some(session) = self.sessions.get_mut(session) {
-                if session.serial == session_serial {
-                    session.stream_conns.remove(&stream);
-                    let orphaned = session.router.stream_closed(stream);
-                    if !orphaned.is_empty() {
-                        debug!(
-                            "session {}: client left stream {stream} with {} request(s) unanswered",
-                            session.short_id(),
-                            orphaned.len()
-                        );
-                    }
-                    session.last_activity = Instant::now();
-                }
-            }
+            self.stream_lost(session, session_serial, stream);
         }
         debug!("connection {key} closed");
     }
@@ -585,312 +603,6 @@ impl Proxy {
             conn.close_after_flush = true;
         }
         self.mark_dirty(key);
-    }
-
-    /// Starts an SSE response on a connection and attaches it to a stream.
-    fn start_stream(
-        &mut self,
-        conn_key: usize,
-        session_key: usize,
-        stream: StreamId,
-        request: &Request,
-        session_header: bool,
-    ) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let Some(conn) = self.conns.get_mut(conn_key) else {
-            return;
-        };
-        session.stream_conns.insert(stream, conn_key);
-        let chunked = request.minor_version >= 1;
-        let mut headers = vec![
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-store"),
-            ("X-Accel-Buffering", "no"),
-        ];
-        if session_header {
-            headers.push(("Mcp-Session-Id", session.id.as_str()));
-        }
-        if chunked {
-            response::write_chunked_head(conn.output(), 200, &headers, request.keep_alive);
-        } else {
-            // HTTP/1.0 has no chunking: the stream's end is the connection's end.
-            response::write_stream_head(conn.output(), 200, &headers);
-        }
-        conn.state = ConnState::Streaming {
-            session: session_key,
-            session_serial: session.serial,
-            stream,
-            chunked,
-        };
-        if !request.keep_alive || !chunked {
-            conn.close_after_flush_when_idle();
-        }
-        conn.deadline = None;
-        self.mark_dirty(conn_key);
-    }
-
-    /// Writes one message to the connection carrying `stream` as an SSE event.
-    fn write_event(&mut self, conn_key: usize, data: &[u8]) {
-        let Some(conn) = self.conns.get_mut(conn_key) else {
-            return;
-        };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
-            return;
-        };
-        self.event_scratch.clear();
-        sse::write_event(&mut self.event_scratch, Some("message"), None, data);
-        if chunked {
-            response::write_chunk(conn.output(), &self.event_scratch);
-        } else {
-            conn.output().extend_from_slice(&self.event_scratch);
-        }
-        self.mark_dirty(conn_key);
-    }
-
-    /// Ends the stream a connection carries; the connection then takes its
-    /// next request (or closes, for HTTP/1.0 and `Connection: close`).
-    fn finish_stream(&mut self, conn_key: usize) {
-        let Some(conn) = self.conns.get_mut(conn_key) else {
-            return;
-        };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
-            return;
-        };
-        if chunked {
-            response::write_last_chunk(conn.output());
-        }
-        conn.state = ConnState::Requests;
-        if conn.wants_close_when_idle() || self.run_state == RunState::Draining {
-            conn.close_after_flush = true;
-        }
-        self.mark_dirty(conn_key);
-        self.process_list.push(conn_key);
-    }
-
-    // ----- requests --------------------------------------------------------
-
-    fn handle_request(&mut self, key: usize, request: Request) {
-        if self.run_state == RunState::Draining {
-            let reply = Reply::error(
-                503,
-                &Value::Null,
-                jsonrpc::SHUTTING_DOWN,
-                "Service Unavailable: mcphop is shutting down",
-            );
-            self.reply(key, &reply, false);
-            return;
-        }
-        match endpoint::interpret(&request, &self.config.path, &self.policy) {
-            Intent::Reply(reply) => self.reply(key, &reply, request.keep_alive),
-            Intent::Initialize { message } => self.initialize(key, &request, message),
-            Intent::Post {
-                session,
-                message,
-                kind,
-            } => match self.session_ids.get(&session).copied() {
-                Some(session_key) => self.post(key, &request, session_key, message, kind),
-                None => self.reply(key, &Reply::session_not_found(), request.keep_alive),
-            },
-            Intent::OpenStream { session } => match self.session_ids.get(&session).copied() {
-                Some(session_key) => self.open_get_stream(key, &request, session_key),
-                None => self.reply(key, &Reply::session_not_found(), request.keep_alive),
-            },
-            Intent::Delete { session } => match self.session_ids.get(&session).copied() {
-                Some(session_key) => {
-                    self.end_session(session_key, "client sent DELETE");
-                    self.reply(key, &Reply::empty(200), request.keep_alive);
-                }
-                None => self.reply(key, &Reply::session_not_found(), request.keep_alive),
-            },
-        }
-    }
-
-    fn initialize(&mut self, key: usize, request: &Request, message: Value) {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        if self.session_ids.len() >= self.config.max_sessions {
-            warn!(
-                "refusing a new session: {} sessions open (--max-sessions)",
-                self.session_ids.len()
-            );
-            let reply = Reply::error(
-                503,
-                &id,
-                jsonrpc::UPSTREAM_GONE,
-                "Service Unavailable: too many sessions; retry later",
-            )
-            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
-            self.reply(key, &reply, request.keep_alive);
-            return;
-        }
-        let session_id = match session_id::new_session_id() {
-            Ok(session_id) => session_id,
-            Err(error) => {
-                error!("no randomness for a session id: {error}");
-                let reply = Reply::error(500, &id, jsonrpc::INTERNAL_ERROR, "no session id");
-                self.reply(key, &reply, request.keep_alive);
-                return;
-            }
-        };
-        let spawned = match child::spawn(&self.config.command) {
-            Ok(spawned) => spawned,
-            Err(error) => {
-                error!(
-                    "cannot start upstream `{}`: {error}",
-                    self.config.command.join(" ")
-                );
-                let reply = Reply::error(
-                    502,
-                    &id,
-                    jsonrpc::UPSTREAM_GONE,
-                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
-                );
-                self.reply(key, &reply, request.keep_alive);
-                return;
-            }
-        };
-        let now = Instant::now();
-        let serial = self.serial();
-        let pid = spawned.pid;
-        let mut session = Session::new(
-            serial,
-            session_id.clone(),
-            spawned,
-            self.config.max_held_bytes,
-            self.config.max_line_bytes,
-            now,
-        );
-        let session_key = self.sessions.vacant_entry().key();
-        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut session) {
-            error!("cannot watch the pipes of child {pid}: {error}");
-            child::signal_group(pid, libc::SIGKILL);
-            self.session_pids.insert(pid, usize::MAX);
-            let reply = Reply::error(502, &id, jsonrpc::UPSTREAM_GONE, "Bad Gateway");
-            self.reply(key, &reply, request.keep_alive);
-            return;
-        }
-        info!(
-            "session {} started: pid {pid}, {} live",
-            session.short_id(),
-            self.session_ids.len() + 1
-        );
-        session.initialize_id = IdKey::of_message(&message);
-        self.sessions.insert(session);
-        self.session_ids.insert(session_id, session_key);
-        self.session_pids.insert(pid, session_key);
-        self.timers.schedule(
-            now + self.config.session_idle_timeout,
-            Timer::SessionIdle {
-                key: session_key,
-                serial,
-            },
-        );
-        self.forward_request(key, request, session_key, &message, true);
-    }
-
-    fn post(
-        &mut self,
-        key: usize,
-        request: &Request,
-        session_key: usize,
-        message: Value,
-        kind: Kind,
-    ) {
-        let max_stdin = self.config.max_child_stdin_buffer;
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        session.last_activity = Instant::now();
-        if session.stdin.unwritten() > max_stdin {
-            let id = message.get("id").cloned().unwrap_or(Value::Null);
-            let reply = Reply::error(
-                503,
-                &id,
-                jsonrpc::UPSTREAM_GONE,
-                "Service Unavailable: the upstream server is not reading its input",
-            )
-            .with_header("Retry-After", "1");
-            self.reply(key, &reply, request.keep_alive);
-            return;
-        }
-        match kind {
-            Kind::Request => self.forward_request(key, request, session_key, &message, false),
-            Kind::Notification | Kind::Response => {
-                self.send_to_child(session_key, &request.body, &message);
-                self.reply(key, &Reply::empty(202), request.keep_alive);
-            }
-        }
-    }
-
-    /// Registers a request, opens its SSE stream and sends it to the child.
-    fn forward_request(
-        &mut self,
-        key: usize,
-        request: &Request,
-        session_key: usize,
-        message: &Value,
-        session_header: bool,
-    ) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let stream = session.router.open_post_stream();
-        if let Err(error) = session.router.register_request(stream, message) {
-            session.router.stream_closed(stream);
-            let text = match error {
-                RegisterError::DuplicateId => {
-                    "Invalid Request: a request with this id is already in flight"
-                }
-                RegisterError::NoId => "Invalid Request: the id must be a string or an integer",
-            };
-            let id = message.get("id").cloned().unwrap_or(Value::Null);
-            let reply = Reply::error(400, &id, jsonrpc::INVALID_REQUEST, text);
-            self.reply(key, &reply, request.keep_alive);
-            return;
-        }
-        self.start_stream(key, session_key, stream, request, session_header);
-        self.send_to_child(session_key, &request.body, message);
-    }
-
-    fn open_get_stream(&mut self, key: usize, request: &Request, session_key: usize) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        session.last_activity = Instant::now();
-        let (stream, replaced) = session.router.open_get_stream();
-        let replaced_conn = replaced.and_then(|old| session.stream_conns.remove(&old));
-        let held = session.router.take_held();
-        if let Some(old_conn) = replaced_conn {
-            debug!(
-                "session {}: a new GET stream replaces the old one",
-                session.short_id()
-            );
-            self.finish_stream(old_conn);
-        }
-        self.start_stream(key, session_key, stream, request, false);
-        for message in held {
-            self.write_event(key, &message);
-        }
-    }
-
-    /// Queues one client message for the child's stdin as a single line.
-    fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let body = trim_ascii(body);
-        if body.contains(&b'\n') || body.contains(&b'\r') {
-            // A pretty-printed body: re-serialize it compactly, since stdio
-            // framing allows no newline inside a message.
-            match serde_json::to_vec(message) {
-                Ok(compact) => session.stdin.push_line(&compact),
-                Err(error) => warn!("session {}: cannot re-encode: {error}", session.short_id()),
-            }
-        } else {
-            session.stdin.push_line(body);
-        }
-        self.flush_stdin(session_key);
     }
 
     // ----- the child's pipes ---------------------------------------------
@@ -1000,67 +712,6 @@ impl Proxy {
         }
     }
 
-    /// Sends one message from the child where the router says it goes.
-    fn deliver_from_child(&mut self, session_key: usize, message: &Value, kind: Kind, raw: &[u8]) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let mut initialize_failed = false;
-        if kind == Kind::Response
-            && session.initialize_id.is_some()
-            && IdKey::of_message(message) == session.initialize_id
-        {
-            session.initialize_id = None;
-            match message.get("result") {
-                Some(result) => {
-                    session.protocol_version = result
-                        .get("protocolVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    debug!(
-                        "session {}: initialized at protocol {}",
-                        session.short_id(),
-                        session.protocol_version.as_deref().unwrap_or("?")
-                    );
-                }
-                None => initialize_failed = true,
-            }
-        }
-        let destination = session.router.route(message, kind, raw);
-        let dropped = session.router.take_dropped_count();
-        if dropped > 0 {
-            warn!(
-                "session {}: dropped {dropped} held message(s): no stream open and the buffer is full",
-                session.short_id()
-            );
-        }
-        match destination {
-            Destination::Stream { stream, then_close } => {
-                let conn_key = if then_close {
-                    session.stream_conns.remove(&stream)
-                } else {
-                    session.stream_conns.get(&stream).copied()
-                };
-                if let Some(conn_key) = conn_key {
-                    self.write_event(conn_key, raw);
-                    if then_close {
-                        self.finish_stream(conn_key);
-                    }
-                }
-            }
-            Destination::Held => {}
-            Destination::Orphaned => debug!(
-                "session {}: an answer arrived for a client that left",
-                session.short_id()
-            ),
-        }
-        if initialize_failed {
-            self.end_session(session_key, "the child refused initialize");
-        } else if self.run_state == RunState::Draining {
-            self.end_session_if_quiet(session_key);
-        }
-    }
-
     fn on_stdout_closed(&mut self, session_key: usize) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
@@ -1109,82 +760,6 @@ impl Proxy {
                     return;
                 }
             }
-        }
-    }
-
-    // ----- session lifecycle ------------------------------------------------
-
-    /// Ends a live session: it becomes unreachable, every request still
-    /// waiting gets a JSON-RPC error, every stream ends, and the child is told
-    /// to exit (stdin closed; SIGTERM and SIGKILL follow if it lingers).
-    fn end_session(&mut self, session_key: usize, reason: &str) {
-        let now = Instant::now();
-        let grace = self.config.child_grace;
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        if !session.is_live() {
-            return;
-        }
-        session.phase = Phase::Ending {
-            reason: reason.to_string(),
-        };
-        self.session_ids.remove(&session.id);
-        let (pending, _streams) = session.router.drain();
-        let message = format!("The upstream session ended: {reason}");
-        let conns: Vec<(StreamId, usize)> = session.stream_conns.drain().collect();
-        let code = if self.run_state == RunState::Draining {
-            jsonrpc::SHUTTING_DOWN
-        } else {
-            jsonrpc::UPSTREAM_GONE
-        };
-        if let Some(mut pipe) = session.stdin.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-        let serial = session.serial;
-        if session.exit.is_none() {
-            session.term_at = Some(now + grace);
-            session.kill_at = Some(now + grace + grace);
-            self.timers.schedule(
-                now + grace,
-                Timer::ChildTerm {
-                    key: session_key,
-                    serial,
-                },
-            );
-            self.timers.schedule(
-                now + grace + grace,
-                Timer::ChildKill {
-                    key: session_key,
-                    serial,
-                },
-            );
-        }
-        for request in &pending {
-            let Some(conn_key) = request
-                .stream
-                .and_then(|stream| conns.iter().find(|(s, _)| *s == stream))
-                .map(|(_, conn_key)| *conn_key)
-            else {
-                continue;
-            };
-            let error = jsonrpc::error_response(&request.id, code, &message);
-            self.write_event(conn_key, &error);
-        }
-        for (_, conn_key) in conns {
-            self.finish_stream(conn_key);
-        }
-        self.finalize_if_done(session_key);
-    }
-
-    /// Ends a draining session once no request of it is in flight.
-    fn end_session_if_quiet(&mut self, session_key: usize) {
-        if self
-            .sessions
-            .get(session_key)
-            .is_some_and(|session| session.is_live() && session.router.pending_count() == 0)
-        {
-            self.end_session(session_key, "mcphop is shutting down");
         }
     }
 
@@ -1260,6 +835,14 @@ impl Proxy {
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn { key, serial } => self.on_conn_deadline(key, serial, deadline),
+                Timer::Heartbeat { key, serial } => self.on_heartbeat(key, serial, deadline),
+                Timer::Requests { key, serial } => self.on_request_timer(key, serial, deadline),
+                Timer::Detached {
+                    key,
+                    serial,
+                    stream,
+                    since,
+                } => self.on_detached_expiry(key, serial, stream, since),
                 Timer::SessionIdle { key, serial } => self.on_session_idle(key, serial, now),
                 Timer::ChildTerm { key, serial } => self.signal_child(key, serial, libc::SIGTERM),
                 Timer::ChildKill { key, serial } => self.signal_child(key, serial, libc::SIGKILL),
@@ -1337,7 +920,7 @@ impl Proxy {
         if session.serial != serial || !session.is_live() {
             return;
         }
-        let busy = session.router.open_streams() > 0 || session.router.pending_count() > 0;
+        let busy = !session.stream_conns.is_empty() || session.router.pending_count() > 0;
         let idle_until = session.last_activity + timeout;
         if !busy && now >= idle_until {
             self.end_session(key, "idle timeout");
@@ -1408,7 +991,6 @@ impl Proxy {
         let mut get_streams = Vec::new();
         for (_, session) in self.sessions.iter_mut() {
             if let Some(stream) = session.router.get_stream() {
-                session.router.stream_closed(stream);
                 if let Some(conn_key) = session.stream_conns.remove(&stream) {
                     get_streams.push(conn_key);
                 }

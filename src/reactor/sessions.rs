@@ -1,0 +1,839 @@
+//! The MCP session side of the loop: what each endpoint intent does to the
+//! session table (create, forward, resume, cancel, delete), how messages from a
+//! child reach their streams, and how sessions end. Routing decisions come from
+//! the sans-IO router; this part applies them to connections and pipes.
+
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use serde_json::{json, Value};
+
+use crate::child;
+use crate::config::RETRY_AFTER_SECONDS;
+use crate::http::request::Request;
+use crate::jsonrpc::{self, IdKey, Kind};
+use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
+use crate::mcp::router::{
+    Destination, Detached, Pending, RegisterError, ResumeError, RouterLimits, StreamId,
+};
+use crate::session::{Phase, Session};
+use crate::session_id;
+
+use super::streams::StreamHead;
+use super::{register_child_pipes, trim_ascii, Proxy, RunState, Timer};
+
+/// The only protocol revision that allows JSON-RPC batches.
+const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
+
+impl Proxy {
+    fn router_limits(&self) -> RouterLimits {
+        RouterLimits {
+            max_held_bytes: self.config.max_held_bytes,
+            replay_max_events: self.config.replay_max_events,
+            replay_max_bytes: self.config.replay_max_bytes,
+            request_timeout: self.config.request_timeout,
+            request_timeout_max: self.config.request_timeout_max,
+            initialize_timeout: self.config.spawn_timeout,
+        }
+    }
+
+    /// Acts on one complete request from a client connection.
+    pub(super) fn handle_request(&mut self, key: usize, request: Request) {
+        if self.run_state == RunState::Draining {
+            let reply = Reply::error(
+                503,
+                &Value::Null,
+                jsonrpc::SHUTTING_DOWN,
+                "Service Unavailable: mcphop is shutting down",
+            );
+            self.reply(key, &reply, false);
+            return;
+        }
+        let intent = endpoint::interpret(&request, &self.config.path, &self.policy);
+        let session_id = match &intent {
+            Intent::Reply(reply) => {
+                self.reply(key, reply, request.keep_alive);
+                return;
+            }
+            Intent::Initialize { .. } => None,
+            Intent::Post { session, .. }
+            | Intent::Batch { session, .. }
+            | Intent::OpenStream { session, .. }
+            | Intent::Delete { session } => Some(session.as_str()),
+        };
+        let session_key = match session_id {
+            None => None,
+            Some(id) => match self.session_ids.get(id).copied() {
+                Some(session_key) => Some(session_key),
+                None => {
+                    self.reply(key, &Reply::session_not_found(), request.keep_alive);
+                    return;
+                }
+            },
+        };
+        if let Some(session_key) = session_key {
+            if let Err(reply) = self.check_negotiated_version(&request, session_key) {
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+            if let Some(session) = self.sessions.get_mut(session_key) {
+                session.last_activity = self.now;
+            }
+        }
+        match (intent, session_key) {
+            (Intent::Initialize { message }, _) => self.initialize(key, &request, message),
+            (Intent::Post { message, kind, .. }, Some(session_key)) => {
+                self.post(key, &request, session_key, message, kind)
+            }
+            (Intent::Batch { messages, .. }, Some(session_key)) => {
+                self.post_batch(key, &request, session_key, messages)
+            }
+            (Intent::OpenStream { last_event_id, .. }, Some(session_key)) => match last_event_id {
+                Some(last_event_id) => {
+                    self.resume_stream(key, &request, session_key, &last_event_id)
+                }
+                None => self.open_get_stream(key, &request, session_key),
+            },
+            (Intent::Delete { .. }, Some(session_key)) => {
+                self.end_session(session_key, "client sent DELETE");
+                self.reply(key, &Reply::empty(200), request.keep_alive);
+            }
+            _ => {}
+        }
+    }
+
+    /// A protocol version header must match what the session negotiated.
+    fn check_negotiated_version(&self, request: &Request, session_key: usize) -> Result<(), Reply> {
+        let Some(header) = request.header(PROTOCOL_VERSION_HEADER).map(str::trim) else {
+            return Ok(());
+        };
+        match self
+            .sessions
+            .get(session_key)
+            .and_then(|session| session.protocol_version.as_deref())
+        {
+            Some(negotiated) if negotiated != header => Err(Reply::error(
+                400,
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Bad Request: MCP-Protocol-Version {header} does not match the version this session negotiated, {negotiated}"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn initialize(&mut self, key: usize, request: &Request, message: Value) {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        if self.session_ids.len() >= self.config.max_sessions {
+            warn!(
+                "refusing a new session: {} sessions open (--max-sessions)",
+                self.session_ids.len()
+            );
+            let reply = Reply::error(
+                503,
+                &id,
+                jsonrpc::UPSTREAM_GONE,
+                "Service Unavailable: too many sessions; retry later",
+            )
+            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        let session_id = match session_id::new_session_id() {
+            Ok(session_id) => session_id,
+            Err(error) => {
+                error!("no randomness for a session id: {error}");
+                let reply = Reply::error(500, &id, jsonrpc::INTERNAL_ERROR, "no session id");
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        };
+        let spawned = match child::spawn(&self.config.command) {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                error!(
+                    "cannot start upstream `{}`: {error}",
+                    self.config.command.join(" ")
+                );
+                let reply = Reply::error(
+                    502,
+                    &id,
+                    jsonrpc::UPSTREAM_GONE,
+                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
+                );
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        };
+        let now = self.now;
+        let serial = self.serial();
+        let pid = spawned.pid;
+        let mut session = Session::new(
+            serial,
+            session_id.clone(),
+            spawned,
+            self.router_limits(),
+            self.config.max_line_bytes,
+            now,
+        );
+        let session_key = self.sessions.vacant_entry().key();
+        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut session) {
+            error!("cannot watch the pipes of child {pid}: {error}");
+            child::signal_group(pid, libc::SIGKILL);
+            let reply = Reply::error(502, &id, jsonrpc::UPSTREAM_GONE, "Bad Gateway");
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        info!(
+            "session {} started: pid {pid}, {} live",
+            session.short_id(),
+            self.session_ids.len() + 1
+        );
+        session.initialize_id = IdKey::of_message(&message);
+        self.sessions.insert(session);
+        self.session_ids.insert(session_id.clone(), session_key);
+        self.session_pids.insert(pid, session_key);
+        self.timers.schedule(
+            now + self.config.session_idle_timeout,
+            Timer::SessionIdle {
+                key: session_key,
+                serial,
+            },
+        );
+        self.forward_requests(
+            key,
+            request,
+            session_key,
+            &[(message, Kind::Request)],
+            Some(&session_id),
+        );
+    }
+
+    fn post(
+        &mut self,
+        key: usize,
+        request: &Request,
+        session_key: usize,
+        message: Value,
+        kind: Kind,
+    ) {
+        if let Err(reply) = self.check_stdin_room(session_key, &message) {
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        match kind {
+            Kind::Request => {
+                self.forward_requests(key, request, session_key, &[(message, kind)], None)
+            }
+            Kind::Notification => {
+                if jsonrpc::method(&message) == Some("notifications/cancelled") {
+                    self.cancel_from_client(session_key, &request.body, &message);
+                } else {
+                    self.send_to_child(session_key, &request.body, &message);
+                }
+                self.reply(key, &Reply::empty(202), request.keep_alive);
+            }
+            Kind::Response => {
+                if let Some(session) = self.sessions.get_mut(session_key) {
+                    session.router.client_answered(&message);
+                }
+                self.send_to_child(session_key, &request.body, &message);
+                self.reply(key, &Reply::empty(202), request.keep_alive);
+            }
+        }
+    }
+
+    /// A 2025-03-26 batch: every element goes to the child as its own line;
+    /// the answers to its requests come back one event each on one stream.
+    fn post_batch(
+        &mut self,
+        key: usize,
+        request: &Request,
+        session_key: usize,
+        messages: Vec<(Value, Kind)>,
+    ) {
+        let version = self
+            .sessions
+            .get(session_key)
+            .and_then(|session| session.protocol_version.clone());
+        if version.as_deref() != Some(BATCH_PROTOCOL_VERSION) {
+            let reply = Reply::error(
+                400,
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Invalid Request: JSON-RPC batches are allowed only in protocol {BATCH_PROTOCOL_VERSION}; this session uses {}",
+                    version.as_deref().unwrap_or("an unknown version")
+                ),
+            );
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        for (message, _) in &messages {
+            if let Err(reply) = self.check_stdin_room(session_key, message) {
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        }
+        let (requests, others): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|(_, kind)| *kind == Kind::Request);
+        for (message, kind) in &others {
+            if *kind == Kind::Response {
+                if let Some(session) = self.sessions.get_mut(session_key) {
+                    session.router.client_answered(message);
+                }
+            }
+            if jsonrpc::method(message) == Some("notifications/cancelled") {
+                self.cancel_from_client(session_key, b"", message);
+            } else {
+                self.send_to_child(session_key, b"", message);
+            }
+        }
+        if requests.is_empty() {
+            self.reply(key, &Reply::empty(202), request.keep_alive);
+        } else {
+            self.forward_requests(key, request, session_key, &requests, None);
+        }
+    }
+
+    fn check_stdin_room(&self, session_key: usize, message: &Value) -> Result<(), Reply> {
+        let full = self
+            .sessions
+            .get(session_key)
+            .is_some_and(|session| session.stdin.unwritten() > self.config.max_child_stdin_buffer);
+        if full {
+            let id = message.get("id").cloned().unwrap_or(Value::Null);
+            return Err(Reply::error(
+                503,
+                &id,
+                jsonrpc::UPSTREAM_GONE,
+                "Service Unavailable: the upstream server is not reading its input",
+            )
+            .with_header("Retry-After", "1"));
+        }
+        Ok(())
+    }
+
+    /// Registers requests on one new stream, opens it as the answer to this
+    /// POST, and sends them to the child.
+    fn forward_requests(
+        &mut self,
+        key: usize,
+        request: &Request,
+        session_key: usize,
+        messages: &[(Value, Kind)],
+        session_header: Option<&str>,
+    ) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        // Refuse the whole POST before anything reaches the child.
+        let mut seen = Vec::with_capacity(messages.len());
+        for (message, _) in messages {
+            let problem = match IdKey::of_message(message) {
+                None => Some(RegisterError::NoId),
+                Some(id) if session.router.is_pending(&id) || seen.contains(&id) => {
+                    Some(RegisterError::DuplicateId)
+                }
+                Some(id) => {
+                    seen.push(id);
+                    None
+                }
+            };
+            if let Some(problem) = problem {
+                let text = match problem {
+                    RegisterError::DuplicateId => {
+                        "Invalid Request: a request with this id is already in flight"
+                    }
+                    RegisterError::NoId => "Invalid Request: the id must be a string or an integer",
+                };
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                let reply = Reply::error(400, &id, jsonrpc::INVALID_REQUEST, text);
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        }
+        let stream = session.router.open_post_stream();
+        for (message, _) in messages {
+            // Checked above: registration cannot fail now.
+            let _ = session.router.register_request(stream, message, now);
+        }
+        self.arm_request_timer(session_key);
+        self.start_stream(
+            key,
+            session_key,
+            stream,
+            request,
+            StreamHead {
+                session_id: session_header,
+                priming: true,
+            },
+        );
+        let body: &[u8] = if messages.len() == 1 {
+            &request.body
+        } else {
+            b""
+        };
+        for (message, _) in messages {
+            self.send_to_child(session_key, body, message);
+        }
+    }
+
+    fn open_get_stream(&mut self, key: usize, request: &Request, session_key: usize) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let (stream, replaced) = session.router.open_get_stream();
+        let replaced_conn = replaced.and_then(|old| session.stream_conns.remove(&old));
+        let held = session.router.release_held(stream);
+        if let Some(old_conn) = replaced_conn {
+            debug!(
+                "session {}: a new GET stream replaces the old one",
+                session.short_id()
+            );
+            self.finish_stream(old_conn);
+        }
+        self.start_stream(
+            key,
+            session_key,
+            stream,
+            request,
+            StreamHead {
+                session_id: None,
+                priming: true,
+            },
+        );
+        for (seq, message) in held {
+            self.write_event(key, Some((stream, seq)), &message);
+        }
+    }
+
+    /// A GET with `Last-Event-ID`: re-attach the stream it names, replay
+    /// what the client missed, then carry on live (or end, if it is done).
+    fn resume_stream(
+        &mut self,
+        key: usize,
+        request: &Request,
+        session_key: usize,
+        last_event_id: &str,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let (stream, resumed) = match session.router.resume(last_event_id) {
+            Ok(resumed) => resumed,
+            Err(error) => {
+                let text = match error {
+                    ResumeError::Malformed => "Bad Request: Last-Event-ID is not an event id of this session",
+                    ResumeError::UnknownStream => {
+                        "Bad Request: the stream of this Last-Event-ID has ended and cannot be resumed"
+                    }
+                    ResumeError::Evicted => {
+                        "Bad Request: the events after this Last-Event-ID are no longer kept; they cannot be replayed"
+                    }
+                };
+                debug!(
+                    "session {}: resume {last_event_id:?} refused",
+                    session.short_id()
+                );
+                let reply = Reply::error(400, &Value::Null, jsonrpc::INVALID_REQUEST, text);
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        };
+        // A client may reconnect before its old connection's close was
+        // noticed: the new connection takes the stream over.
+        if let Some(old_conn) = session.stream_conns.remove(&stream) {
+            self.finish_stream(old_conn);
+        }
+        debug!(
+            "session {}: stream {stream} resumed after {last_event_id}, {} event(s) replayed",
+            self.sessions
+                .get(session_key)
+                .map(Session::short_id)
+                .unwrap_or("?"),
+            resumed.events.len()
+        );
+        self.start_stream(
+            key,
+            session_key,
+            stream,
+            request,
+            StreamHead {
+                session_id: None,
+                priming: false,
+            },
+        );
+        for (seq, message) in resumed.events {
+            self.write_event(key, Some((stream, seq)), &message);
+        }
+        if resumed.finished {
+            self.end_stream(session_key, stream);
+        }
+    }
+
+    /// The client's `notifications/cancelled`: the child hears of it, and
+    /// mcphop ends the request's stream itself, since servers send nothing
+    /// after a cancel. `initialize` is never cancelled.
+    fn cancel_from_client(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let Some(id) = message
+            .get("params")
+            .and_then(|params| params.get("requestId"))
+            .and_then(IdKey::of)
+        else {
+            self.send_to_child(session_key, body, message);
+            return;
+        };
+        if session.initialize_id.as_ref() == Some(&id) {
+            debug!(
+                "session {}: ignoring a cancel of initialize",
+                session.short_id()
+            );
+            return;
+        }
+        let cancelled = session.router.cancel(&id);
+        self.send_to_child(session_key, body, message);
+        if let Some((pending, then_close)) = cancelled {
+            debug!(
+                "session {}: client cancelled {} {}",
+                self.sessions
+                    .get(session_key)
+                    .map(Session::short_id)
+                    .unwrap_or("?"),
+                pending.method,
+                pending.id
+            );
+            if then_close {
+                self.end_stream(session_key, pending.stream);
+            }
+        }
+    }
+
+    /// Tells the child a request is cancelled (it timed out, or its client left).
+    fn cancel_upstream(&mut self, session_key: usize, pending: &Pending, reason: &str) {
+        if pending.is_initialize() {
+            return;
+        }
+        let cancel = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": pending.id, "reason": reason},
+        });
+        self.send_to_child(session_key, b"", &cancel);
+    }
+
+    /// Queues one message for the child's stdin as a single line. `body` is
+    /// the message as the client sent it, reused when it is already one line;
+    /// empty means "serialize `message`".
+    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let body = trim_ascii(body);
+        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
+            // stdio framing allows no newline inside a message.
+            match serde_json::to_vec(message) {
+                Ok(compact) => session.stdin.push_line(&compact),
+                Err(error) => warn!("session {}: cannot re-encode: {error}", session.short_id()),
+            }
+        } else {
+            session.stdin.push_line(body);
+        }
+        self.flush_stdin(session_key);
+    }
+
+    /// Sends one message from the child where the router says it goes.
+    pub(super) fn deliver_from_child(
+        &mut self,
+        session_key: usize,
+        message: &Value,
+        kind: Kind,
+        raw: &[u8],
+    ) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let mut initialize_failed = false;
+        if kind == Kind::Response
+            && session.initialize_id.is_some()
+            && IdKey::of_message(message) == session.initialize_id
+        {
+            session.initialize_id = None;
+            match message.get("result") {
+                Some(result) => {
+                    session.protocol_version = result
+                        .get("protocolVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    debug!(
+                        "session {}: initialized at protocol {}",
+                        session.short_id(),
+                        session.protocol_version.as_deref().unwrap_or("?")
+                    );
+                }
+                None => initialize_failed = true,
+            }
+        }
+        let destination = session.router.route(message, kind, raw, now);
+        let dropped = session.router.take_dropped_count();
+        if dropped > 0 {
+            warn!(
+                "session {}: dropped {dropped} held message(s): no stream open and the buffer is full",
+                session.short_id()
+            );
+        }
+        self.apply_destination(session_key, destination, raw);
+        if initialize_failed {
+            self.end_session(session_key, "the child refused initialize");
+        } else if self.run_state == RunState::Draining {
+            self.end_session_if_quiet(session_key);
+        }
+    }
+
+    /// Writes an event the router recorded to the connection carrying its
+    /// stream, if one does, and ends the stream when it is done.
+    fn apply_destination(&mut self, session_key: usize, destination: Destination, raw: &[u8]) {
+        match destination {
+            Destination::Stream {
+                stream,
+                seq,
+                then_close,
+            } => {
+                let conn_key = self
+                    .sessions
+                    .get(session_key)
+                    .and_then(|session| session.stream_conns.get(&stream).copied());
+                if let Some(conn_key) = conn_key {
+                    self.write_event(conn_key, Some((stream, seq)), raw);
+                }
+                if then_close {
+                    self.end_stream(session_key, stream);
+                }
+            }
+            Destination::Held => {}
+            Destination::Orphaned => {
+                if let Some(session) = self.sessions.get(session_key) {
+                    debug!(
+                        "session {}: dropped an answer to a request that was cancelled or timed out",
+                        session.short_id()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A stream carried its last answer: end it on its connection. While no
+    /// connection carries it, the router keeps it for a resume.
+    fn end_stream(&mut self, session_key: usize, stream: StreamId) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        if let Some(conn_key) = session.stream_conns.remove(&stream) {
+            session.router.stream_ended(stream);
+            self.finish_stream(conn_key);
+        }
+    }
+
+    /// A connection carrying `stream` went away.
+    pub(super) fn stream_lost(
+        &mut self,
+        session_key: usize,
+        session_serial: u64,
+        stream: StreamId,
+    ) {
+        let now = self.now;
+        let window = self.config.resume_window;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        if session.serial != session_serial {
+            return;
+        }
+        session.stream_conns.remove(&stream);
+        if let Detached::Kept { since } = session.router.detach(stream, now) {
+            debug!(
+                "session {}: stream {stream} lost its client; kept {window:?} for a resume",
+                session.short_id()
+            );
+            self.timers.schedule(
+                since + window,
+                Timer::Detached {
+                    key: session_key,
+                    serial: session_serial,
+                    stream,
+                    since,
+                },
+            );
+        }
+    }
+
+    /// A detached stream's resume window passed: if no client came back, its
+    /// requests are cancelled upstream.
+    pub(super) fn on_detached_expiry(
+        &mut self,
+        key: usize,
+        serial: u64,
+        stream: StreamId,
+        since: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.serial != serial {
+            return;
+        }
+        let abandoned = session.router.expire_detached(stream, since);
+        for pending in &abandoned {
+            debug!(
+                "session {}: client left {} {} without resuming: cancelling it",
+                session.short_id(),
+                pending.method,
+                pending.id
+            );
+        }
+        for pending in abandoned {
+            self.cancel_upstream(key, &pending, "the client disconnected");
+        }
+    }
+
+    /// Arms the session's request-timeout timer for its earliest deadline.
+    pub(super) fn arm_request_timer(&mut self, session_key: usize) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let Some(deadline) = session.router.next_deadline() else {
+            return;
+        };
+        if session.request_timer.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        session.request_timer = Some(deadline);
+        let serial = session.serial;
+        self.timers.schedule(
+            deadline,
+            Timer::Requests {
+                key: session_key,
+                serial,
+            },
+        );
+    }
+
+    /// Ends every request of the session whose time is up.
+    pub(super) fn on_request_timer(&mut self, key: usize, serial: u64, deadline: Instant) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.serial != serial || session.request_timer != Some(deadline) {
+            return;
+        }
+        session.request_timer = None;
+        let expired = session.router.take_expired(now);
+        let mut initialize_expired = false;
+        for (pending, destination, error) in expired {
+            if let Some(session) = self.sessions.get(key) {
+                warn!(
+                    "session {}: {} {} timed out",
+                    session.short_id(),
+                    pending.method,
+                    pending.id
+                );
+            }
+            self.apply_destination(key, destination, &error);
+            if pending.is_initialize() {
+                initialize_expired = true;
+            } else {
+                self.cancel_upstream(key, &pending, "request timed out");
+            }
+        }
+        if initialize_expired {
+            self.end_session(
+                key,
+                "the child did not answer initialize in time (--spawn-timeout)",
+            );
+        } else {
+            self.arm_request_timer(key);
+        }
+    }
+
+    // ----- session lifecycle ------------------------------------------------
+
+    /// Ends a live session: it becomes unreachable, every request still
+    /// waiting gets a JSON-RPC error, every stream ends, and the child is told
+    /// to exit (stdin closed; SIGTERM and SIGKILL follow if it lingers).
+    pub(super) fn end_session(&mut self, session_key: usize, reason: &str) {
+        let now = self.now;
+        let grace = self.config.child_grace;
+        let code = if self.run_state == RunState::Draining {
+            jsonrpc::SHUTTING_DOWN
+        } else {
+            jsonrpc::UPSTREAM_GONE
+        };
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        if !session.is_live() {
+            return;
+        }
+        session.phase = Phase::Ending {
+            reason: reason.to_string(),
+        };
+        self.session_ids.remove(&session.id);
+        let pending = session.router.drain();
+        let message = format!("The upstream session ended: {reason}");
+        let conns: Vec<(StreamId, usize)> = session.stream_conns.drain().collect();
+        if let Some(mut pipe) = session.stdin.pipe.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        let serial = session.serial;
+        if session.exit.is_none() {
+            self.timers.schedule(
+                now + grace,
+                Timer::ChildTerm {
+                    key: session_key,
+                    serial,
+                },
+            );
+            self.timers.schedule(
+                now + grace + grace,
+                Timer::ChildKill {
+                    key: session_key,
+                    serial,
+                },
+            );
+        }
+        for request in &pending {
+            let conn_key = conns
+                .iter()
+                .find(|(stream, _)| *stream == request.stream)
+                .map(|(_, conn_key)| *conn_key);
+            if let Some(conn_key) = conn_key {
+                let error = jsonrpc::error_response(&request.id, code, &message);
+                self.write_event(conn_key, None, &error);
+            }
+        }
+        for (_, conn_key) in conns {
+            self.finish_stream(conn_key);
+        }
+        self.finalize_if_done(session_key);
+    }
+
+    /// Ends a draining session once no request of it is in flight.
+    pub(super) fn end_session_if_quiet(&mut self, session_key: usize) {
+        if self
+            .sessions
+            .get(session_key)
+            .is_some_and(|session| session.is_live() && session.router.pending_count() == 0)
+        {
+            self.end_session(session_key, "mcphop is shutting down");
+        }
+    }
+}
