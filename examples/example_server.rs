@@ -8,8 +8,11 @@
 //! - `initialize`: echoes the client's protocol version when it is one we
 //!   know, otherwise offers the newest; advertises only `tools`.
 //! - `ping`: returns `{}`.
-//! - `tools/list`: five tools, `echo`, `pid`, `progress`, `sample` and
-//!   `flood` (a burst of large progress notifications, to test back-pressure).
+//! - `tools/list`: six tools, `echo`, `pid`, `progress`, `sample`, `flood`
+//!   (a burst of large progress notifications, to test back-pressure) and
+//!   `wait` (answers only when cancelled, to test cancellation and timeouts).
+//! - `notifications/cancelled` is logged to stderr as
+//!   `cancelled request <id>: <reason>`, so tests can see it arrive.
 //! - `tools/call`: runs one of those tools.
 //! - notifications (`notifications/initialized`, `notifications/cancelled`,
 //!   ...) are ignored; any other method gets `-32601`.
@@ -104,6 +107,20 @@ fn main() {
 }
 
 /// Write a diagnostic line to stderr (never stdout, which carries the protocol).
+/// Logs a `notifications/cancelled` as `cancelled request <id>: <reason>`.
+fn log_cancel(msg: &Map<String, Value>) {
+    let params = msg.get("params");
+    let id = params
+        .and_then(|p| p.get("requestId"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let reason = params
+        .and_then(|p| p.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given");
+    log(&format!("cancelled request {id}: {reason}"));
+}
+
 fn log(msg: &str) {
     eprintln!("[{SERVER_NAME}] {msg}");
 }
@@ -186,7 +203,11 @@ impl Server {
             (Some(method), Some(id)) => self.handle_request(&method, &id, msg.get("params")),
             (Some(method), None) => {
                 // Notifications (initialized, cancelled, ...) need no answer.
-                log(&format!("notification {method} ignored"));
+                if method == "notifications/cancelled" {
+                    log_cancel(&msg);
+                } else {
+                    log(&format!("notification {method} ignored"));
+                }
                 Ok(())
             }
             (None, Some(id)) if msg.contains_key("result") || msg.contains_key("error") => {
@@ -244,6 +265,10 @@ impl Server {
                 Ok(steps) => text_result(&format!("done after {steps} steps")),
                 Err(why) => error_result(&why),
             },
+            "wait" => {
+                self.wait_for_cancel(id)?;
+                return Ok(());
+            }
             "flood" => match self.run_flood(args, progress_token.as_ref())? {
                 Ok(count) => text_result(&format!("flooded {count}")),
                 Err(why) => error_result(&why),
@@ -323,6 +348,38 @@ impl Server {
             }))?;
         }
         Ok(Ok(count))
+    }
+
+    /// The `wait` tool: blocks until the client cancels this call, answering
+    /// pings meanwhile and queueing everything else. A cancelled call gets
+    /// no answer, as the specification says.
+    fn wait_for_cancel(&mut self, call_id: &Value) -> Result<(), Stop> {
+        log(&format!("waiting for request {call_id} to be cancelled"));
+        loop {
+            let msg = match self.read_line()? {
+                None => continue,
+                Some(Incoming::Message(Value::Object(map))) => map,
+                Some(other) => {
+                    self.backlog.push_back(other);
+                    continue;
+                }
+            };
+            let method = msg.get("method").and_then(Value::as_str);
+            if let (Some("ping"), Some(ping_id)) = (method, msg.get("id")) {
+                let ping_id = ping_id.clone();
+                self.send_result(&ping_id, &json!({}))?;
+                continue;
+            }
+            if method == Some("notifications/cancelled") {
+                log_cancel(&msg);
+                if msg.get("params").and_then(|p| p.get("requestId")) == Some(call_id) {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.backlog
+                .push_back(Incoming::Message(Value::Object(msg)));
+        }
     }
 
     /// The `sample` tool: ask the client for a completion and wait for it.
@@ -437,6 +494,11 @@ fn tool_list() -> Value {
                     "delay_ms": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MS, "default": 50}
                 }
             }
+        },
+        {
+            "name": "wait",
+            "description": "Answers only when the client cancels it.",
+            "inputSchema": {"type": "object", "properties": {}}
         },
         {
             "name": "flood",

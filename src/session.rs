@@ -145,6 +145,9 @@ pub struct Session {
     pub stderr: LinePipe,
     /// The id of the `initialize` request, until its answer arrives.
     pub initialize_id: Option<IdKey>,
+    /// The id `initialize` had, kept for the session's life: a cancel naming
+    /// it is never forwarded.
+    pub initialize_request: Option<IdKey>,
     /// The protocol version the child agreed to.
     pub protocol_version: Option<String>,
     pub started: Instant,
@@ -174,6 +177,7 @@ impl Session {
             stdout: LinePipe::new(child.stdout, max_line_bytes),
             stderr: LinePipe::new(child.stderr, MAX_STDERR_LINE_BYTES),
             initialize_id: None,
+            initialize_request: None,
             protocol_version: None,
             started: now,
             last_activity: now,

@@ -34,7 +34,7 @@ fn initialize_mints_a_session_and_requests_stream_their_answers() {
     let messages = response.sse_messages();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["id"], 2);
-    assert_eq!(messages[0]["result"]["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(messages[0]["result"]["tools"].as_array().unwrap().len(), 6);
 }
 
 #[test]

@@ -192,6 +192,7 @@ impl Proxy {
             self.session_ids.len() + 1
         );
         session.initialize_id = IdKey::of_message(&message);
+        session.initialize_request = session.initialize_id.clone();
         self.sessions.insert(session);
         self.session_ids.insert(session_id.clone(), session_key);
         self.session_pids.insert(pid, session_key);
@@ -491,7 +492,7 @@ impl Proxy {
             self.send_to_child(session_key, body, message);
             return;
         };
-        if session.initialize_id.as_ref() == Some(&id) {
+        if session.initialize_request.as_ref() == Some(&id) {
             debug!(
                 "session {}: ignoring a cancel of initialize",
                 session.short_id()

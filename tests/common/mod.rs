@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -388,4 +388,172 @@ pub fn client_result(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().expect("client printed a result");
     serde_json::from_str(last).expect("client result is JSON")
+}
+
+/// One item read from an SSE response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseItem {
+    /// An event (a priming event has empty `data`).
+    Event {
+        id: Option<String>,
+        data: String,
+        retry: Option<u64>,
+    },
+    /// A comment line (`: text`), such as a heartbeat.
+    Comment(String),
+    /// The response body ended (last chunk, or the connection closed).
+    End,
+}
+
+impl SseItem {
+    /// The event's data as JSON, for non-empty events.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        match self {
+            SseItem::Event { data, .. } if !data.is_empty() => serde_json::from_str(data).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            SseItem::Event { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// An SSE response read item by item from a chunked HTTP/1.1 body.
+pub struct SseStream {
+    pub reader: BufReader<TcpStream>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    text: String,
+    ended: bool,
+}
+
+impl SseStream {
+    /// Sends `request` on a fresh connection and reads the response head.
+    /// A non-SSE response is read whole into `text` (see `body_text`).
+    pub fn open(port: u16, request: &[u8]) -> SseStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(request).expect("write request");
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).expect("status line");
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+        SseStream {
+            reader,
+            status,
+            headers,
+            text: String::new(),
+            ended: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the next chunk into the text buffer; false at the body's end.
+    fn read_chunk(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut size_line = String::new();
+        match self.reader.read_line(&mut size_line) {
+            Ok(0) | Err(_) => {
+                self.ended = true;
+                return false;
+            }
+            Ok(_) => {}
+        }
+        let size = usize::from_str_radix(size_line.trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+        if size == 0 {
+            let mut end = String::new();
+            let _ = self.reader.read_line(&mut end);
+            self.ended = true;
+            return false;
+        }
+        let mut chunk = vec![0; size + 2];
+        if self.reader.read_exact(&mut chunk).is_err() {
+            self.ended = true;
+            return false;
+        }
+        self.text.push_str(&String::from_utf8_lossy(&chunk[..size]));
+        true
+    }
+
+    /// The next event or comment, or `End`.
+    pub fn next_item(&mut self) -> SseItem {
+        loop {
+            if let Some(at) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..at + 2).collect();
+                let mut id = None;
+                let mut data: Vec<&str> = Vec::new();
+                let mut retry = None;
+                let mut comment = None;
+                for line in block.lines() {
+                    if let Some(text) = line.strip_prefix(':') {
+                        comment = Some(text.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value));
+                    } else if let Some(value) = line.strip_prefix("retry:") {
+                        retry = value.trim().parse().ok();
+                    }
+                }
+                if id.is_none() && data.is_empty() && retry.is_none() {
+                    if let Some(comment) = comment {
+                        return SseItem::Comment(comment);
+                    }
+                    continue;
+                }
+                return SseItem::Event {
+                    id,
+                    data: data.join("\n"),
+                    retry,
+                };
+            }
+            if !self.read_chunk() {
+                return SseItem::End;
+            }
+        }
+    }
+
+    /// Every remaining item up to and including `End`.
+    pub fn rest(&mut self) -> Vec<SseItem> {
+        let mut items = Vec::new();
+        loop {
+            let item = self.next_item();
+            let end = item == SseItem::End;
+            items.push(item);
+            if end {
+                return items;
+            }
+        }
+    }
 }
