@@ -130,59 +130,78 @@ impl LinePipe {
     }
 }
 
-/// One client session and its child.
+/// A stdio upstream: the session's own child process and its three pipes.
+pub struct ChildIo {
+    pub pid: u32,
+    pub stdin: StdinQueue,
+    pub stdout: LinePipe,
+    pub stderr: LinePipe,
+    /// How it ended, once reaped.
+    pub exit: Option<ExitStatus>,
+}
+
+impl ChildIo {
+    pub fn new(child: SpawnedChild, max_line_bytes: usize) -> Self {
+        ChildIo {
+            pid: child.pid,
+            stdin: StdinQueue::new(child.stdin),
+            stdout: LinePipe::new(child.stdout, max_line_bytes),
+            stderr: LinePipe::new(child.stderr, MAX_STDERR_LINE_BYTES),
+            exit: None,
+        }
+    }
+}
+
+/// What a session talks to upstream.
+pub enum Upstream {
+    /// Its own stdio child.
+    Child(ChildIo),
+}
+
+/// One client session and its upstream.
 pub struct Session {
     /// Distinguishes this session from later ones that reuse its slab key.
     pub serial: u64,
     pub id: String,
-    pub pid: u32,
     pub phase: Phase,
     pub router: Router,
     /// Which client connection carries each open stream.
     pub stream_conns: HashMap<StreamId, usize>,
-    pub stdin: StdinQueue,
-    pub stdout: LinePipe,
-    pub stderr: LinePipe,
+    pub upstream: Upstream,
     /// The id of the `initialize` request, until its answer arrives.
     pub initialize_id: Option<IdKey>,
     /// The id `initialize` had, kept for the session's life: a cancel naming
     /// it is never forwarded.
     pub initialize_request: Option<IdKey>,
-    /// The protocol version the child agreed to.
+    /// The protocol version the upstream agreed to.
     pub protocol_version: Option<String>,
     pub started: Instant,
     pub last_activity: Instant,
     /// The deadline of the armed request-timeout timer.
     pub request_timer: Option<Instant>,
-    pub exit: Option<ExitStatus>,
 }
 
 impl Session {
     pub fn new(
         serial: u64,
         id: String,
-        child: SpawnedChild,
+        upstream: Upstream,
         limits: RouterLimits,
-        max_line_bytes: usize,
         now: Instant,
     ) -> Self {
         Session {
             serial,
             id,
-            pid: child.pid,
             phase: Phase::Live,
             router: Router::new(limits),
             stream_conns: HashMap::new(),
-            stdin: StdinQueue::new(child.stdin),
-            stdout: LinePipe::new(child.stdout, max_line_bytes),
-            stderr: LinePipe::new(child.stderr, MAX_STDERR_LINE_BYTES),
+            upstream,
             initialize_id: None,
             initialize_request: None,
             protocol_version: None,
             started: now,
             last_activity: now,
             request_timer: None,
-            exit: None,
         }
     }
 
@@ -194,5 +213,44 @@ impl Session {
 
     pub fn is_live(&self) -> bool {
         self.phase == Phase::Live
+    }
+
+    /// The stdio child, for a session with one.
+    pub fn child(&self) -> Option<&ChildIo> {
+        match &self.upstream {
+            Upstream::Child(child) => Some(child),
+        }
+    }
+
+    /// The stdio child, for a session with one.
+    pub fn child_mut(&mut self) -> Option<&mut ChildIo> {
+        match &mut self.upstream {
+            Upstream::Child(child) => Some(child),
+        }
+    }
+
+    /// True once nothing upstream is left to wait for: the child was reaped.
+    pub fn upstream_done(&self) -> bool {
+        match &self.upstream {
+            Upstream::Child(child) => child.exit.is_some(),
+        }
+    }
+
+    /// True when upstream output waits only for the client to read (the
+    /// child's stdout is readable but paused by back-pressure).
+    pub fn upstream_has_backlog(&self) -> bool {
+        match &self.upstream {
+            Upstream::Child(child) => child.stdout.readable,
+        }
+    }
+
+    /// Describes the upstream's end for the session's last log line.
+    pub fn upstream_summary(&self) -> String {
+        match &self.upstream {
+            Upstream::Child(child) => match child.exit {
+                Some(exit) => format!("child pid {} {exit}", child.pid),
+                None => format!("child pid {} not reaped", child.pid),
+            },
+        }
     }
 }

@@ -17,23 +17,22 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Registry, Waker};
+use mio::{Events, Interest, Poll, Waker};
 use serde_json::Value;
 use slab::Slab;
 
-use crate::child;
 use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
 use crate::config::{Config, RETRY_AFTER_SECONDS};
 use crate::http::request::{Decoded, Limits};
 use crate::http::response;
 use crate::jsonrpc;
-use crate::lines::Line;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::mcp::router::StreamId;
-use crate::session::{Phase, PipeRead, Session};
+use crate::session::{Phase, Session};
 use crate::timers::TimerQueue;
 use crate::token::Source;
 
+mod children;
 mod sessions;
 mod streams;
 
@@ -293,20 +292,20 @@ impl Proxy {
                 }
             }
             Source::ChildStdin(key) => {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.stdin.writable = true;
+                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
+                    child.stdin.writable = true;
                     self.flush_stdin(key);
                 }
             }
             Source::ChildStdout(key) => {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.stdout.readable = true;
+                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
+                    child.stdout.readable = true;
                     self.pump_stdout(key);
                 }
             }
             Source::ChildStderr(key) => {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.stderr.readable = true;
+                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
+                    child.stderr.readable = true;
                     self.pump_stderr(key);
                 }
             }
@@ -549,9 +548,9 @@ impl Proxy {
                 && self
                     .sessions
                     .get(session)
-                    .is_some_and(|s| s.serial == session_serial && s.stdout.readable) =>
+                    .is_some_and(|s| s.serial == session_serial && s.upstream_has_backlog()) =>
             {
-                self.pump_stdout(session);
+                self.resume_upstream_output(session);
             }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {
                 self.process_list.push(key);
@@ -604,228 +603,30 @@ impl Proxy {
         }
         self.mark_dirty(key);
     }
-
-    // ----- the child's pipes ---------------------------------------------
-
-    fn flush_stdin(&mut self, session_key: usize) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        if let Err(error) = session.stdin.flush() {
-            // The child stopped reading (it exited, most likely); its exit is
-            // noticed through SIGCHLD and stdout EOF.
-            debug!(
-                "session {}: writing to the child's stdin failed: {error}",
-                session.short_id()
-            );
-            if let Some(mut pipe) = session.stdin.pipe.take() {
-                let _ = self.poll.registry().deregister(&mut pipe);
-            }
-        }
-    }
-
-    /// True when every connection carrying this session's streams can take
-    /// more output; otherwise the child's stdout waits (back-pressure).
-    fn session_can_emit(&self, session: &Session) -> bool {
-        session.stream_conns.values().all(|conn_key| {
-            self.conns
-                .get(*conn_key)
-                .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
-        })
-    }
-
-    fn pump_stdout(&mut self, session_key: usize) {
-        for _ in 0..MAX_STDOUT_READS_PER_TURN {
-            let Some(session) = self.sessions.get(session_key) else {
-                return;
-            };
-            if !session.stdout.readable || session.stdout.pipe.is_none() {
-                return;
-            }
-            if session.is_live() && !self.session_can_emit(session) {
-                return;
-            }
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                return;
-            };
-            let read = session.stdout.read_once(&mut self.scratch);
-            self.drain_stdout_lines(session_key);
-            match read {
-                PipeRead::Data => {}
-                PipeRead::WouldBlock => return,
-                PipeRead::Closed => {
-                    self.on_stdout_closed(session_key);
-                    return;
-                }
-            }
-        }
-        // More may be waiting: come back after the other sources had a turn.
-        self.stdout_backlog.push(session_key);
-    }
 }
 
 impl Proxy {
-    /// Routes every complete line the child's stdout framer holds.
-    fn drain_stdout_lines(&mut self, session_key: usize) {
-        loop {
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                return;
-            };
-            let Some(line) = session.stdout.framer.next_line() else {
-                return;
-            };
-            let line = match line {
-                Line::Complete(line) => line,
-                Line::Overlong(length) => {
-                    warn!(
-                        "session {}: skipped a {length}-byte line on the child's stdout (over --max-line)",
-                        session.short_id()
-                    );
-                    continue;
-                }
-            };
-            if trim_ascii(&line).is_empty() {
-                continue;
-            }
-            if !session.is_live() {
-                debug!(
-                    "session {}: discarding output of an ended session",
-                    session.short_id()
-                );
-                continue;
-            }
-            let parsed = serde_json::from_slice::<Value>(&line)
-                .map_err(|error| error.to_string())
-                .and_then(|value| {
-                    jsonrpc::classify(&value)
-                        .map(|kind| (value, kind))
-                        .map_err(|why| why.0.to_string())
-                });
-            match parsed {
-                Ok((message, kind)) => self.deliver_from_child(session_key, &message, kind, &line),
-                Err(why) => warn!(
-                    "session {}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
-                    session.short_id(),
-                    String::from_utf8_lossy(line.get(..200).unwrap_or(&line))
-                ),
-            }
-        }
-    }
-
-    fn on_stdout_closed(&mut self, session_key: usize) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        if let Some(mut pipe) = session.stdout.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-        session.stdout.readable = false;
-        if session.is_live() {
-            self.end_session(session_key, "the child closed its stdout");
-        }
-        self.finalize_if_done(session_key);
-    }
-
-    fn pump_stderr(&mut self, session_key: usize) {
-        loop {
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                return;
-            };
-            if !session.stderr.readable {
-                return;
-            }
-            let read = session.stderr.read_once(&mut self.scratch);
-            while let Some(line) = session.stderr.framer.next_line() {
-                match line {
-                    Line::Complete(line) => info!(
-                        "session {} stderr: {}",
-                        session.short_id(),
-                        String::from_utf8_lossy(&line)
-                    ),
-                    Line::Overlong(length) => info!(
-                        "session {} stderr: ({length} bytes without a newline, not logged)",
-                        session.short_id()
-                    ),
-                }
-            }
-            match read {
-                PipeRead::Data => {}
-                PipeRead::WouldBlock => return,
-                PipeRead::Closed => {
-                    if let Some(mut pipe) = session.stderr.pipe.take() {
-                        let _ = self.poll.registry().deregister(&mut pipe);
-                    }
-                    session.stderr.readable = false;
-                    self.finalize_if_done(session_key);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reaps every child that exited and ends or finalizes its session.
-    fn reap_children(&mut self) {
-        while let Some((pid, status)) = child::reap_any() {
-            let Some(session_key) = self.session_pids.remove(&pid) else {
-                debug!("reaped process {pid} ({status})");
-                continue;
-            };
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                continue;
-            };
-            if session.pid != pid {
-                continue;
-            }
-            session.exit = Some(status);
-            // The leader is gone; sweep whatever it left in its group.
-            child::signal_group(pid, libc::SIGKILL);
-            if session.is_live() {
-                // Take what it wrote before dying, then fail the rest.
-                session.stdout.readable = true;
-                while self
-                    .sessions
-                    .get(session_key)
-                    .is_some_and(|s| s.stdout.pipe.is_some() && s.stdout.readable)
-                {
-                    let Some(session) = self.sessions.get_mut(session_key) else {
-                        break;
-                    };
-                    let read = session.stdout.read_once(&mut self.scratch);
-                    self.drain_stdout_lines(session_key);
-                    if !matches!(read, PipeRead::Data) {
-                        break;
-                    }
-                }
-                self.end_session(session_key, &format!("the child {status}"));
-            }
-            self.finalize_if_done(session_key);
-        }
-    }
-
-    /// Removes an ended session whose child has been reaped, logging its end.
+    /// Removes an ended session once nothing upstream is left to wait for,
+    /// logging its end.
     fn finalize_if_done(&mut self, session_key: usize) {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };
-        let (Phase::Ending { reason }, Some(exit)) = (&session.phase, session.exit) else {
+        let Phase::Ending { reason } = &session.phase else {
             return;
         };
+        if !session.upstream_done() {
+            return;
+        }
         info!(
-            "session {} ended: {reason}; child pid {} {exit}; lasted {:.1}s",
+            "session {} ended: {reason}; {}; lasted {:.1}s",
             session.short_id(),
-            session.pid,
+            session.upstream_summary(),
             session.started.elapsed().as_secs_f64()
         );
         let mut session = self.sessions.remove(session_key);
-        for pipe in [session.stdout.pipe.take(), session.stderr.pipe.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut pipe = pipe;
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-        if let Some(mut pipe) = session.stdin.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+        if let Some(child) = session.child_mut() {
+            self.close_child_pipes(child);
         }
     }
 
@@ -859,19 +660,15 @@ impl Proxy {
                     }
                 }
                 Timer::FinalExit => {
-                    for (_, session) in self.sessions.iter() {
-                        if session.exit.is_none() {
-                            child::signal_group(session.pid, libc::SIGKILL);
-                        }
-                    }
+                    self.kill_all_children();
                     self.reap_children();
                     let left: Vec<usize> = self.sessions.iter().map(|(key, _)| key).collect();
                     for key in left {
                         if let Some(session) = self.sessions.get(key) {
                             warn!(
-                                "exiting with child pid {} of session {} not yet reaped",
-                                session.pid,
-                                session.short_id()
+                                "exiting with session {} unfinished: {}",
+                                session.short_id(),
+                                session.upstream_summary()
                             );
                         }
                         self.sessions.remove(key);
@@ -931,39 +728,20 @@ impl Proxy {
             .schedule(next, Timer::SessionIdle { key, serial });
     }
 
-    fn signal_child(&mut self, key: usize, serial: u64, signal: libc::c_int) {
-        let Some(session) = self.sessions.get(key) else {
-            return;
-        };
-        if session.serial != serial || session.exit.is_some() {
-            return;
-        }
-        let name = if signal == libc::SIGKILL {
-            "SIGKILL"
-        } else {
-            "SIGTERM"
-        };
-        debug!(
-            "session {}: child pid {} still running: {name} to its group",
-            session.short_id(),
-            session.pid
-        );
-        child::signal_group(session.pid, signal);
-    }
-
     // ----- shutdown ---------------------------------------------------------
 
     fn on_shutdown_signal(&mut self) -> Option<i32> {
         if self.run_state == RunState::Draining {
             warn!("second signal: killing every child and exiting now");
-            for (_, session) in self.sessions.iter() {
-                if session.exit.is_none() {
-                    child::signal_group(session.pid, libc::SIGKILL);
-                }
-            }
+            self.kill_all_children();
             // The children were just killed; reaping them takes moments.
             let deadline = Instant::now() + Duration::from_millis(500);
-            while self.sessions.iter().any(|(_, s)| s.exit.is_none()) && Instant::now() < deadline {
+            while self
+                .sessions
+                .iter()
+                .any(|(_, s)| s.child().is_some_and(|c| c.exit.is_none()))
+                && Instant::now() < deadline
+            {
                 self.reap_children();
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -1034,35 +812,6 @@ impl Proxy {
             }
         }
     }
-}
-
-fn register_child_pipes(
-    registry: &Registry,
-    session_key: usize,
-    session: &mut Session,
-) -> io::Result<()> {
-    if let Some(pipe) = session.stdin.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStdin(session_key).token(),
-            Interest::WRITABLE,
-        )?;
-    }
-    if let Some(pipe) = session.stdout.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStdout(session_key).token(),
-            Interest::READABLE,
-        )?;
-    }
-    if let Some(pipe) = session.stderr.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStderr(session_key).token(),
-            Interest::READABLE,
-        )?;
-    }
-    Ok(())
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {

@@ -16,11 +16,12 @@ use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::{
     Destination, Detached, Pending, RegisterError, ResumeError, RouterLimits, StreamId,
 };
-use crate::session::{Phase, Session};
+use crate::session::{ChildIo, Phase, Session, Upstream};
 use crate::session_id;
 
+use super::children::register_child_pipes;
 use super::streams::StreamHead;
-use super::{register_child_pipes, trim_ascii, Proxy, RunState, Timer};
+use super::{trim_ascii, Proxy, RunState, Timer};
 
 /// The only protocol revision that allows JSON-RPC batches.
 const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
@@ -175,22 +176,22 @@ impl Proxy {
         let now = self.now;
         let serial = self.serial();
         let pid = spawned.pid;
-        let mut session = Session::new(
-            serial,
-            session_id.clone(),
-            spawned,
-            self.router_limits(),
-            self.config.max_line_bytes,
-            now,
-        );
+        let mut child = ChildIo::new(spawned, self.config.max_line_bytes);
         let session_key = self.sessions.vacant_entry().key();
-        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut session) {
+        if let Err(error) = register_child_pipes(self.poll.registry(), session_key, &mut child) {
             error!("cannot watch the pipes of child {pid}: {error}");
             child::signal_group(pid, libc::SIGKILL);
             let reply = Reply::error(502, &id, jsonrpc::UPSTREAM_GONE, "Bad Gateway");
             self.reply(key, &reply, request.keep_alive);
             return;
         }
+        let mut session = Session::new(
+            serial,
+            session_id.clone(),
+            Upstream::Child(child),
+            self.router_limits(),
+            now,
+        );
         info!(
             "session {} started: pid {pid}, {} live",
             session.short_id(),
@@ -237,7 +238,7 @@ impl Proxy {
                 if jsonrpc::method(&message) == Some("notifications/cancelled") {
                     self.cancel_from_client(session_key, &request.body, &message);
                 } else {
-                    self.send_to_child(session_key, &request.body, &message);
+                    self.send_upstream(session_key, &request.body, &message);
                 }
                 self.reply(key, &Reply::empty(202), request.keep_alive);
             }
@@ -245,7 +246,7 @@ impl Proxy {
                 if let Some(session) = self.sessions.get_mut(session_key) {
                     session.router.client_answered(&message);
                 }
-                self.send_to_child(session_key, &request.body, &message);
+                self.send_upstream(session_key, &request.body, &message);
                 self.reply(key, &Reply::empty(202), request.keep_alive);
             }
         }
@@ -295,7 +296,7 @@ impl Proxy {
             if jsonrpc::method(message) == Some("notifications/cancelled") {
                 self.cancel_from_client(session_key, b"", message);
             } else {
-                self.send_to_child(session_key, b"", message);
+                self.send_upstream(session_key, b"", message);
             }
         }
         if requests.is_empty() {
@@ -309,7 +310,8 @@ impl Proxy {
         let full = self
             .sessions
             .get(session_key)
-            .is_some_and(|session| session.stdin.unwritten() > self.config.max_child_stdin_buffer);
+            .and_then(Session::child)
+            .is_some_and(|child| child.stdin.unwritten() > self.config.max_child_stdin_buffer);
         if full {
             let id = message.get("id").cloned().unwrap_or(Value::Null);
             return Err(Reply::error(
@@ -385,7 +387,7 @@ impl Proxy {
             b""
         };
         for (message, _) in messages {
-            self.send_to_child(session_key, body, message);
+            self.send_upstream(session_key, body, message);
         }
     }
 
@@ -494,7 +496,7 @@ impl Proxy {
             .and_then(|params| params.get("requestId"))
             .and_then(IdKey::of)
         else {
-            self.send_to_child(session_key, body, message);
+            self.send_upstream(session_key, body, message);
             return;
         };
         if session.initialize_request.as_ref() == Some(&id) {
@@ -505,7 +507,7 @@ impl Proxy {
             return;
         }
         let cancelled = session.router.cancel(&id);
-        self.send_to_child(session_key, body, message);
+        self.send_upstream(session_key, body, message);
         if let Some((pending, then_close)) = cancelled {
             debug!(
                 "session {}: client cancelled {} {}",
@@ -532,31 +534,35 @@ impl Proxy {
             "method": "notifications/cancelled",
             "params": {"requestId": pending.id, "reason": reason},
         });
-        self.send_to_child(session_key, b"", &cancel);
+        self.send_upstream(session_key, b"", &cancel);
     }
 
     /// Queues one message for the child's stdin as a single line. `body` is
     /// the message as the client sent it, reused when it is already one line;
     /// empty means "serialize `message`".
-    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
+    pub(super) fn send_upstream(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        let Some(child) = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::child_mut)
+        else {
             return;
         };
         let body = trim_ascii(body);
         if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
             // stdio framing allows no newline inside a message.
             match serde_json::to_vec(message) {
-                Ok(compact) => session.stdin.push_line(&compact),
-                Err(error) => warn!("session {}: cannot re-encode: {error}", session.short_id()),
+                Ok(compact) => child.stdin.push_line(&compact),
+                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
             }
         } else {
-            session.stdin.push_line(body);
+            child.stdin.push_line(body);
         }
         self.flush_stdin(session_key);
     }
 
     /// Sends one message from the child where the router says it goes.
-    pub(super) fn deliver_from_child(
+    pub(super) fn deliver_from_upstream(
         &mut self,
         session_key: usize,
         message: &Value,
@@ -796,11 +802,17 @@ impl Proxy {
         let pending = session.router.drain();
         let message = format!("The upstream session ended: {reason}");
         let conns: Vec<(StreamId, usize)> = session.stream_conns.drain().collect();
-        if let Some(mut pipe) = session.stdin.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
         let serial = session.serial;
-        if session.exit.is_none() {
+        let child_running = match session.child_mut() {
+            Some(child) => {
+                if let Some(mut pipe) = child.stdin.pipe.take() {
+                    let _ = self.poll.registry().deregister(&mut pipe);
+                }
+                child.exit.is_none()
+            }
+            None => false,
+        };
+        if child_running {
             self.timers.schedule(
                 now + grace,
                 Timer::ChildTerm {

@@ -1,0 +1,305 @@
+//! The stdio upstream side of the loop: a session's child process and its
+//! pipes. Writing queued input to stdin, reading stdout lines into messages
+//! (paused while the session's clients do not keep up), logging stderr,
+//! signalling the process group, and reaping exits on SIGCHLD.
+
+use log::{debug, info, warn};
+use mio::{Interest, Registry};
+use serde_json::Value;
+
+use crate::child;
+use crate::jsonrpc;
+use crate::lines::Line;
+use crate::session::{ChildIo, PipeRead, Session};
+use crate::token::Source;
+
+use super::{trim_ascii, Proxy, MAX_STDOUT_READS_PER_TURN};
+
+impl Proxy {
+    pub(super) fn flush_stdin(&mut self, session_key: usize) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let short = session.short_id().to_string();
+        let Some(child) = session.child_mut() else {
+            return;
+        };
+        if let Err(error) = child.stdin.flush() {
+            // The child stopped reading (it exited, most likely); its exit is
+            // noticed through SIGCHLD and stdout EOF.
+            debug!("session {short}: writing to the child's stdin failed: {error}");
+            if let Some(mut pipe) = child.stdin.pipe.take() {
+                let _ = self.poll.registry().deregister(&mut pipe);
+            }
+        }
+    }
+
+    /// True when every connection carrying this session's streams can take
+    /// more output; otherwise the child's stdout waits (back-pressure).
+    pub(super) fn session_can_emit(&self, session: &Session) -> bool {
+        session.stream_conns.values().all(|conn_key| {
+            self.conns
+                .get(*conn_key)
+                .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
+        })
+    }
+
+    /// A client caught up: let the session's upstream output flow again.
+    pub(super) fn resume_upstream_output(&mut self, session_key: usize) {
+        self.pump_stdout(session_key);
+    }
+
+    pub(super) fn pump_stdout(&mut self, session_key: usize) {
+        for _ in 0..MAX_STDOUT_READS_PER_TURN {
+            let Some(session) = self.sessions.get(session_key) else {
+                return;
+            };
+            let Some(child) = session.child() else {
+                return;
+            };
+            if !child.stdout.readable || child.stdout.pipe.is_none() {
+                return;
+            }
+            if session.is_live() && !self.session_can_emit(session) {
+                return;
+            }
+            let Some(child) = self
+                .sessions
+                .get_mut(session_key)
+                .and_then(Session::child_mut)
+            else {
+                return;
+            };
+            let read = child.stdout.read_once(&mut self.scratch);
+            self.drain_stdout_lines(session_key);
+            match read {
+                PipeRead::Data => {}
+                PipeRead::WouldBlock => return,
+                PipeRead::Closed => {
+                    self.on_stdout_closed(session_key);
+                    return;
+                }
+            }
+        }
+        // More may be waiting: come back after the other sources had a turn.
+        self.stdout_backlog.push(session_key);
+    }
+
+    /// Routes every complete line the child's stdout framer holds.
+    fn drain_stdout_lines(&mut self, session_key: usize) {
+        loop {
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                return;
+            };
+            let live = session.is_live();
+            let short = session.short_id().to_string();
+            let Some(child) = session.child_mut() else {
+                return;
+            };
+            let Some(line) = child.stdout.framer.next_line() else {
+                return;
+            };
+            let line = match line {
+                Line::Complete(line) => line,
+                Line::Overlong(length) => {
+                    warn!(
+                        "session {short}: skipped a {length}-byte line on the child's stdout (over --max-line)"
+                    );
+                    continue;
+                }
+            };
+            if trim_ascii(&line).is_empty() {
+                continue;
+            }
+            if !live {
+                debug!("session {short}: discarding output of an ended session");
+                continue;
+            }
+            let parsed = serde_json::from_slice::<Value>(&line)
+                .map_err(|error| error.to_string())
+                .and_then(|value| {
+                    jsonrpc::classify(&value)
+                        .map(|kind| (value, kind))
+                        .map_err(|why| why.0.to_string())
+                });
+            match parsed {
+                Ok((message, kind)) => self.deliver_from_upstream(session_key, &message, kind, &line),
+                Err(why) => warn!(
+                    "session {short}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
+                    String::from_utf8_lossy(line.get(..200).unwrap_or(&line))
+                ),
+            }
+        }
+    }
+
+    fn on_stdout_closed(&mut self, session_key: usize) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let live = session.is_live();
+        let Some(child) = session.child_mut() else {
+            return;
+        };
+        if let Some(mut pipe) = child.stdout.pipe.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        child.stdout.readable = false;
+        if live {
+            self.end_session(session_key, "the child closed its stdout");
+        }
+        self.finalize_if_done(session_key);
+    }
+
+    pub(super) fn pump_stderr(&mut self, session_key: usize) {
+        loop {
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                return;
+            };
+            let short = session.short_id().to_string();
+            let Some(child) = session.child_mut() else {
+                return;
+            };
+            if !child.stderr.readable {
+                return;
+            }
+            let read = child.stderr.read_once(&mut self.scratch);
+            while let Some(line) = child.stderr.framer.next_line() {
+                match line {
+                    Line::Complete(line) => {
+                        info!("session {short} stderr: {}", String::from_utf8_lossy(&line))
+                    }
+                    Line::Overlong(length) => info!(
+                        "session {short} stderr: ({length} bytes without a newline, not logged)"
+                    ),
+                }
+            }
+            match read {
+                PipeRead::Data => {}
+                PipeRead::WouldBlock => return,
+                PipeRead::Closed => {
+                    if let Some(mut pipe) = child.stderr.pipe.take() {
+                        let _ = self.poll.registry().deregister(&mut pipe);
+                    }
+                    child.stderr.readable = false;
+                    self.finalize_if_done(session_key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reaps every child that exited and ends or finalizes its session.
+    pub(super) fn reap_children(&mut self) {
+        while let Some((pid, status)) = child::reap_any() {
+            let Some(session_key) = self.session_pids.remove(&pid) else {
+                debug!("reaped process {pid} ({status})");
+                continue;
+            };
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                continue;
+            };
+            let live = session.is_live();
+            let Some(child) = session.child_mut().filter(|child| child.pid == pid) else {
+                continue;
+            };
+            child.exit = Some(status);
+            // The leader is gone; sweep whatever it left in its group.
+            child::signal_group(pid, libc::SIGKILL);
+            if live {
+                // Take what it wrote before dying, then fail the rest.
+                child.stdout.readable = true;
+                while let Some(child) = self
+                    .sessions
+                    .get_mut(session_key)
+                    .and_then(Session::child_mut)
+                    .filter(|child| child.stdout.pipe.is_some() && child.stdout.readable)
+                {
+                    let read = child.stdout.read_once(&mut self.scratch);
+                    self.drain_stdout_lines(session_key);
+                    if !matches!(read, PipeRead::Data) {
+                        break;
+                    }
+                }
+                self.end_session(session_key, &format!("the child {status}"));
+            }
+            self.finalize_if_done(session_key);
+        }
+    }
+
+    /// A session's child lingers after its stdin was closed: signal its group.
+    pub(super) fn signal_child(&mut self, key: usize, serial: u64, signal: libc::c_int) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        if session.serial != serial {
+            return;
+        }
+        let Some(child) = session.child().filter(|child| child.exit.is_none()) else {
+            return;
+        };
+        let name = if signal == libc::SIGKILL {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        };
+        debug!(
+            "session {}: child pid {} still running: {name} to its group",
+            session.short_id(),
+            child.pid
+        );
+        child::signal_group(child.pid, signal);
+    }
+
+    /// SIGKILL to every child's group that has not been reaped.
+    pub(super) fn kill_all_children(&mut self) {
+        for (_, session) in self.sessions.iter() {
+            if let Some(child) = session.child().filter(|child| child.exit.is_none()) {
+                child::signal_group(child.pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Deregisters and drops every pipe a child still has.
+    pub(super) fn close_child_pipes(&self, child: &mut ChildIo) {
+        if let Some(mut pipe) = child.stdin.pipe.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        for pipe in [child.stdout.pipe.take(), child.stderr.pipe.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut pipe = pipe;
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+    }
+}
+
+/// Registers a new child's three pipes with the loop, once.
+pub(super) fn register_child_pipes(
+    registry: &Registry,
+    session_key: usize,
+    child: &mut ChildIo,
+) -> std::io::Result<()> {
+    if let Some(pipe) = child.stdin.pipe.as_mut() {
+        registry.register(
+            pipe,
+            Source::ChildStdin(session_key).token(),
+            Interest::WRITABLE,
+        )?;
+    }
+    if let Some(pipe) = child.stdout.pipe.as_mut() {
+        registry.register(
+            pipe,
+            Source::ChildStdout(session_key).token(),
+            Interest::READABLE,
+        )?;
+    }
+    if let Some(pipe) = child.stderr.pipe.as_mut() {
+        registry.register(
+            pipe,
+            Source::ChildStderr(session_key).token(),
+            Interest::READABLE,
+        )?;
+    }
+    Ok(())
+}
