@@ -18,5 +18,6 @@ pub mod reactor;
 pub mod session;
 pub mod session_id;
 pub mod sse;
+pub mod sse_decoder;
 pub mod timers;
 pub mod token;
