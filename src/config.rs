@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
+use crate::http::url::{UpstreamUrl, UrlScheme};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
 
@@ -54,8 +55,15 @@ pub const RETRY_AFTER_SECONDS: u64 = 5;
 pub struct Config {
     pub listen: SocketAddr,
     pub path: String,
-    /// The upstream stdio command and its arguments.
+    /// The upstream stdio command and its arguments (empty with `upstream_url`).
     pub command: Vec<String>,
+    /// A Streamable HTTP upstream, instead of a command.
+    pub upstream_url: Option<UpstreamUrl>,
+    /// Client headers passed on to an HTTP upstream (lowercase names). None
+    /// is by default: a client's token is not for the upstream.
+    pub forward_headers: Vec<String>,
+    /// Static headers added to every request to an HTTP upstream.
+    pub upstream_headers: Vec<(String, String)>,
     pub max_sessions: usize,
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -90,6 +98,9 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: DEFAULT_PATH.to_string(),
             command,
+            upstream_url: None,
+            forward_headers: Vec::new(),
+            upstream_headers: Vec::new(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -130,12 +141,19 @@ mcphop: a lightweight proxy for the Model Context Protocol
 
 USAGE:
     mcphop [OPTIONS] -- COMMAND [ARGS...]
+    mcphop [OPTIONS] --upstream http://HOST:PORT/PATH
 
-Serves MCP Streamable HTTP and gives each client session its own stdio child
-running COMMAND.
+Serves MCP Streamable HTTP. Each client session gets its own stdio child
+running COMMAND, or its own session on a Streamable HTTP upstream, reached
+over a keep-alive connection pool.
 
 OPTIONS:
     --listen ADDR                 address to bind [default: 127.0.0.1:8080]
+    --upstream URL                a Streamable HTTP upstream instead of COMMAND
+    --forward-header NAME         pass this client header to the HTTP upstream
+                                  (repeatable; none are passed by default)
+    --upstream-header 'N: V'      add this header to every upstream request
+                                  (repeatable)
     --path PATH                   endpoint path [default: /mcp]
     --max-sessions N              concurrent sessions; more get 503 [default: 1024]
     --session-idle-timeout DUR    end sessions idle this long [default: 30m]
@@ -193,6 +211,30 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                     .parse()
                     .map_err(|_| format!("--listen: not an address like 127.0.0.1:8080: {text}"))?;
             }
+            "--upstream" => {
+                let url =
+                    UpstreamUrl::parse(&value(&name)?).map_err(|e| format!("--upstream: {e}"))?;
+                if url.scheme == UrlScheme::Https {
+                    return Err("--upstream: https upstreams are not supported yet".into());
+                }
+                config.upstream_url = Some(url);
+            }
+            "--forward-header" => {
+                let header = value(&name)?.trim().to_ascii_lowercase();
+                if header.is_empty() || header.contains(':') {
+                    return Err(format!("--forward-header takes a header name: {header:?}"));
+                }
+                config.forward_headers.push(header);
+            }
+            "--upstream-header" => {
+                let text = value(&name)?;
+                let (header, value) = text
+                    .split_once(':')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .filter(|(n, _)| !n.is_empty())
+                    .ok_or_else(|| format!("--upstream-header takes 'Name: value': {text:?}"))?;
+                config.upstream_headers.push((header, value));
+            }
             "--path" => {
                 let path = value(&name)?;
                 if !path.starts_with('/') {
@@ -234,8 +276,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             other => return Err(format!("unknown option {other} (see --help)")),
         }
     }
-    if config.command.is_empty() {
-        return Err("no upstream command: give it after `--`, as in `mcphop -- my-server`".into());
+    match (config.command.is_empty(), config.upstream_url.is_some()) {
+        (true, false) => {
+            return Err(
+                "no upstream: give a command after `--` (as in `mcphop -- my-server`) or --upstream URL"
+                    .into(),
+            )
+        }
+        (false, true) => {
+            return Err("give either --upstream or a command after `--`, not both".into())
+        }
+        _ => {}
     }
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());
@@ -340,8 +391,31 @@ mod tests {
     }
 
     #[test]
+    fn an_http_upstream_with_headers() {
+        let config = run(&[
+            "--upstream",
+            "http://127.0.0.1:3001/mcp",
+            "--forward-header",
+            "Authorization",
+            "--upstream-header",
+            "X-Api-Key: secret: with colon",
+        ])
+        .unwrap();
+        assert!(config.command.is_empty());
+        assert_eq!(config.upstream_url.unwrap().port, 3001);
+        assert_eq!(config.forward_headers, vec!["authorization"]);
+        assert_eq!(
+            config.upstream_headers,
+            vec![("X-Api-Key".to_string(), "secret: with colon".to_string())]
+        );
+    }
+
+    #[test]
     fn errors_are_clear() {
-        assert!(run(&[]).unwrap_err().contains("no upstream command"));
+        assert!(run(&[]).unwrap_err().contains("no upstream"));
+        assert!(run(&["--upstream", "http://h:1/", "--", "x"]).is_err());
+        assert!(run(&["--upstream", "https://h/"]).is_err());
+        assert!(run(&["--upstream-header", "novalue", "--", "x"]).is_err());
         assert!(run(&["--bogus", "--", "x"])
             .unwrap_err()
             .contains("--bogus"));
