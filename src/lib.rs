@@ -14,6 +14,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod lines;
 pub mod mcp;
+pub mod pool;
 pub mod reactor;
 pub mod session;
 pub mod session_id;
