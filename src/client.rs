@@ -30,6 +30,18 @@ pub enum ConnState {
         /// HTTP/1.0 streams end with the connection.
         chunked: bool,
     },
+    /// Waiting for an HTTP upstream's answer to this connection's request.
+    AwaitingUpstream {
+        exchange: usize,
+        exchange_serial: u64,
+    },
+    /// Relaying an HTTP upstream's response body as it is (stateless-era
+    /// requests pass straight through).
+    Relaying {
+        exchange: usize,
+        exchange_serial: u64,
+        chunked: bool,
+    },
 }
 
 /// Which deadline a connection is under.

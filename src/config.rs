@@ -8,6 +8,7 @@ use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::http::url::{UpstreamUrl, UrlScheme};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
+use crate::pool::PoolConfig;
 
 /// Where mcphop listens: loopback only, so nothing else on the network can reach
 /// a stdio server that was written for one local user.
@@ -64,6 +65,8 @@ pub struct Config {
     pub forward_headers: Vec<String>,
     /// Static headers added to every request to an HTTP upstream.
     pub upstream_headers: Vec<(String, String)>,
+    /// The keep-alive pool's limits, for HTTP upstreams.
+    pub pool: PoolConfig,
     pub max_sessions: usize,
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -101,6 +104,7 @@ impl Config {
             upstream_url: None,
             forward_headers: Vec::new(),
             upstream_headers: Vec::new(),
+            pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -154,6 +158,13 @@ OPTIONS:
                                   (repeatable; none are passed by default)
     --upstream-header 'N: V'      add this header to every upstream request
                                   (repeatable)
+    --pool-idle-timeout DUR       close pooled connections idle this long [default: 4s]
+    --pool-max-idle-per-host N    idle connections kept per host [default: 32]
+    --pool-max-per-host N         connections per host, streams apart [default: 256]
+    --pool-max-lifetime DUR       close pooled connections this old [default: 1h]
+    --pool-max-requests N         requests per pooled connection [default: 1000]
+    --pool-connect-timeout DUR    time a connect may take [default: 3s]
+    --pool-queue-timeout DUR      time a request may wait for a connection [default: 5s]
     --path PATH                   endpoint path [default: /mcp]
     --max-sessions N              concurrent sessions; more get 503 [default: 1024]
     --session-idle-timeout DUR    end sessions idle this long [default: 30m]
@@ -235,6 +246,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                     .ok_or_else(|| format!("--upstream-header takes 'Name: value': {text:?}"))?;
                 config.upstream_headers.push((header, value));
             }
+            "--pool-idle-timeout" => {
+                config.pool.idle_timeout = parse_duration(&name, &value(&name)?)?
+            }
+            "--pool-max-idle-per-host" => {
+                config.pool.max_idle_per_host = parse_count(&name, &value(&name)?)?
+            }
+            "--pool-max-per-host" => config.pool.max_per_host = parse_count(&name, &value(&name)?)?,
+            "--pool-max-lifetime" => {
+                config.pool.max_lifetime = parse_duration(&name, &value(&name)?)?
+            }
+            "--pool-max-requests" => {
+                let count = parse_count(&name, &value(&name)?)?;
+                config.pool.max_requests = u32::try_from(count).unwrap_or(u32::MAX);
+            }
+            "--pool-connect-timeout" => {
+                config.pool.connect_timeout = parse_duration(&name, &value(&name)?)?
+            }
+            "--pool-queue-timeout" => {
+                config.pool.queue_timeout = parse_duration(&name, &value(&name)?)?
+            }
             "--path" => {
                 let path = value(&name)?;
                 if !path.starts_with('/') {
@@ -290,6 +321,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     }
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());
+    }
+    if config.pool.max_per_host == 0 || config.pool.max_requests == 0 {
+        return Err("--pool-max-per-host and --pool-max-requests must be at least 1".into());
     }
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());

@@ -152,10 +152,27 @@ impl ChildIo {
     }
 }
 
+/// A Streamable HTTP upstream: the session's counterpart on the server.
+#[derive(Debug, Default)]
+pub struct HttpSession {
+    /// The upstream's own `Mcp-Session-Id`, once its initialize answer named
+    /// one. The client never sees it.
+    pub upstream_id: Option<String>,
+    /// The exchange carrying the upstream GET stream, while one is open.
+    pub get_exchange: Option<(usize, u64)>,
+    /// The upstream answered the GET stream with something else than a
+    /// stream (405): do not ask again.
+    pub get_refused: bool,
+    /// Upstream connections not read from because a client stream is full.
+    pub paused: Vec<usize>,
+}
+
 /// What a session talks to upstream.
 pub enum Upstream {
     /// Its own stdio child.
     Child(ChildIo),
+    /// A session on a Streamable HTTP server, reached through the pool.
+    Http(HttpSession),
 }
 
 /// One client session and its upstream.
@@ -219,6 +236,7 @@ impl Session {
     pub fn child(&self) -> Option<&ChildIo> {
         match &self.upstream {
             Upstream::Child(child) => Some(child),
+            Upstream::Http(_) => None,
         }
     }
 
@@ -226,6 +244,23 @@ impl Session {
     pub fn child_mut(&mut self) -> Option<&mut ChildIo> {
         match &mut self.upstream {
             Upstream::Child(child) => Some(child),
+            Upstream::Http(_) => None,
+        }
+    }
+
+    /// The HTTP upstream session, for a session with one.
+    pub fn http_mut(&mut self) -> Option<&mut HttpSession> {
+        match &mut self.upstream {
+            Upstream::Http(http) => Some(http),
+            Upstream::Child(_) => None,
+        }
+    }
+
+    /// The HTTP upstream session, for a session with one.
+    pub fn http(&self) -> Option<&HttpSession> {
+        match &self.upstream {
+            Upstream::Http(http) => Some(http),
+            Upstream::Child(_) => None,
         }
     }
 
@@ -233,6 +268,8 @@ impl Session {
     pub fn upstream_done(&self) -> bool {
         match &self.upstream {
             Upstream::Child(child) => child.exit.is_some(),
+            // Its DELETE goes out when it ends; nothing to wait for.
+            Upstream::Http(_) => true,
         }
     }
 
@@ -241,6 +278,7 @@ impl Session {
     pub fn upstream_has_backlog(&self) -> bool {
         match &self.upstream {
             Upstream::Child(child) => child.stdout.readable,
+            Upstream::Http(http) => !http.paused.is_empty(),
         }
     }
 
@@ -250,6 +288,10 @@ impl Session {
             Upstream::Child(child) => match child.exit {
                 Some(exit) => format!("child pid {} {exit}", child.pid),
                 None => format!("child pid {} not reaped", child.pid),
+            },
+            Upstream::Http(http) => match &http.upstream_id {
+                Some(_) => "upstream session deleted".to_string(),
+                None => "the upstream kept no session".to_string(),
             },
         }
     }

@@ -13,6 +13,7 @@ const KIND_CLIENT: usize = 1;
 const KIND_CHILD_STDIN: usize = 2;
 const KIND_CHILD_STDOUT: usize = 3;
 const KIND_CHILD_STDERR: usize = 4;
+const KIND_UPSTREAM: usize = 5;
 
 const FIXED_LISTENER: usize = 0;
 const FIXED_WAKER: usize = 1;
@@ -38,6 +39,8 @@ pub enum Source {
     ChildStdout(usize),
     /// A session's child stderr.
     ChildStderr(usize),
+    /// A connection to an HTTP upstream, by its slab key.
+    Upstream(usize),
 }
 
 impl Source {
@@ -52,6 +55,7 @@ impl Source {
             Source::ChildStdin(key) => (key, KIND_CHILD_STDIN),
             Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
             Source::ChildStderr(key) => (key, KIND_CHILD_STDERR),
+            Source::Upstream(key) => (key, KIND_UPSTREAM),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -68,6 +72,7 @@ impl Source {
             (KIND_CHILD_STDIN, key) => Some(Source::ChildStdin(key)),
             (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
             (KIND_CHILD_STDERR, key) => Some(Source::ChildStderr(key)),
+            (KIND_UPSTREAM, key) => Some(Source::Upstream(key)),
             _ => None,
         }
     }
@@ -89,6 +94,7 @@ mod tests {
             Source::ChildStdin(7),
             Source::ChildStdout(7),
             Source::ChildStderr(usize::MAX >> KIND_BITS),
+            Source::Upstream(3),
         ];
         for source in sources {
             assert_eq!(Source::of(source.token()), Some(source));

@@ -132,6 +132,9 @@ pub enum Intent {
     },
     /// DELETE: end the session.
     Delete { session: String },
+    /// A stateless-era (2026-07-28) request: it passes straight through to an
+    /// HTTP upstream; with a stdio upstream it gets `refusal`.
+    Stateless { refusal: Reply },
 }
 
 /// Decides what `request` means for an endpoint served at `path`.
@@ -394,13 +397,15 @@ fn interpret_post(request: &Request) -> Intent {
         // Deliberately not -32022 (unsupported version): dual-era clients read a
         // plain 400 as "this server predates 2026-07-28" and fall back to
         // initialize, which is what this endpoint serves.
-        return Intent::Reply(Reply::error(
-            400,
-            &id,
-            jsonrpc::INVALID_REQUEST,
-            "Bad Request: this endpoint serves the handshake era (2024-11-05 to 2025-11-25); \
-             start a session with initialize",
-        ));
+        return Intent::Stateless {
+            refusal: Reply::error(
+                400,
+                &id,
+                jsonrpc::INVALID_REQUEST,
+                "Bad Request: this endpoint serves the handshake era (2024-11-05 to 2025-11-25); \
+                 start a session with initialize",
+            ),
+        };
     }
     if kind == Kind::Request && jsonrpc::method(&message) == Some("initialize") {
         if request.header(SESSION_HEADER).is_some() {
@@ -593,7 +598,7 @@ mod tests {
             &policy(),
         );
         match intent {
-            Intent::Reply(reply) => {
+            Intent::Stateless { refusal: reply } => {
                 assert_eq!(reply.status, 400);
                 let value: Value = serde_json::from_slice(&reply.body).unwrap();
                 assert_ne!(value["error"]["code"], -32022);

@@ -546,6 +546,28 @@ impl Router {
             .collect()
     }
 
+    /// Answers every request still waiting on `stream` with an error (its
+    /// upstream answer stream ended or broke), recorded in the stream like
+    /// `take_expired` does.
+    pub fn fail_stream(
+        &mut self,
+        stream: StreamId,
+        why: &str,
+    ) -> Vec<(Pending, Destination, Vec<u8>)> {
+        let failed = self.take_pending_where(|pending| pending.stream == stream);
+        failed
+            .into_iter()
+            .map(|pending| {
+                let error = jsonrpc::error_response(&pending.id, jsonrpc::UPSTREAM_GONE, why);
+                let then_close = self.answered(pending.stream);
+                let destination = self
+                    .record(pending.stream, &error, then_close)
+                    .unwrap_or(Destination::Orphaned);
+                (pending, destination, error)
+            })
+            .collect()
+    }
+
     /// The earliest request deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|pending| pending.deadline).min()

@@ -46,7 +46,15 @@ impl Proxy {
 
     /// A client caught up: let the session's upstream output flow again.
     pub(super) fn resume_upstream_output(&mut self, session_key: usize) {
-        self.pump_stdout(session_key);
+        let is_http = self
+            .sessions
+            .get(session_key)
+            .is_some_and(|session| session.http().is_some());
+        if is_http {
+            self.resume_http_output(session_key);
+        } else {
+            self.pump_stdout(session_key);
+        }
     }
 
     pub(super) fn pump_stdout(&mut self, session_key: usize) {

@@ -33,8 +33,11 @@ use crate::timers::TimerQueue;
 use crate::token::Source;
 
 mod children;
+mod http_upstream;
 mod sessions;
 mod streams;
+
+use http_upstream::HttpSide;
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -88,6 +91,7 @@ enum Timer {
     ShutdownGrace,
     FinalExit,
     RetryAccept,
+    Pool,
 }
 
 /// Whether the proxy is serving or shutting down.
@@ -129,6 +133,8 @@ pub struct Proxy {
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
+    /// The HTTP upstream with its pool, when there is one.
+    http: Option<HttpSide>,
 }
 
 /// A pipe that turns the given signals into readable bytes.
@@ -177,6 +183,10 @@ impl Proxy {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
+        let http = match &config.upstream_url {
+            Some(url) => Some(HttpSide::new(url.clone(), config.pool)?),
+            None => None,
+        };
         let policy = AccessPolicy::new(
             local_addr.port(),
             &config.allowed_hosts,
@@ -210,6 +220,7 @@ impl Proxy {
             event_scratch: Vec::new(),
             local_addr,
             now: Instant::now(),
+            http,
         })
     }
 
@@ -254,8 +265,12 @@ impl Proxy {
             }
             self.run_timers(self.now);
             self.settle();
-            if self.run_state == RunState::Draining && self.sessions.is_empty() {
+            if self.run_state == RunState::Draining
+                && self.sessions.is_empty()
+                && !self.exchanges_in_flight()
+            {
                 self.flush_before_exit();
+                self.log_pool_summary();
                 info!("shutdown complete");
                 return Ok(0);
             }
@@ -303,6 +318,7 @@ impl Proxy {
                     self.pump_stdout(key);
                 }
             }
+            Source::Upstream(key) => self.on_upstream_event(key, event),
             Source::ChildStderr(key) => {
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
                     child.stderr.readable = true;
@@ -565,14 +581,23 @@ impl Proxy {
         }
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.socket);
-        if let ConnState::Streaming {
-            session,
-            session_serial,
-            stream,
-            ..
-        } = conn.state
-        {
-            self.stream_lost(session, session_serial, stream);
+        match conn.state {
+            ConnState::Streaming {
+                session,
+                session_serial,
+                stream,
+                ..
+            } => self.stream_lost(session, session_serial, stream),
+            ConnState::AwaitingUpstream {
+                exchange,
+                exchange_serial,
+            } => self.client_left_exchange((exchange, exchange_serial), false),
+            ConnState::Relaying {
+                exchange,
+                exchange_serial,
+                ..
+            } => self.client_left_exchange((exchange, exchange_serial), true),
+            ConnState::Requests => {}
         }
         debug!("connection {key} closed");
     }
@@ -674,6 +699,7 @@ impl Proxy {
                         self.sessions.remove(key);
                     }
                 }
+                Timer::Pool => self.on_pool_timer(deadline),
                 Timer::RetryAccept => {
                     self.listener_readable = true;
                     self.accept_all();

@@ -16,10 +16,13 @@ use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::{
     Destination, Detached, Pending, RegisterError, ResumeError, RouterLimits, StreamId,
 };
-use crate::session::{ChildIo, Phase, Session, Upstream};
+use crate::session::{ChildIo, HttpSession, Phase, Session, Upstream};
 use crate::session_id;
 
 use super::children::register_child_pipes;
+use super::http_upstream::{
+    lone_request_method, passthrough_headers, ClientHeaders, ExchangeSpec, Purpose,
+};
 use super::streams::StreamHead;
 use super::{trim_ascii, Proxy, RunState, Timer};
 
@@ -54,6 +57,14 @@ impl Proxy {
         let session_id = match &intent {
             Intent::Reply(reply) => {
                 self.reply(key, reply, request.keep_alive);
+                return;
+            }
+            Intent::Stateless { refusal } => {
+                if self.http.is_some() {
+                    self.passthrough(key, &request);
+                } else {
+                    self.reply(key, refusal, request.keep_alive);
+                }
                 return;
             }
             Intent::Initialize { .. } => None,
@@ -156,6 +167,10 @@ impl Proxy {
                 return;
             }
         };
+        if self.http.is_some() {
+            self.initialize_http(key, request, message, session_id);
+            return;
+        }
         let spawned = match child::spawn(&self.config.command) {
             Ok(spawned) => spawned,
             Err(error) => {
@@ -228,6 +243,27 @@ impl Proxy {
     ) {
         if let Err(reply) = self.check_stdin_room(session_key, &message) {
             self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        if self.http.is_some() && kind != Kind::Request {
+            // The client hears the upstream's own status for it.
+            if kind == Kind::Response {
+                if let Some(session) = self.sessions.get_mut(session_key) {
+                    session.router.client_answered(&message);
+                }
+            } else if jsonrpc::method(&message) == Some("notifications/cancelled") {
+                self.cancel_locally(session_key, &message);
+            }
+            self.forward_http(
+                key,
+                request,
+                session_key,
+                &[(message, kind)],
+                None,
+                Purpose::Messages {
+                    has_requests: false,
+                },
+            );
             return;
         }
         match kind {
@@ -371,14 +407,22 @@ impl Proxy {
             let _ = session.router.register_request(stream, message, now);
         }
         self.arm_request_timer(session_key);
+        if self.http.is_some() {
+            let purpose = if session_header.is_some() {
+                Purpose::Initialize
+            } else {
+                Purpose::Messages { has_requests: true }
+            };
+            self.forward_http(key, request, session_key, messages, Some(stream), purpose);
+            return;
+        }
         self.start_stream(
             key,
             session_key,
             stream,
-            request,
             StreamHead {
                 session_id: session_header,
-                priming: true,
+                ..StreamHead::answering(request, true)
             },
         );
         let body: &[u8] = if messages.len() == 1 {
@@ -409,15 +453,15 @@ impl Proxy {
             key,
             session_key,
             stream,
-            request,
             StreamHead {
                 session_id: None,
-                priming: true,
+                ..StreamHead::answering(request, true)
             },
         );
         for (seq, message) in held {
             self.write_event(key, Some((stream, seq)), &message);
         }
+        self.open_upstream_get(session_key);
     }
 
     /// A GET with `Last-Event-ID`: re-attach the stream it names, replay
@@ -470,10 +514,9 @@ impl Proxy {
             key,
             session_key,
             stream,
-            request,
             StreamHead {
                 session_id: None,
-                priming: false,
+                ..StreamHead::answering(request, false)
             },
         );
         for (seq, message) in resumed.events {
@@ -484,37 +527,39 @@ impl Proxy {
         }
     }
 
-    /// The client's `notifications/cancelled`: the child hears of it, and
+    /// The client's `notifications/cancelled`: the upstream hears of it, and
     /// mcphop ends the request's stream itself, since servers send nothing
     /// after a cancel. `initialize` is never cancelled.
     fn cancel_from_client(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        if self.cancel_locally(session_key, message) {
+            self.send_upstream(session_key, body, message);
+        }
+    }
+
+    /// Forgets a request the client cancelled and ends its stream; false when
+    /// the cancel must not travel on (it names `initialize`).
+    fn cancel_locally(&mut self, session_key: usize, message: &Value) -> bool {
         let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
+            return false;
         };
         let Some(id) = message
             .get("params")
             .and_then(|params| params.get("requestId"))
             .and_then(IdKey::of)
         else {
-            self.send_upstream(session_key, body, message);
-            return;
+            return true;
         };
         if session.initialize_request.as_ref() == Some(&id) {
             debug!(
                 "session {}: ignoring a cancel of initialize",
                 session.short_id()
             );
-            return;
+            return false;
         }
-        let cancelled = session.router.cancel(&id);
-        self.send_upstream(session_key, body, message);
-        if let Some((pending, then_close)) = cancelled {
+        if let Some((pending, then_close)) = session.router.cancel(&id) {
             debug!(
                 "session {}: client cancelled {} {}",
-                self.sessions
-                    .get(session_key)
-                    .map(Session::short_id)
-                    .unwrap_or("?"),
+                session.short_id(),
                 pending.method,
                 pending.id
             );
@@ -522,6 +567,7 @@ impl Proxy {
                 self.end_stream(session_key, pending.stream);
             }
         }
+        true
     }
 
     /// Tells the child a request is cancelled (it timed out, or its client left).
@@ -541,6 +587,25 @@ impl Proxy {
     /// the message as the client sent it, reused when it is already one line;
     /// empty means "serialize `message`".
     pub(super) fn send_upstream(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        if self.http.is_some() {
+            let body = match trim_ascii(body) {
+                [] => serde_json::to_vec(message).unwrap_or_default(),
+                body => body.to_vec(),
+            };
+            self.start_exchange(ExchangeSpec {
+                purpose: Purpose::Messages {
+                    has_requests: false,
+                },
+                method: "POST",
+                body,
+                mcp_method: None,
+                request_ids: Vec::new(),
+                session: Some(session_key),
+                stream: None,
+                client: None,
+            });
+            return;
+        }
         let Some(child) = self
             .sessions
             .get_mut(session_key)
@@ -841,7 +906,135 @@ impl Proxy {
         for (_, conn_key) in conns {
             self.finish_stream(conn_key);
         }
+        self.end_http_session(session_key);
         self.finalize_if_done(session_key);
+    }
+
+    /// Drops a session that never got going (its upstream refused
+    /// initialize): no stream, no DELETE, one log line.
+    pub(super) fn discard_session(&mut self, session_key: usize, why: &str) {
+        let Some(session) = self.sessions.get(session_key) else {
+            return;
+        };
+        warn!("session {} not started: {why}", session.short_id());
+        self.session_ids.remove(&session.id);
+        self.sessions.remove(session_key);
+    }
+
+    /// Answers every request still waiting on `stream` with an error (its
+    /// upstream answer stream ended or broke) and ends the stream.
+    pub(super) fn fail_stream_requests(&mut self, session_key: usize, stream: StreamId, why: &str) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let failed = session.router.fail_stream(stream, why);
+        for (_, destination, error) in failed {
+            self.apply_destination(session_key, destination, &error);
+        }
+    }
+
+    /// A new session whose upstream is the HTTP server: its `initialize`
+    /// travels there, and the session lives if the server agrees.
+    fn initialize_http(
+        &mut self,
+        key: usize,
+        request: &Request,
+        message: Value,
+        session_id: String,
+    ) {
+        let now = self.now;
+        let serial = self.serial();
+        let session = Session::new(
+            serial,
+            session_id.clone(),
+            Upstream::Http(HttpSession::default()),
+            self.router_limits(),
+            now,
+        );
+        let session_key = self.sessions.insert(session);
+        if let Some(session) = self.sessions.get_mut(session_key) {
+            session.initialize_id = IdKey::of_message(&message);
+            session.initialize_request = session.initialize_id.clone();
+            info!(
+                "session {} started on {}, {} live",
+                session.short_id(),
+                self.http
+                    .as_ref()
+                    .map(|h| h.host.to_string())
+                    .unwrap_or_default(),
+                self.session_ids.len() + 1
+            );
+        }
+        self.session_ids.insert(session_id.clone(), session_key);
+        self.timers.schedule(
+            now + self.config.session_idle_timeout,
+            Timer::SessionIdle {
+                key: session_key,
+                serial,
+            },
+        );
+        self.forward_requests(
+            key,
+            request,
+            session_key,
+            &[(message, Kind::Request)],
+            Some(&session_id),
+        );
+    }
+
+    /// Sends a client's POST to the HTTP upstream; the client waits for the
+    /// upstream's answer.
+    fn forward_http(
+        &mut self,
+        key: usize,
+        request: &Request,
+        session_key: usize,
+        messages: &[(Value, Kind)],
+        stream: Option<StreamId>,
+        purpose: Purpose,
+    ) {
+        let body = match messages {
+            [_] if !trim_ascii(&request.body).starts_with(b"[") => request.body.clone(),
+            [(message, _)] => serde_json::to_vec(message).unwrap_or_default(),
+            many => serde_json::to_vec(&many.iter().map(|(m, _)| m).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        };
+        let request_ids = messages
+            .iter()
+            .filter(|(_, kind)| *kind == Kind::Request)
+            .filter_map(|(message, _)| message.get("id").cloned())
+            .collect();
+        let client = ClientHeaders::of(request, &self.config.forward_headers);
+        self.start_exchange(ExchangeSpec {
+            purpose,
+            method: "POST",
+            body,
+            mcp_method: lone_request_method(messages),
+            request_ids,
+            session: Some(session_key),
+            stream,
+            client: Some((key, client)),
+        });
+    }
+
+    /// A stateless-era request goes to the HTTP upstream as it is, with no
+    /// session; its answer comes back as it is.
+    fn passthrough(&mut self, key: usize, request: &Request) {
+        let mut client = ClientHeaders::of(request, &self.config.forward_headers);
+        client.forwarded.extend(passthrough_headers(request));
+        let mcp_method = serde_json::from_slice::<Value>(&request.body)
+            .ok()
+            .and_then(|message| jsonrpc::method(&message).map(str::to_string));
+        self.start_exchange(ExchangeSpec {
+            purpose: Purpose::Passthrough,
+            method: "POST",
+            body: request.body.clone(),
+            mcp_method,
+            request_ids: Vec::new(),
+            session: None,
+            stream: None,
+            client: Some((key, client)),
+        });
     }
 
     /// Ends a draining session once no request of it is in flight.

@@ -19,6 +19,22 @@ pub(super) struct StreamHead<'a> {
     pub session_id: Option<&'a str>,
     /// Open with a priming event (a fresh stream; not a resumed one).
     pub priming: bool,
+    /// The client's request allowed keep-alive.
+    pub keep_alive: bool,
+    /// The client speaks HTTP/1.1 (chunked bodies); HTTP/1.0 otherwise.
+    pub http11: bool,
+}
+
+impl StreamHead<'_> {
+    /// The head for a stream answering `request`.
+    pub fn answering(request: &Request, priming: bool) -> StreamHead<'static> {
+        StreamHead {
+            session_id: None,
+            priming,
+            keep_alive: request.keep_alive,
+            http11: request.minor_version >= 1,
+        }
+    }
 }
 
 impl Proxy {
@@ -28,7 +44,6 @@ impl Proxy {
         conn_key: usize,
         session_key: usize,
         stream: StreamId,
-        request: &Request,
         head: StreamHead<'_>,
     ) {
         let now = self.now;
@@ -41,7 +56,7 @@ impl Proxy {
             return;
         };
         session.stream_conns.insert(stream, conn_key);
-        let chunked = request.minor_version >= 1;
+        let chunked = head.http11;
         let mut headers = vec![
             ("Content-Type", "text/event-stream"),
             ("Cache-Control", "no-store"),
@@ -51,7 +66,7 @@ impl Proxy {
             headers.push(("Mcp-Session-Id", session_id));
         }
         if chunked {
-            response::write_chunked_head(conn.output(), 200, &headers, request.keep_alive);
+            response::write_chunked_head(conn.output(), 200, &headers, head.keep_alive);
         } else {
             // HTTP/1.0 has no chunking: the stream's end is the connection's end.
             response::write_stream_head(conn.output(), 200, &headers);
@@ -62,7 +77,7 @@ impl Proxy {
             stream,
             chunked,
         };
-        if !request.keep_alive || !chunked {
+        if !head.keep_alive || !chunked {
             conn.close_after_flush_when_idle();
         }
         conn.deadline = None;
