@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use super::list_values;
+
 /// Largest response head accepted from an upstream.
 ///
 /// Counts every byte from the status line through the blank line, plus any
@@ -643,19 +645,6 @@ fn trim_ows(value: &[u8]) -> &[u8] {
         .rposition(|b| !is_ows(b))
         .map_or(start, |last| last + 1);
     value.get(start..end).unwrap_or_default()
-}
-
-/// Elements of every field named `name`, split on commas, trimmed, empties dropped.
-fn list_values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .flat_map(|(_, v)| v.split(','))
-        .map(|item| item.trim_matches([' ', '\t']))
-        .filter(|item| !item.is_empty())
 }
 
 fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use super::list_values;
+
 /// Largest request head accepted; a larger one gets 431.
 ///
 /// Counts every byte up to and including the blank line that ends the head,
@@ -475,19 +477,6 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<(Request, Framing, bool), 
         keep_alive,
     };
     Ok((request, framing, expects_continue))
-}
-
-/// Elements of every field named `name`, split on commas, trimmed, empties dropped.
-fn list_values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .flat_map(|(_, v)| v.split(','))
-        .map(|item| item.trim_matches([' ', '\t']))
-        .filter(|item| !item.is_empty())
 }
 
 fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {

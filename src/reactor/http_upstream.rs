@@ -1420,6 +1420,24 @@ impl Proxy {
         }
     }
 
+    /// Gives up on every exchange still in flight (the shutdown's last step).
+    pub(super) fn abandon_exchanges(&mut self) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        if !http.exchanges.is_empty() {
+            warn!(
+                "exiting with {} upstream request(s) unfinished",
+                http.exchanges.len()
+            );
+        }
+        http.exchanges.clear();
+        let keys: Vec<usize> = http.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.drop_up_conn(key);
+        }
+    }
+
     /// True while exchanges are in flight (a shutdown waits for DELETEs).
     pub(super) fn exchanges_in_flight(&self) -> bool {
         self.http

@@ -698,6 +698,7 @@ impl Proxy {
                         }
                         self.sessions.remove(key);
                     }
+                    self.abandon_exchanges();
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
                 Timer::RetryAccept => {

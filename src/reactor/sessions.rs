@@ -200,25 +200,46 @@ impl Proxy {
             self.reply(key, &reply, request.keep_alive);
             return;
         }
-        let mut session = Session::new(
-            serial,
-            session_id.clone(),
-            Upstream::Child(child),
-            self.router_limits(),
-            now,
+        self.session_pids.insert(pid, session_key);
+        let upstream = format!("pid {pid}");
+        self.start_session(
+            key,
+            request,
+            message,
+            Session::new(
+                serial,
+                session_id,
+                Upstream::Child(child),
+                self.router_limits(),
+                now,
+            ),
+            &upstream,
         );
+    }
+
+    /// Registers a new session (its id, its idle timer) and forwards its
+    /// `initialize`, whose answer becomes the client's.
+    fn start_session(
+        &mut self,
+        key: usize,
+        request: &Request,
+        message: Value,
+        mut session: Session,
+        upstream: &str,
+    ) {
+        let session_id = session.id.clone();
+        let serial = session.serial;
         info!(
-            "session {} started: pid {pid}, {} live",
+            "session {} started: {upstream}, {} live",
             session.short_id(),
             self.session_ids.len() + 1
         );
         session.initialize_id = IdKey::of_message(&message);
         session.initialize_request = session.initialize_id.clone();
-        self.sessions.insert(session);
+        let session_key = self.sessions.insert(session);
         self.session_ids.insert(session_id.clone(), session_key);
-        self.session_pids.insert(pid, session_key);
         self.timers.schedule(
-            now + self.config.session_idle_timeout,
+            self.now + self.config.session_idle_timeout,
             Timer::SessionIdle {
                 key: session_key,
                 serial,
@@ -942,44 +963,20 @@ impl Proxy {
         message: Value,
         session_id: String,
     ) {
-        let now = self.now;
         let serial = self.serial();
         let session = Session::new(
             serial,
-            session_id.clone(),
+            session_id,
             Upstream::Http(HttpSession::default()),
             self.router_limits(),
-            now,
+            self.now,
         );
-        let session_key = self.sessions.insert(session);
-        if let Some(session) = self.sessions.get_mut(session_key) {
-            session.initialize_id = IdKey::of_message(&message);
-            session.initialize_request = session.initialize_id.clone();
-            info!(
-                "session {} started on {}, {} live",
-                session.short_id(),
-                self.http
-                    .as_ref()
-                    .map(|h| h.host.to_string())
-                    .unwrap_or_default(),
-                self.session_ids.len() + 1
-            );
-        }
-        self.session_ids.insert(session_id.clone(), session_key);
-        self.timers.schedule(
-            now + self.config.session_idle_timeout,
-            Timer::SessionIdle {
-                key: session_key,
-                serial,
-            },
-        );
-        self.forward_requests(
-            key,
-            request,
-            session_key,
-            &[(message, Kind::Request)],
-            Some(&session_id),
-        );
+        let upstream = self
+            .http
+            .as_ref()
+            .map(|http| format!("on {}", http.host))
+            .unwrap_or_default();
+        self.start_session(key, request, message, session, &upstream);
     }
 
     /// Sends a client's POST to the HTTP upstream; the client waits for the
