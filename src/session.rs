@@ -165,6 +165,11 @@ pub struct HttpSession {
     pub get_refused: bool,
     /// Upstream connections not read from because a client stream is full.
     pub paused: Vec<usize>,
+    /// The headers (`--forward-header`) the client sent last: mcphop's own
+    /// requests for the session (GET stream, cancels, DELETE) carry them too.
+    pub forwarded: Vec<(String, String)>,
+    /// The upstream answered 404: the session is gone there already.
+    pub forgotten: bool,
 }
 
 /// What a session talks to upstream.
@@ -289,9 +294,10 @@ impl Session {
                 Some(exit) => format!("child pid {} {exit}", child.pid),
                 None => format!("child pid {} not reaped", child.pid),
             },
-            Upstream::Http(http) => match &http.upstream_id {
-                Some(_) => "upstream session deleted".to_string(),
-                None => "the upstream kept no session".to_string(),
+            Upstream::Http(http) => match (&http.upstream_id, http.forgotten) {
+                (_, true) => "the upstream had forgotten its session".to_string(),
+                (Some(_), false) => "upstream session deleted".to_string(),
+                (None, false) => "the upstream kept no session".to_string(),
             },
         }
     }

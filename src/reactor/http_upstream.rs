@@ -231,11 +231,27 @@ impl Proxy {
                 headers.push(("MCP-Protocol-Version".into(), version.clone()));
             }
         }
-        if let Some((_, client)) = &spec.client {
-            headers.extend(client.forwarded.iter().cloned());
+        match (&spec.client, &session) {
+            // The client's own request: the headers it sent now.
+            (Some((_, client)), _) => headers.extend(client.forwarded.iter().cloned()),
+            // mcphop's own request for a session (GET stream, cancel, DELETE):
+            // the headers its client sent last.
+            (None, Some((_, session))) => {
+                if let Some(http) = session.http() {
+                    headers.extend(http.forwarded.iter().cloned());
+                }
+            }
+            (None, None) => {}
         }
         headers.extend(self.config.upstream_headers.iter().cloned());
         let session_ref = session.map(|(key, session)| (key, session.serial));
+        if let (Some((_, client)), Some((key, _))) = (&spec.client, session_ref) {
+            if let Some(http) = self.sessions.get_mut(key).and_then(Session::http_mut) {
+                if http.forwarded != client.forwarded {
+                    http.forwarded.clone_from(&client.forwarded);
+                }
+            }
+        }
         let http = self.http.as_mut()?;
         let header_refs: Vec<(&str, &str)> = headers
             .iter()
@@ -1069,7 +1085,14 @@ impl Proxy {
                 }
             }
             Purpose::Messages { .. } if status == 404 => {
-                // The upstream forgot this session: the client starts over.
+                // The upstream forgot this session: the client starts over,
+                // and no DELETE is sent for what is already gone.
+                if let Some(http_session) = session_key
+                    .and_then(|key| self.sessions.get_mut(key))
+                    .and_then(Session::http_mut)
+                {
+                    http_session.forgotten = true;
+                }
                 if let Some(session_key) = session_key {
                     self.end_session(
                         session_key,
@@ -1362,7 +1385,7 @@ impl Proxy {
             return;
         };
         let get = http_session.get_exchange.take();
-        let has_id = http_session.upstream_id.is_some();
+        let has_id = http_session.upstream_id.is_some() && !http_session.forgotten;
         if let Some(get) = get {
             if let Some(entry) = self.take_exchange(get) {
                 if let Some(conn) = entry.conn {

@@ -240,7 +240,10 @@ impl Proxy {
             "listening on http://{}{} (upstream: {})",
             self.local_addr,
             self.config.path,
-            self.config.command.join(" ")
+            match &self.http {
+                Some(http) => format!("{}{}", http.host, http.url.target),
+                None => self.config.command.join(" "),
+            }
         );
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {

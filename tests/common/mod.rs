@@ -77,12 +77,28 @@ impl Mcphop {
     /// Starts mcphop on a free loopback port with extra `options`, in front
     /// of `upstream`, and waits until it listens.
     pub fn start(options: &[&str], upstream: &[String]) -> Mcphop {
+        let mut args: Vec<String> = options.iter().map(|option| option.to_string()).collect();
+        args.push("--".to_string());
+        args.extend(upstream.iter().cloned());
+        Mcphop::start_args(&args)
+    }
+
+    /// Starts mcphop on a free loopback port in front of the Streamable HTTP
+    /// upstream at `url` (`--upstream URL`, no `--` and no command), with
+    /// extra `options`, and waits until it listens.
+    pub fn start_http(options: &[&str], url: &str) -> Mcphop {
+        let mut args = vec!["--upstream".to_string(), url.to_string()];
+        args.extend(options.iter().map(|option| option.to_string()));
+        Mcphop::start_args(&args)
+    }
+
+    /// Starts mcphop on a free loopback port with exactly these arguments
+    /// after `--listen 127.0.0.1:0`, and waits until it listens.
+    pub fn start_args(args: &[String]) -> Mcphop {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcphop"))
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .args(options)
-            .arg("--")
-            .args(upstream)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -110,9 +126,15 @@ impl Mcphop {
                 log.push('\n');
             }
         });
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("mcphop did not report its port");
+        let Ok(port) = port_rx.recv_timeout(Duration::from_secs(10)) else {
+            // Not left running after the failed start.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mcphop did not report its port (a `listening on` line at level info):\n{}",
+                log.lock().unwrap()
+            );
+        };
         Mcphop { child, port, log }
     }
 
