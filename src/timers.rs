@@ -36,6 +36,20 @@ impl<K: Ord> TimerQueue<K> {
         self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
     }
 
+    /// The earliest timer, without removing it.
+    pub fn peek(&self) -> Option<(Instant, &K)> {
+        self.heap
+            .peek()
+            .map(|Reverse((deadline, _, key))| (*deadline, key))
+    }
+
+    /// Removes the earliest timer (a stale one, typically).
+    pub fn pop(&mut self) -> Option<(Instant, K)> {
+        self.heap
+            .pop()
+            .map(|Reverse((deadline, _, key))| (deadline, key))
+    }
+
     /// Removes and returns one timer whose deadline is at or before `now`.
     pub fn pop_expired(&mut self, now: Instant) -> Option<(Instant, K)> {
         match self.heap.peek() {
@@ -100,6 +114,17 @@ mod tests {
             timers.poll_timeout(start + Duration::from_secs(9)),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn peek_and_pop_take_the_earliest() {
+        let start = Instant::now();
+        let mut timers = TimerQueue::default();
+        timers.schedule(start + Duration::from_secs(2), 'b');
+        timers.schedule(start + Duration::from_secs(1), 'a');
+        assert_eq!(timers.peek(), Some((start + Duration::from_secs(1), &'a')));
+        assert_eq!(timers.pop(), Some((start + Duration::from_secs(1), 'a')));
+        assert_eq!(timers.len(), 1);
     }
 
     #[test]

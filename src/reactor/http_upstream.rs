@@ -435,6 +435,13 @@ impl Proxy {
         self.timers.schedule(next, Timer::Pool);
     }
 
+    /// True when `deadline` is the armed pool timer's.
+    pub(super) fn pool_timer_is(&self, deadline: Instant) -> bool {
+        self.http
+            .as_ref()
+            .is_some_and(|http| http.timer == Some(deadline))
+    }
+
     /// The pool's timer fired.
     pub(super) fn on_pool_timer(&mut self, deadline: Instant) {
         let now = self.now;

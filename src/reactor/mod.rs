@@ -247,6 +247,7 @@ impl Proxy {
         );
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
+            self.prune_stale_timers();
             let timeout = if self.stdout_backlog.is_empty() {
                 self.timers.poll_timeout(Instant::now())
             } else {
@@ -709,6 +710,47 @@ impl Proxy {
                     self.accept_all();
                 }
             }
+        }
+    }
+
+    /// Drops stale timers from the front of the queue, so the loop never
+    /// wakes for a connection or session that is gone, or for a deadline its
+    /// owner moved: idle means no wake-ups.
+    fn prune_stale_timers(&mut self) {
+        while let Some((deadline, timer)) = self.timers.peek() {
+            if self.timer_is_live(deadline, *timer) {
+                return;
+            }
+            self.timers.pop();
+        }
+    }
+
+    fn timer_is_live(&self, deadline: Instant, timer: Timer) -> bool {
+        let session_of = |key: usize, serial: u64| {
+            self.sessions
+                .get(key)
+                .filter(|session| session.serial == serial)
+        };
+        match timer {
+            Timer::Conn { key, serial } => self.conns.get(key).is_some_and(|conn| {
+                conn.serial == serial && conn.deadline.map(|(at, _)| at) == Some(deadline)
+            }),
+            Timer::Heartbeat { key, serial } => self.conns.get(key).is_some_and(|conn| {
+                conn.serial == serial && conn.heartbeat_timer == Some(deadline)
+            }),
+            Timer::SessionIdle { key, serial } => {
+                session_of(key, serial).is_some_and(Session::is_live)
+            }
+            Timer::Requests { key, serial } => session_of(key, serial)
+                .is_some_and(|session| session.request_timer == Some(deadline)),
+            Timer::Detached { key, serial, .. } => session_of(key, serial).is_some(),
+            Timer::ChildTerm { key, serial } | Timer::ChildKill { key, serial } => {
+                session_of(key, serial)
+                    .and_then(Session::child)
+                    .is_some_and(|child| child.exit.is_none())
+            }
+            Timer::Pool => self.pool_timer_is(deadline),
+            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept => true,
         }
     }
 
