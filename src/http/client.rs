@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use super::cursor::{take_line, Cursor};
 use super::list_values;
 
 /// Largest response head accepted from an upstream.
@@ -529,32 +530,6 @@ impl ResponseDecoder {
     }
 }
 
-/// The unconsumed part of the caller's bytes, and how much was used.
-struct Cursor<'a> {
-    rest: &'a [u8],
-    used: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    /// Consumes and returns up to `n` bytes.
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let (taken, rest) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = rest;
-        self.used += taken.len();
-        taken
-    }
-
-    /// Like `take`, for lengths declared by the peer, which may not fit a
-    /// usize on 32-bit targets.
-    fn take_u64(&mut self, n: u64) -> &'a [u8] {
-        self.take(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-}
-
 /// The caller's event list, remembering where this call's events start so
 /// body bytes are merged only into a `Body` pushed by this same call.
 struct Sink<'a> {
@@ -577,17 +552,6 @@ impl Sink<'_> {
         }
         self.events.push(ResponseEvent::Body(bytes.to_vec()));
     }
-}
-
-/// Copies bytes from `input` to `buf` through the first LF, or at most `cap`
-/// bytes; returns whether an LF was copied.
-fn take_line(input: &mut Cursor<'_>, buf: &mut Vec<u8>, cap: usize) -> bool {
-    let (n, complete) = match input.rest.iter().take(cap).position(|&b| b == b'\n') {
-        Some(lf) => (lf + 1, true),
-        None => (cap, false),
-    };
-    buf.extend_from_slice(input.take(n));
-    complete
 }
 
 struct ParsedHead {

@@ -2,6 +2,7 @@
 //! encoder (`response`). Bytes in, requests out; responses in, bytes out.
 
 pub mod client;
+mod cursor;
 pub mod request;
 pub mod response;
 pub mod url;

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use super::cursor::{take_line, Cursor};
 use super::list_values;
 
 /// Largest request head accepted; a larger one gets 431.
@@ -373,42 +374,6 @@ impl RequestDecoder {
             self.line_start = self.head.len();
         }
     }
-}
-
-/// The unconsumed part of the caller's bytes.
-///
-/// Consumption is only counted here and applied by one drain per `decode`
-/// call, because draining a Vec's front per line or per chunk would shift
-/// the rest of a large pipelined buffer each time (quadratic for many small
-/// chunks).
-struct Cursor<'a> {
-    rest: &'a [u8],
-    used: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    /// Consumes and returns up to `n` bytes.
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let (taken, rest) = self.rest.split_at(n.min(self.rest.len()));
-        self.rest = rest;
-        self.used += taken.len();
-        taken
-    }
-}
-
-/// Copies bytes from `input` to `buf` through the first LF, or at most `cap`
-/// bytes; returns whether an LF was copied.
-fn take_line(input: &mut Cursor<'_>, buf: &mut Vec<u8>, cap: usize) -> bool {
-    let (n, complete) = match input.rest.iter().take(cap).position(|&b| b == b'\n') {
-        Some(lf) => (lf + 1, true),
-        None => (cap, false),
-    };
-    buf.extend_from_slice(input.take(n));
-    complete
 }
 
 fn map_parse_error(err: httparse::Error) -> DecodeError {
