@@ -159,7 +159,7 @@ def contenders(cfg):
     sg = os.path.join(nm, "supergateway", "dist", "index.js")
     mpn = os.path.join(nm, "mcp-proxy", "dist", "bin", "mcp-proxy.mjs")
     mpp = os.path.join(REPO, ".peers", "bench-py", "bin", "mcp-proxy")
-    loopback = os.path.join(HERE, "loopback.cjs")
+    loopback = os.path.join(REPO, "tests", "peers", "loopback.cjs")
     cs = [
         Contender("direct", "bench_server --http (floor)",
                   lambda p: [bs, "--http", str(p)],
@@ -173,7 +173,7 @@ def contenders(cfg):
                              "--outputTransport", "streamableHttp", "--stateful",
                              "--port", str(p), "--logLevel", "none"],
                   "one stdio child per session (spawned through `sh -c`); no --host option, "
-                  "so a preload (benches/compare/loopback.cjs) makes it bind 127.0.0.1", True),
+                  "so a preload (tests/peers/loopback.cjs) makes it bind 127.0.0.1", True),
         Contender("mcp-proxy-npm", "mcp-proxy (npm) 6.7.19",
                   lambda p: [node, mpn, "--host", "127.0.0.1", "--port", str(p), "--server", "stream",
                              "--", bs],
