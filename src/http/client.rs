@@ -12,7 +12,7 @@
 use std::fmt;
 
 use super::cursor::{take_line, Cursor};
-use super::list_values;
+use super::{is_forbidden_value_byte, is_token, list_values};
 
 /// Largest response head accepted from an upstream.
 ///
@@ -100,18 +100,6 @@ fn is_owned_header(name: &str) -> bool {
 
 fn breaks_request_line(b: u8) -> bool {
     is_forbidden_value_byte(b) || b == b' ' || b == b'\t'
-}
-
-fn is_forbidden_value_byte(b: u8) -> bool {
-    matches!(b, b'\r' | b'\n' | b'\0')
-}
-
-/// RFC 9110 token: the only legal shape of a field name.
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Status line and header fields of a final (non-1xx) response.

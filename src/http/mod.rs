@@ -21,3 +21,16 @@ pub(crate) fn list_values<'a>(
         .map(|item| item.trim_matches([' ', '\t']))
         .filter(|item| !item.is_empty())
 }
+
+/// Bytes that would end or corrupt a header line if written into one.
+pub(crate) fn is_forbidden_value_byte(b: u8) -> bool {
+    matches!(b, b'\r' | b'\n' | b'\0')
+}
+
+/// RFC 9110 token: the only legal shape of a field name.
+pub(crate) fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

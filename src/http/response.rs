@@ -11,6 +11,8 @@
 //! would otherwise emit two framings), and so is a caller `Connection` field
 //! when the encoder itself writes `Connection: close`.
 
+use super::{is_forbidden_value_byte, is_token};
+
 /// Status written instead of one outside 100..=999, which cannot be put on
 /// a status line; debug builds assert instead.
 pub const FALLBACK_STATUS: u16 = 500;
@@ -179,18 +181,6 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b": ");
     out.extend(value.bytes().filter(|&b| !is_forbidden_value_byte(b)));
     out.extend_from_slice(b"\r\n");
-}
-
-fn is_forbidden_value_byte(b: u8) -> bool {
-    matches!(b, b'\r' | b'\n' | b'\0')
-}
-
-/// RFC 9110 token: the only legal shape of a field name.
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Writes `n` in decimal without going through a formatter (which would
