@@ -82,6 +82,20 @@ fn processes_in_group(pgid: u32) -> Vec<u32> {
     found
 }
 
+/// Reads a streaming call until its first progress event: the request is
+/// in flight. Returns the line buffer for further reads.
+fn wait_for_progress(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    while !line.contains("notifications/progress") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+    }
+    line
+}
+
 #[test]
 fn a_child_killed_mid_request_answers_with_an_error_within_a_second() {
     let proxy = Mcphop::start(&[], &example());
@@ -95,14 +109,7 @@ fn a_child_killed_mid_request_answers_with_an_error_within_a_second() {
         r#"{"steps":200,"delay_ms":100}"#,
     );
     // Wait for the first progress event: the request is in flight.
-    let mut line = String::new();
-    while !line.contains("notifications/progress") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "stream ended early"
-        );
-    }
+    let mut line = wait_for_progress(&mut reader);
     let killed = Instant::now();
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -233,11 +240,7 @@ fn shutdown_lets_in_flight_requests_finish_then_exits_zero() {
         "progress",
         r#"{"steps":6,"delay_ms":100}"#,
     );
-    let mut line = String::new();
-    while !line.contains("notifications/progress") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0);
-    }
+    let mut line = wait_for_progress(&mut reader);
     proxy.signal(libc::SIGTERM);
     let mut last: Option<Value> = None;
     loop {
@@ -277,11 +280,7 @@ fn shutdown_grace_ends_requests_that_take_too_long() {
         "progress",
         r#"{"steps":300,"delay_ms":100}"#,
     );
-    let mut line = String::new();
-    while !line.contains("notifications/progress") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0);
-    }
+    let mut line = wait_for_progress(&mut reader);
     let signalled = Instant::now();
     proxy.signal(libc::SIGTERM);
     let mut error: Option<Value> = None;

@@ -31,8 +31,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    eventually, peers_dir, post_request, raw_exchange, read_buffered_response, repo_root, Mcphop,
-    RawResponse, SseStream,
+    assert_progress_then_result, eventually, peers_dir, post_request, raw_exchange,
+    read_buffered_response, repo_root, Mcphop, RawResponse, SseStream,
 };
 use serde_json::{json, Value};
 
@@ -1156,24 +1156,7 @@ fn progress(major: u8, kind: Kind) {
         &["--tool", tool, "--args", args],
     );
     let context = format!("v{major} vs {kind:?}: {result}");
-    assert_eq!(result["progress_count"], 3, "{context}");
-    let events = result["events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("events is not a list: {context}"));
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|event| event["type"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(
-        kinds,
-        ["progress", "progress", "progress", "result"],
-        "every progress event must come strictly before the result: {context}"
-    );
-    let values: Vec<f64> = events[..3]
-        .iter()
-        .map(|event| event["progress"].as_f64().unwrap_or(f64::NAN))
-        .collect();
-    assert_eq!(values, [1.0, 2.0, 3.0], "{context}");
+    assert_progress_then_result(&result, &context);
     // The upstream sent them on an SSE answer (not the GET stream).
     let received = rig.relay.received_text();
     assert!(

@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    children_of, client_result, eventually, example_server, is_alive, peers_dir, python_client,
-    python_stdio_server, repo_root, server_everything, Mcphop,
+    assert_progress_then_result, children_of, client_result, eventually, example_server, is_alive,
+    peers_dir, python_client, python_stdio_server, repo_root, server_everything, Mcphop,
 };
 use serde_json::Value;
 
@@ -156,24 +156,7 @@ fn progress(major: u8, upstream: Upstream) {
         &["--tool", tool, "--args", args],
     );
     let context = format!("v{major} vs {upstream:?}: {result}");
-    assert_eq!(result["progress_count"], 3, "{context}");
-    let events = result["events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("events is not a list: {context}"));
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|event| event["type"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(
-        kinds,
-        ["progress", "progress", "progress", "result"],
-        "every progress event must come strictly before the result: {context}"
-    );
-    let values: Vec<f64> = events[..3]
-        .iter()
-        .map(|event| event["progress"].as_f64().unwrap_or(f64::NAN))
-        .collect();
-    assert_eq!(values, [1.0, 2.0, 3.0], "{context}");
+    assert_progress_then_result(&result, &context);
 }
 
 #[test]

@@ -579,3 +579,26 @@ impl SseStream {
         }
     }
 }
+
+/// Asserts a progress scenario's output: three progress events, 1, 2, 3 in
+/// order, strictly before the result.
+pub fn assert_progress_then_result(result: &serde_json::Value, context: &str) {
+    assert_eq!(result["progress_count"], 3, "{context}");
+    let events = result["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events is not a list: {context}"));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["progress", "progress", "progress", "result"],
+        "every progress event must come strictly before the result: {context}"
+    );
+    let values: Vec<f64> = events[..3]
+        .iter()
+        .map(|event| event["progress"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(values, [1.0, 2.0, 3.0], "{context}");
+}
