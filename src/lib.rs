@@ -22,3 +22,4 @@ pub mod sse;
 pub mod sse_decoder;
 pub mod timers;
 pub mod token;
+mod upstream_retry;

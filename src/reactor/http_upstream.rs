@@ -30,10 +30,11 @@ use crate::jsonrpc::{self, Kind};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::router::StreamId;
-use crate::pool::{self, EvictCause, HostKey, Pool, PoolAction, PoolConfig, Scheme};
+use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig, Scheme};
 use crate::session::Session;
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
+use crate::upstream_retry;
 
 use super::streams::StreamHead;
 use super::{Proxy, Timer};
@@ -882,7 +883,7 @@ impl Proxy {
         };
         entry.conn = None;
         let retry = entry.purpose != Purpose::GetStream
-            && pool::may_retry(
+            && upstream_retry::may_retry(
                 entry.reused,
                 entry.retried,
                 entry.written_any,
