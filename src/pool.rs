@@ -52,6 +52,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::http::url::Scheme;
+
 /// Below the 5 s keep-alive timeout of Node and uvicorn, where most MCP HTTP
 /// servers live, so the pool drops a connection before the server does and
 /// never writes into a socket the server is closing.
@@ -91,22 +93,6 @@ pub const REPLAYABLE_METHODS: &[&str] = &[
     "logging/setLevel",
     "server/discover",
 ];
-
-/// The URL scheme of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
 
 /// Which connections may serve a request: only those to the same scheme, host
 /// and port.
