@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
-use crate::http::url::{UpstreamUrl, UrlScheme};
+use crate::http::url::{Scheme, UpstreamUrl};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
 use crate::pool::PoolConfig;
@@ -225,7 +225,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--upstream" => {
                 let url =
                     UpstreamUrl::parse(&value(&name)?).map_err(|e| format!("--upstream: {e}"))?;
-                if url.scheme == UrlScheme::Https {
+                if url.scheme == Scheme::Https {
                     return Err("--upstream: https upstreams are not supported yet".into());
                 }
                 config.upstream_url = Some(url);

@@ -1,26 +1,15 @@
-//! HTTP/1.1, sans-IO: the request decoder (`request`) and the response
-//! encoder (`response`). Bytes in, requests out; responses in, bytes out.
+//! HTTP/1.1, sans-IO. The server role: the request decoder (`request`) and
+//! the response encoder (`response`). The client role (`client`): the
+//! request encoder and the response decoder. Both roles' decoders share one
+//! framing core (`framing`) over one byte cursor (`cursor`); both encoders
+//! share the header-safety predicates here.
 
 pub mod client;
 mod cursor;
+mod framing;
 pub mod request;
 pub mod response;
 pub mod url;
-
-/// Elements of every field named `name` (a lowercase name), split on commas,
-/// trimmed, empties dropped: how list-valued headers such as `Connection`
-/// and `Transfer-Encoding` are read on both sides.
-pub(crate) fn list_values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .flat_map(|(_, v)| v.split(','))
-        .map(|item| item.trim_matches([' ', '\t']))
-        .filter(|item| !item.is_empty())
-}
 
 /// Bytes that would end or corrupt a header line if written into one.
 pub(crate) fn is_forbidden_value_byte(b: u8) -> bool {

@@ -7,17 +7,36 @@ pub const DEFAULT_HTTP_PORT: u16 = 80;
 /// Port used when an `https` URL names none.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
 
-/// The scheme of an upstream URL.
+/// The scheme of an upstream URL; also what a connection pool keys on
+/// (`pool::HostKey`), so a parsed URL and its pool key cannot disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum UrlScheme {
+pub enum Scheme {
     Http,
     Https,
+}
+
+impl Scheme {
+    /// The scheme as written in a URL, without `://`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// Port used when a URL with this scheme names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => DEFAULT_HTTP_PORT,
+            Scheme::Https => DEFAULT_HTTPS_PORT,
+        }
+    }
 }
 
 /// A parsed upstream URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    pub scheme: UrlScheme,
+    pub scheme: Scheme,
     /// Host name or address, without brackets for IPv6.
     pub host: String,
     pub port: u16,
@@ -29,9 +48,9 @@ impl UpstreamUrl {
     /// Parses `http://host[:port][/path][?query]`.
     pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
         let (scheme, rest) = if let Some(rest) = text.strip_prefix("http://") {
-            (UrlScheme::Http, rest)
+            (Scheme::Http, rest)
         } else if let Some(rest) = text.strip_prefix("https://") {
-            (UrlScheme::Https, rest)
+            (Scheme::Https, rest)
         } else {
             return Err(format!("not an http:// or https:// URL: {text}"));
         };
@@ -47,10 +66,7 @@ impl UpstreamUrl {
         if authority.contains('@') {
             return Err(format!("credentials in the URL are not supported: {text}"));
         }
-        let default_port = match scheme {
-            UrlScheme::Http => DEFAULT_HTTP_PORT,
-            UrlScheme::Https => DEFAULT_HTTPS_PORT,
-        };
+        let default_port = scheme.default_port();
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
             let (host, after) = bracketed
                 .split_once(']')
@@ -88,11 +104,7 @@ impl UpstreamUrl {
         } else {
             self.host.clone()
         };
-        let default_port = match self.scheme {
-            UrlScheme::Http => DEFAULT_HTTP_PORT,
-            UrlScheme::Https => DEFAULT_HTTPS_PORT,
-        };
-        if self.port == default_port {
+        if self.port == self.scheme.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -116,7 +128,7 @@ mod tests {
         let url = UpstreamUrl::parse("http://127.0.0.1:3001/mcp").unwrap();
         assert_eq!(
             (url.scheme, url.host.as_str(), url.port, url.target.as_str()),
-            (UrlScheme::Http, "127.0.0.1", 3001, "/mcp")
+            (Scheme::Http, "127.0.0.1", 3001, "/mcp")
         );
         assert_eq!(url.authority(), "127.0.0.1:3001");
         let url = UpstreamUrl::parse("http://example.test").unwrap();
@@ -125,7 +137,7 @@ mod tests {
         let url = UpstreamUrl::parse("https://[::1]:8443/a/b?c=d").unwrap();
         assert_eq!(
             (url.scheme, url.host.as_str(), url.port, url.target.as_str()),
-            (UrlScheme::Https, "::1", 8443, "/a/b?c=d")
+            (Scheme::Https, "::1", 8443, "/a/b?c=d")
         );
         assert_eq!(url.authority(), "[::1]:8443");
         assert_eq!(UpstreamUrl::parse("http://h?x=1").unwrap().target, "/?x=1");

@@ -67,6 +67,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::http::url::Scheme;
+
 use book::{Book, ConnMeta, ConnState};
 use host::{HostPool, Waiter};
 use metrics::{HostGauges, PoolMetrics};
@@ -94,22 +96,6 @@ pub(crate) const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle connection older than this is peeked at before reuse: a close that
 /// arrived in the same loop iteration may not have been seen as an event yet.
 pub(crate) const DEFAULT_PEEK_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-/// The URL scheme of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
 
 /// Which connections may serve a request: only those to the same scheme, host
 /// and port.

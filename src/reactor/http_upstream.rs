@@ -30,7 +30,7 @@ use crate::jsonrpc::{self, Kind};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::router::StreamId;
-use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig, Scheme};
+use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
 use crate::session::Session;
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
@@ -70,7 +70,7 @@ impl HttpSide {
             .next()
             .ok_or_else(|| io::Error::other(format!("{} has no address", url.host)))?;
         Ok(HttpSide {
-            host: HostKey::new(Scheme::Http, url.host.clone(), url.port),
+            host: HostKey::new(url.scheme, url.host.clone(), url.port),
             authority: url.authority(),
             addr,
             url,
