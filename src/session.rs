@@ -170,6 +170,49 @@ pub struct HttpSession {
     pub forwarded: Vec<(String, String)>,
     /// The upstream answered 404: the session is gone there already.
     pub forgotten: bool,
+    /// Until when this session's exchanges wait for its upstream GET stream
+    /// to be open (its response head), so that nothing the server sends on
+    /// that stream is sent before the stream exists: servers drop what they
+    /// send to a standalone stream that is not open. `None`: no wait.
+    pub gate_until: Option<Instant>,
+    /// Exchanges held by the gate, in the order they were started.
+    pub gated: Vec<(usize, u64)>,
+    /// The last event id seen on the upstream GET stream, to continue it.
+    pub get_last_event_id: Option<String>,
+    /// When to reopen the upstream GET stream the server closed.
+    pub get_reopen_at: Option<Instant>,
+    /// Reopens of the GET stream in a row that brought no event.
+    pub get_empty_reopens: u32,
+    /// Answer streams the upstream closed with requests unanswered, to be
+    /// continued with a GET and `Last-Event-ID` (SSE polling).
+    pub continuations: Vec<Continuation>,
+    /// The deadline of the armed upstream timer (gate, reopen, continue).
+    pub upstream_timer: Option<Instant>,
+}
+
+/// An upstream answer stream to pick up again where it stopped.
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    /// The router stream its events feed.
+    pub stream: StreamId,
+    /// The last event id the upstream gave on it.
+    pub last_event_id: String,
+    /// When to reconnect (the server's `retry:` hint after the close).
+    pub at: Instant,
+    /// Reconnects in a row that brought no event.
+    pub empty_reconnects: u32,
+}
+
+impl HttpSession {
+    /// The earliest moment something upstream is due for this session.
+    pub fn next_upstream_deadline(&self) -> Option<Instant> {
+        self.continuations
+            .iter()
+            .map(|continuation| continuation.at)
+            .chain(self.gate_until)
+            .chain(self.get_reopen_at)
+            .min()
+    }
 }
 
 /// What a session talks to upstream.
@@ -197,6 +240,9 @@ pub struct Session {
     pub initialize_request: Option<IdKey>,
     /// The protocol version the upstream agreed to.
     pub protocol_version: Option<String>,
+    /// The client declared it answers server requests (sampling,
+    /// elicitation or roots), so the server will send it some.
+    pub takes_server_requests: bool,
     pub started: Instant,
     pub last_activity: Instant,
     /// The deadline of the armed request-timeout timer.
@@ -221,6 +267,7 @@ impl Session {
             initialize_id: None,
             initialize_request: None,
             protocol_version: None,
+            takes_server_requests: false,
             started: now,
             last_activity: now,
             request_timer: None,

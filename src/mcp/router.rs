@@ -583,6 +583,14 @@ impl Router {
         self.pending.drain().map(|(_, pending)| pending).collect()
     }
 
+    /// Requests on `stream` still waiting for an answer.
+    pub fn pending_on(&self, stream: StreamId) -> usize {
+        self.pending
+            .values()
+            .filter(|pending| pending.stream == stream)
+            .count()
+    }
+
     /// Requests still waiting for an answer.
     pub fn pending_count(&self) -> usize {
         self.pending.len()

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
@@ -29,20 +29,37 @@ use crate::http::url::UpstreamUrl;
 use crate::jsonrpc::{self, Kind};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
-use crate::mcp::router::StreamId;
+use crate::mcp::router::{event_id, StreamId};
 use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
-use crate::session::Session;
+use crate::session::{Continuation, Session};
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
 use crate::upstream_retry;
 
 use super::streams::StreamHead;
-use super::{Proxy, Timer};
+use super::{Proxy, RunState, Timer};
 
 /// Largest upstream response head accepted.
 const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BYTES;
 /// Largest non-SSE upstream response body kept (a JSON answer, or an error).
 const MAX_UPSTREAM_BODY_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
+
+/// How long a session's messages wait for the upstream GET stream its
+/// client just opened to be open upstream too, before they go anyway.
+/// Servers drop what they send to a standalone stream that is not open yet,
+/// so a request sent after the client's GET waits for it; a server that sends
+/// no response head before its first event must not stall a session for
+/// longer than this.
+const GET_OPEN_WAIT: Duration = Duration::from_secs(2);
+/// The wait before reconnecting an SSE stream the upstream closed without a
+/// `retry:` hint.
+const DEFAULT_UPSTREAM_RETRY: Duration = Duration::from_secs(1);
+/// The longest `retry:` hint honoured: a larger one would hold a client's
+/// answer for longer than it is likely to wait.
+const MAX_UPSTREAM_RETRY: Duration = Duration::from_secs(30);
+/// Reconnects of one stream in a row that bring no event before mcphop gives
+/// the stream up: a server that closes at once forever is not polling.
+const MAX_EMPTY_RECONNECTS: u32 = 3;
 
 /// Names an exchange across slab reuse: key and serial.
 pub(super) type ExchangeRef = (usize, u64);
@@ -116,8 +133,12 @@ pub(super) enum Purpose {
     Messages { has_requests: bool },
     /// The DELETE that ends the upstream session.
     Delete,
-    /// The session's GET stream.
+    /// The session's GET stream (reopened with `Last-Event-ID` when the
+    /// upstream closes it).
     GetStream,
+    /// A GET with `Last-Event-ID` that continues an answer stream the
+    /// upstream closed before answering (SSE polling).
+    Continue,
     /// A stateless-era request, relayed as it is.
     Passthrough,
 }
@@ -157,6 +178,14 @@ pub(super) struct Exchange {
     stream: Option<StreamId>,
     /// The response head was 200 and its messages flow into the router.
     streaming: bool,
+    /// The last SSE event id and `retry:` hint the upstream gave, to continue
+    /// the stream if it closes early.
+    last_event_id: Option<String>,
+    retry: Option<Duration>,
+    /// An event with data arrived (a reconnect that brings none is empty).
+    saw_data: bool,
+    /// For a continuation: reconnects before it in a row that brought no event.
+    empty_reconnects: u32,
 }
 
 /// What a new exchange needs to know.
@@ -170,6 +199,8 @@ pub(super) struct ExchangeSpec {
     pub stream: Option<StreamId>,
     /// The client request this answers (for its connection and forwarded headers).
     pub client: Option<(usize, ClientHeaders)>,
+    /// Sent as `Last-Event-ID`, to continue an upstream stream.
+    pub last_event_id: Option<String>,
 }
 
 /// What an exchange keeps of the client's request.
@@ -218,12 +249,16 @@ impl Proxy {
         if spec.method == "POST" {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
-        let accept = if spec.purpose == Purpose::GetStream {
+        let dedicated = matches!(spec.purpose, Purpose::GetStream | Purpose::Continue);
+        let accept = if dedicated {
             "text/event-stream"
         } else {
             "application/json, text/event-stream"
         };
         headers.push(("Accept".into(), accept.into()));
+        if let Some(last_event_id) = &spec.last_event_id {
+            headers.push(("Last-Event-ID".into(), last_event_id.clone()));
+        }
         if let Some((_, session)) = &session {
             if let Some(id) = session.http().and_then(|http| http.upstream_id.clone()) {
                 headers.push(("Mcp-Session-Id".into(), id));
@@ -294,6 +329,10 @@ impl Proxy {
             session: session_ref,
             stream: spec.stream,
             streaming: false,
+            last_event_id: None,
+            retry: None,
+            saw_data: false,
+            empty_reconnects: 0,
         });
         let exchange = (key, serial);
         if let Some(mut wait) = client {
@@ -309,7 +348,22 @@ impl Proxy {
                 }
             }
         }
-        if spec.purpose == Purpose::GetStream {
+        let gated = match (spec.purpose, session_ref) {
+            (Purpose::Messages { .. }, Some((session_key, _))) => self
+                .sessions
+                .get_mut(session_key)
+                .and_then(Session::http_mut)
+                .filter(|http| http.gate_until.is_some())
+                .map(|http| http.gated.push(exchange))
+                .is_some(),
+            _ => false,
+        };
+        if gated {
+            debug!(
+                "upstream {} held until the session's upstream GET stream is open",
+                spec.method
+            );
+        } else if dedicated {
             self.open_dedicated(exchange);
         } else {
             let now = self.now;
@@ -882,7 +936,7 @@ impl Proxy {
             return;
         };
         entry.conn = None;
-        let retry = entry.purpose != Purpose::GetStream
+        let retry = !matches!(entry.purpose, Purpose::GetStream | Purpose::Continue)
             && upstream_retry::may_retry(
                 entry.reused,
                 entry.retried,
@@ -941,7 +995,23 @@ impl Proxy {
                 {
                     http.get_exchange = None;
                 }
+                if let Some(session_key) = session_key {
+                    self.release_gate(session_key);
+                }
                 return;
+            }
+            Purpose::Continue => {
+                if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+                    self.fail_stream_requests(session_key, stream, why);
+                }
+                return;
+            }
+            Purpose::Messages {
+                has_requests: false,
+            } => {
+                if let Some(session_key) = session_key {
+                    self.message_lost(session_key, why);
+                }
             }
             Purpose::Delete => return,
             _ => {}
@@ -1081,6 +1151,20 @@ impl Proxy {
                         http11: wait.http11,
                     },
                 );
+                // What the upstream sent for this stream on its other streams
+                // (a server request on its GET stream) before this head came.
+                let recorded = self
+                    .sessions
+                    .get_mut(session_key)
+                    .and_then(|session| session.router.resume(&event_id(stream, 0)).ok());
+                if let Some((_, recorded)) = recorded {
+                    for (seq, message) in recorded.events {
+                        self.write_event(wait.key, Some((stream, seq)), &message);
+                    }
+                    if recorded.finished {
+                        self.end_stream(session_key, stream);
+                    }
+                }
             }
             Purpose::Messages {
                 has_requests: false,
@@ -1116,6 +1200,7 @@ impl Proxy {
             }
             Purpose::GetStream => {
                 if status == 200 && is_sse {
+                    debug!("the upstream opened a GET stream");
                     entry.streaming = true;
                 } else {
                     debug!("the upstream refused a GET stream ({status})");
@@ -1125,6 +1210,20 @@ impl Proxy {
                     {
                         http_session.get_refused = true;
                     }
+                }
+                if let Some(session_key) = session_key {
+                    self.release_gate(session_key);
+                }
+            }
+            Purpose::Continue => {
+                if status == 200 && is_sse {
+                    entry.streaming = true;
+                } else if let (Some(session_key), Some(stream)) = (session_key, stream) {
+                    self.fail_stream_requests(
+                        session_key,
+                        stream,
+                        &format!("the upstream refused to continue its answer stream ({status})"),
+                    );
                 }
             }
             Purpose::Passthrough => {
@@ -1214,6 +1313,15 @@ impl Proxy {
                 entry.sse.finish();
             }
             let session_key = entry.session.map(|(key, _)| key);
+            for event in &events {
+                if let Some(id) = &event.id {
+                    entry.last_event_id = Some(id.clone());
+                }
+                if let Some(retry) = event.retry {
+                    entry.retry = Some(Duration::from_millis(retry));
+                }
+                entry.saw_data |= !event.data.is_empty();
+            }
             for event in events {
                 if event.data.is_empty() {
                     continue;
@@ -1286,6 +1394,9 @@ impl Proxy {
                 {
                     http.get_exchange = None;
                 }
+                if let Some(session_key) = session_key {
+                    self.get_stream_closed(session_key, &entry);
+                }
             }
             Purpose::Passthrough => {
                 if let Some(wait) = entry.client {
@@ -1308,6 +1419,11 @@ impl Proxy {
                     }
                 }
             }
+            Purpose::Continue => {
+                if let (true, Some(session_key)) = (entry.streaming, session_key) {
+                    self.answer_stream_closed(session_key, &entry, true);
+                }
+            }
             Purpose::Initialize | Purpose::Messages { .. } => {
                 if entry.streaming {
                     let is_sse = entry.head.as_ref().is_some_and(|head| {
@@ -1319,15 +1435,23 @@ impl Proxy {
                         if !is_sse && !entry.body.is_empty() {
                             self.deliver_upstream_text(session_key, &entry.body);
                         }
-                        if let Some(stream) = entry.stream {
-                            self.fail_stream_requests(
+                        self.answer_stream_closed(session_key, &entry, is_sse);
+                    }
+                } else if let Some(wait) = entry.client {
+                    if let (
+                        Purpose::Messages {
+                            has_requests: false,
+                        },
+                        Some(session_key),
+                    ) = (entry.purpose, session_key)
+                    {
+                        if !matches!(status, 200 | 202 | 404) {
+                            self.message_lost(
                                 session_key,
-                                stream,
-                                "the upstream ended its answer without answering this request",
+                                &format!("the upstream did not accept it ({status})"),
                             );
                         }
                     }
-                } else if let Some(wait) = entry.client {
                     if entry.purpose == Purpose::Initialize {
                         if let Some(session_key) = session_key {
                             self.discard_session(
@@ -1351,8 +1475,241 @@ impl Proxy {
         }
     }
 
+    /// An upstream answer stream ended (`is_sse`: as an SSE stream). Requests
+    /// it left unanswered are continued with `Last-Event-ID` after the
+    /// server's `retry:` hint when the server gave event ids (it closed the
+    /// stream on purpose: SSE polling); otherwise they get an error.
+    fn answer_stream_closed(&mut self, session_key: usize, entry: &Exchange, is_sse: bool) {
+        let Some(stream) = entry.stream else {
+            return;
+        };
+        let now = self.now;
+        let unanswered = self
+            .sessions
+            .get(session_key)
+            .filter(|session| session.is_live())
+            .map_or(0, |session| session.router.pending_on(stream));
+        if unanswered == 0 {
+            return;
+        }
+        let empty_reconnects = match (entry.purpose, entry.saw_data) {
+            (Purpose::Continue, false) => entry.empty_reconnects + 1,
+            _ => 0,
+        };
+        let continuation = match &entry.last_event_id {
+            Some(last_event_id)
+                if is_sse
+                    && empty_reconnects <= MAX_EMPTY_RECONNECTS
+                    && self.run_state != RunState::Draining =>
+            {
+                Some(Continuation {
+                    stream,
+                    last_event_id: last_event_id.clone(),
+                    at: now + retry_delay(entry.retry),
+                    empty_reconnects,
+                })
+            }
+            _ => None,
+        };
+        let Some(continuation) = continuation else {
+            self.fail_stream_requests(
+                session_key,
+                stream,
+                "the upstream ended its answer without answering this request",
+            );
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(session_key) {
+            debug!(
+                "session {}: the upstream closed answer stream {stream} with {unanswered} request(s) unanswered; continuing after {}",
+                session.short_id(),
+                continuation.last_event_id
+            );
+            if let Some(http) = session.http_mut() {
+                http.continuations.push(continuation);
+            }
+        }
+        self.arm_upstream_timer(session_key);
+    }
+
+    /// The upstream ended the session's GET stream: it is reopened after the
+    /// server's `retry:` hint, from its last event id, while the session lives.
+    fn get_stream_closed(&mut self, session_key: usize, entry: &Exchange) {
+        let now = self.now;
+        let draining = self.run_state == RunState::Draining;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let live = session.is_live();
+        let short_id = session.short_id().to_string();
+        let Some(http) = session.http_mut() else {
+            return;
+        };
+        if !live || draining || http.get_refused || entry.head.is_none() {
+            return;
+        }
+        if entry.last_event_id.is_some() {
+            http.get_last_event_id.clone_from(&entry.last_event_id);
+        }
+        http.get_empty_reopens = if entry.saw_data {
+            0
+        } else {
+            http.get_empty_reopens + 1
+        };
+        if http.get_empty_reopens > MAX_EMPTY_RECONNECTS {
+            warn!("session {short_id}: the upstream keeps closing its GET stream at once; not reopening it");
+            return;
+        }
+        http.get_reopen_at = Some(now + retry_delay(entry.retry));
+        debug!("session {short_id}: the upstream closed its GET stream; reopening it");
+        self.arm_upstream_timer(session_key);
+    }
+
+    /// The session's upstream GET stream answered (or failed, or took too
+    /// long): the messages held for it go.
+    pub(super) fn release_gate(&mut self, session_key: usize) {
+        let now = self.now;
+        let Some(http_session) = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::http_mut)
+        else {
+            return;
+        };
+        if http_session.gate_until.take().is_none() {
+            return;
+        }
+        let gated = std::mem::take(&mut http_session.gated);
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let host = http.host.clone();
+        for exchange in gated {
+            let alive = http
+                .exchanges
+                .get(exchange.0)
+                .is_some_and(|entry| entry.serial == exchange.1);
+            if alive {
+                http.pool.checkout(&host, exchange, now, &mut http.actions);
+            }
+        }
+        self.run_pool_actions();
+    }
+
+    /// A message for the upstream (a response to a server request, or a
+    /// notification) could not be delivered: the upstream would wait for it
+    /// forever, so the session fails, and every request still pending gets
+    /// an error.
+    fn message_lost(&mut self, session_key: usize, why: &str) {
+        if let Some(session) = self.sessions.get(session_key).filter(|s| s.is_live()) {
+            warn!(
+                "session {}: a message for the upstream was lost: {why}",
+                session.short_id()
+            );
+        }
+        self.end_session(
+            session_key,
+            &format!("a message for the upstream was lost: {why}"),
+        );
+    }
+
+    /// Arms the session's upstream timer for its earliest due moment.
+    fn arm_upstream_timer(&mut self, session_key: usize) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let serial = session.serial;
+        let Some(http) = session.http_mut() else {
+            return;
+        };
+        let Some(deadline) = http.next_upstream_deadline() else {
+            return;
+        };
+        if http.upstream_timer.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        http.upstream_timer = Some(deadline);
+        self.timers.schedule(
+            deadline,
+            Timer::Upstream {
+                key: session_key,
+                serial,
+            },
+        );
+    }
+
+    /// The session's upstream timer fired: the gate opens if its wait is
+    /// over, and streams due to be continued or reopened are.
+    pub(super) fn on_upstream_timer(&mut self, key: usize, serial: u64, deadline: Instant) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(key).filter(|s| s.serial == serial) else {
+            return;
+        };
+        let short_id = session.short_id().to_string();
+        let Some(http) = session.http_mut() else {
+            return;
+        };
+        if http.upstream_timer != Some(deadline) {
+            return;
+        }
+        http.upstream_timer = None;
+        let gate_over = http.gate_until.is_some_and(|until| until <= now);
+        let reopen = http.get_reopen_at.is_some_and(|at| at <= now);
+        if reopen {
+            http.get_reopen_at = None;
+        }
+        let (due, later): (Vec<Continuation>, Vec<Continuation>) = http
+            .continuations
+            .drain(..)
+            .partition(|continuation| continuation.at <= now);
+        http.continuations = later;
+        if gate_over {
+            debug!("session {short_id}: the upstream GET stream did not open in time; sending on");
+            self.release_gate(key);
+        }
+        if reopen {
+            self.open_upstream_get(key);
+        }
+        for continuation in due {
+            self.start_continuation(key, continuation);
+        }
+        self.arm_upstream_timer(key);
+    }
+
+    /// Reconnects to an answer stream with `Last-Event-ID`.
+    fn start_continuation(&mut self, session_key: usize, continuation: Continuation) {
+        let alive = self.sessions.get(session_key).is_some_and(|session| {
+            session.is_live() && session.router.pending_on(continuation.stream) > 0
+        });
+        if !alive {
+            return;
+        }
+        let exchange = self.start_exchange(ExchangeSpec {
+            purpose: Purpose::Continue,
+            method: "GET",
+            body: Vec::new(),
+            mcp_method: None,
+            request_ids: Vec::new(),
+            session: Some(session_key),
+            stream: Some(continuation.stream),
+            client: None,
+            last_event_id: Some(continuation.last_event_id),
+        });
+        if let Some(entry) = exchange.and_then(|exchange| {
+            self.http
+                .as_mut()
+                .and_then(|http| http.exchanges.get_mut(exchange.0))
+                .filter(|entry| entry.serial == exchange.1)
+        }) {
+            entry.empty_reconnects = continuation.empty_reconnects;
+        }
+    }
+
     /// Starts the session's upstream GET stream, unless one is open or the
-    /// upstream refused it before.
+    /// upstream refused it before. A stream opened afresh (not continued
+    /// from an event id) holds the session's next messages until it is open
+    /// upstream: a server drops what it sends to a standalone stream that is
+    /// not open yet, and the client was told its stream is open.
     pub(super) fn open_upstream_get(&mut self, session_key: usize) {
         let wanted = self
             .sessions
@@ -1364,6 +1721,15 @@ impl Proxy {
         if !wanted {
             return;
         }
+        let last_event_id = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::http_mut)
+            .and_then(|http| {
+                http.get_reopen_at = None;
+                http.get_last_event_id.clone()
+            });
+        let resumed = last_event_id.is_some();
         let exchange = self.start_exchange(ExchangeSpec {
             purpose: Purpose::GetStream,
             method: "GET",
@@ -1373,6 +1739,16 @@ impl Proxy {
             session: Some(session_key),
             stream: None,
             client: None,
+            last_event_id,
+        });
+        let until = self.now + GET_OPEN_WAIT;
+        // It may have failed already (a refused connect).
+        let exchange = exchange.filter(|exchange| {
+            self.http.as_ref().is_some_and(|http| {
+                http.exchanges
+                    .get(exchange.0)
+                    .is_some_and(|entry| entry.serial == exchange.1)
+            })
         });
         if let Some(http) = self
             .sessions
@@ -1380,7 +1756,11 @@ impl Proxy {
             .and_then(Session::http_mut)
         {
             http.get_exchange = exchange;
+            if exchange.is_some() && !resumed {
+                http.gate_until = Some(until);
+            }
         }
+        self.arm_upstream_timer(session_key);
     }
 
     /// A session on the HTTP upstream ended: DELETE it upstream and close its
@@ -1394,6 +1774,15 @@ impl Proxy {
         };
         let get = http_session.get_exchange.take();
         let has_id = http_session.upstream_id.is_some() && !http_session.forgotten;
+        // Nothing more is started for it: held messages fail, and closed
+        // streams are not continued.
+        http_session.gate_until = None;
+        http_session.get_reopen_at = None;
+        http_session.continuations.clear();
+        let gated = std::mem::take(&mut http_session.gated);
+        for exchange in gated {
+            self.exchange_gave_up(exchange, 404, "Not Found: the session ended");
+        }
         if let Some(get) = get {
             if let Some(entry) = self.take_exchange(get) {
                 if let Some(conn) = entry.conn {
@@ -1411,6 +1800,7 @@ impl Proxy {
                 session: Some(session_key),
                 stream: None,
                 client: None,
+                last_event_id: None,
             });
         }
     }
@@ -1475,6 +1865,11 @@ impl Proxy {
             .as_ref()
             .is_some_and(|http| !http.exchanges.is_empty())
     }
+}
+
+/// How long to wait before reconnecting a stream the upstream closed.
+fn retry_delay(hint: Option<Duration>) -> Duration {
+    hint.map_or(DEFAULT_UPSTREAM_RETRY, |hint| hint.min(MAX_UPSTREAM_RETRY))
 }
 
 /// The client's answer when an upstream answered with something else than a

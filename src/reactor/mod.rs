@@ -92,6 +92,12 @@ enum Timer {
     FinalExit,
     RetryAccept,
     Pool,
+    /// A session's upstream streams: a gate's wait, a continuation or a
+    /// reopen is due.
+    Upstream {
+        key: usize,
+        serial: u64,
+    },
 }
 
 /// Whether the proxy is serving or shutting down.
@@ -705,6 +711,7 @@ impl Proxy {
                     self.abandon_exchanges();
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
+                Timer::Upstream { key, serial } => self.on_upstream_timer(key, serial, deadline),
                 Timer::RetryAccept => {
                     self.listener_readable = true;
                     self.accept_all();
@@ -750,6 +757,9 @@ impl Proxy {
                     .is_some_and(|child| child.exit.is_none())
             }
             Timer::Pool => self.pool_timer_is(deadline),
+            Timer::Upstream { key, serial } => session_of(key, serial)
+                .and_then(Session::http)
+                .is_some_and(|http| http.upstream_timer == Some(deadline)),
             Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept => true,
         }
     }

@@ -236,6 +236,14 @@ impl Proxy {
         );
         session.initialize_id = IdKey::of_message(&message);
         session.initialize_request = session.initialize_id.clone();
+        session.takes_server_requests = message
+            .pointer("/params/capabilities")
+            .and_then(Value::as_object)
+            .is_some_and(|capabilities| {
+                ["sampling", "elicitation", "roots"]
+                    .iter()
+                    .any(|name| capabilities.contains_key(*name))
+            });
         let session_key = self.sessions.insert(session);
         self.session_ids.insert(session_id.clone(), session_key);
         self.timers.schedule(
@@ -423,6 +431,14 @@ impl Proxy {
             }
         }
         let stream = session.router.open_post_stream();
+        if let [(message, _)] = messages {
+            debug!(
+                "session {}: {} {} on stream {stream}",
+                session.short_id(),
+                jsonrpc::method(message).unwrap_or("?"),
+                message.get("id").unwrap_or(&Value::Null)
+            );
+        }
         for (message, _) in messages {
             // Checked above: registration cannot fail now.
             let _ = session.router.register_request(stream, message, now);
@@ -460,6 +476,10 @@ impl Proxy {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
+        debug!(
+            "session {}: the client opened its GET stream",
+            session.short_id()
+        );
         let (stream, replaced) = session.router.open_get_stream();
         let replaced_conn = replaced.and_then(|old| session.stream_conns.remove(&old));
         let held = session.router.release_held(stream);
@@ -624,6 +644,7 @@ impl Proxy {
                 session: Some(session_key),
                 stream: None,
                 client: None,
+                last_event_id: None,
             });
             return;
         }
@@ -660,6 +681,7 @@ impl Proxy {
             return;
         };
         let mut initialize_failed = false;
+        let mut initialized = false;
         if kind == Kind::Response
             && session.initialize_id.is_some()
             && IdKey::of_message(message) == session.initialize_id
@@ -667,6 +689,7 @@ impl Proxy {
             session.initialize_id = None;
             match message.get("result") {
                 Some(result) => {
+                    initialized = session.takes_server_requests;
                     session.protocol_version = result
                         .get("protocolVersion")
                         .and_then(Value::as_str)
@@ -689,6 +712,13 @@ impl Proxy {
             );
         }
         self.apply_destination(session_key, destination, raw);
+        if initialized {
+            // Its server requests may go on the GET stream, and a server
+            // drops what it sends there while no GET stream is open: open it
+            // now, before the client's first request reaches the server,
+            // which a client may send before its own GET stream.
+            self.open_upstream_get(session_key);
+        }
         if initialize_failed {
             self.end_session(session_key, "the child refused initialize");
         } else if self.run_state == RunState::Draining {
@@ -730,7 +760,7 @@ impl Proxy {
 
     /// A stream carried its last answer: end it on its connection. While no
     /// connection carries it, the router keeps it for a resume.
-    fn end_stream(&mut self, session_key: usize, stream: StreamId) {
+    pub(super) fn end_stream(&mut self, session_key: usize, stream: StreamId) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -1011,6 +1041,7 @@ impl Proxy {
             session: Some(session_key),
             stream,
             client: Some((key, client)),
+            last_event_id: None,
         });
     }
 
@@ -1031,6 +1062,7 @@ impl Proxy {
             session: None,
             stream: None,
             client: Some((key, client)),
+            last_event_id: None,
         });
     }
 

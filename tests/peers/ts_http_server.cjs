@@ -4,7 +4,7 @@
 // conformance suite's scenarios (tools-call-sampling, tools-call-elicitation,
 // server-sse-polling); no code of the suite's reference server is used.
 //
-//   node ts_http_server.cjs PORT [--get-delay-ms N] [--retry-ms N]
+//   node ts_http_server.cjs PORT [--get-delay-ms N] [--retry-ms N] [--refuse-answers]
 //
 // Binds 127.0.0.1:PORT, endpoint /mcp, prints "ready on PORT" once listening.
 //
@@ -20,6 +20,9 @@
 // server (or a loaded one, as in the suite after 15 open sessions) that is
 // slow to open standalone streams. It makes that window wide and the test
 // deterministic.
+//
+// --refuse-answers answers 500 to every POST that carries a client's response
+// to a server request, without reading it: the answer is lost upstream.
 //
 // Tools:
 //   echo(message)          the message, as text
@@ -52,6 +55,7 @@ function option(name, fallback) {
 }
 const getDelayMs = option("--get-delay-ms", 0);
 const retryMs = option("--retry-ms", 500);
+const refuseAnswers = process.argv.includes("--refuse-answers");
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -175,6 +179,11 @@ const httpServer = http.createServer(async (req, res) => {
         body = JSON.parse(text);
       } catch {
         badRequest(res, "Parse error");
+        return;
+      }
+      const isAnswer = (m) => m && m.method === undefined && ("result" in m || "error" in m);
+      if (refuseAnswers && (Array.isArray(body) ? body.some(isAnswer) : isAnswer(body))) {
+        res.writeHead(500, { "Content-Type": "text/plain" }).end("answers refused");
         return;
       }
       if (sessionId && transports[sessionId]) {
