@@ -9,9 +9,13 @@
 # 2. cargo bench --bench per_call      allocations, bytes, payload copies per call
 # 3. bash benches/syscalls.sh          syscalls per call (strace -c -p), stdio and HTTP
 # 4. cargo bench --bench roundtrip     latency and calls/s at 1 and 8 sessions
-# 5. bash benches/compare.sh --quick --no-report --only direct,mcphop
-#       calls/s and CPU per call; results to .tmp/before_after/LABEL/compare.json
-#       (never to benches/compare/results.json)
+# 5. python3 benches/compare/run.py --quick --only direct,mcphop: what
+#       `bash benches/compare.sh --quick --no-report --only direct,mcphop`
+#       runs after its build, without its first step, which installs the
+#       async peers into .peers/ (not needed for these two contenders, and
+#       .peers/ may be shared with other checkouts). calls/s and CPU per
+#       call; results to .tmp/before_after/LABEL/compare.json (never to
+#       benches/compare/results.json), a summary at the end.
 # Set SKIP="compare roundtrip" (any of per_call syscalls roundtrip compare)
 # to leave steps out. Figures are printed; nothing is asserted.
 set -euo pipefail
@@ -46,8 +50,22 @@ if ! skip roundtrip; then
     timeout 1200 cargo bench --bench roundtrip 2>&1 | tee "$DIR/roundtrip.txt"
 fi
 if ! skip compare; then
-    log "bash benches/compare.sh --quick --no-report --only direct,mcphop"
-    timeout 1800 bash benches/compare.sh --quick --no-report --only direct,mcphop \
-        --out "$DIR/compare.json" 2>&1 | tee "$DIR/compare.txt"
+    log "python3 benches/compare/run.py --quick --only direct,mcphop"
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    timeout --kill-after=30 1800 python3 benches/compare/run.py --quick --only direct,mcphop \
+        --out "$DIR/compare.json" --command "bash benches/before_after.sh $LABEL" 2>&1 \
+        | tee "$DIR/compare.txt"
+    python3 - "$DIR/compare.json" <<'PY' | tee "$DIR/compare-summary.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("compare (--quick, 1 round): calls/s and proxy CPU per call by level")
+for key, levels in r["calls"].items():
+    for level, runs in levels.items():
+        for run in runs:
+            cpu = run.get("cpu_us_per_call")
+            print(f"  {key:<7} n={level:<4} {run.get('calls_per_s'):>7} calls/s  "
+                  f"p50 {run.get('p50_us')} us  CPU/call {cpu if cpu is None else round(cpu, 1)} us  "
+                  f"foreign CPUs during {run.get('foreign_cpus_during', 0):.2f}")
+PY
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/info.txt"
