@@ -9,6 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== installing test peers (pinned, into .peers/)"
 bash tests/peers/install.sh
 
+echo "== the README's first command, exactly as written, answers one initialize"
+bash tests/readme_first_command.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
