@@ -481,6 +481,12 @@ impl Router {
     /// returns what it missed.
     pub fn resume(&mut self, last_event_id: &str) -> Result<(StreamId, Resumed), ResumeError> {
         let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Malformed)?;
+        Ok((stream, self.resume_after(stream, seq)?))
+    }
+
+    /// Re-attaches `stream` and returns its events after `seq` (after 0: all
+    /// it recorded before a client first carried it).
+    pub fn resume_after(&mut self, stream: StreamId, seq: u64) -> Result<Resumed, ResumeError> {
         let state = self
             .streams
             .get_mut(&stream)
@@ -490,13 +496,10 @@ impl Router {
             ReplayError::FromTheFuture => ResumeError::Malformed,
         })?;
         state.detached_at = None;
-        Ok((
-            stream,
-            Resumed {
-                events,
-                finished: state.finished,
-            },
-        ))
+        Ok(Resumed {
+            events,
+            finished: state.finished,
+        })
     }
 
     /// The client cancelled request `id`: forget it. Returns it and whether

@@ -29,15 +29,16 @@ use crate::http::url::UpstreamUrl;
 use crate::jsonrpc::{self, Kind};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
-use crate::mcp::router::{event_id, StreamId};
+use crate::mcp::router::StreamId;
 use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
 use crate::session::{Continuation, Session};
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
 use crate::upstream_retry;
 
-use super::streams::StreamHead;
+use super::drive::{ClientRef, Origin};
 use super::{Proxy, RunState, Timer};
+use crate::core::Forward;
 
 /// Largest upstream response head accepted.
 const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BYTES;
@@ -263,8 +264,8 @@ impl Proxy {
             if let Some(id) = session.http().and_then(|http| http.upstream_id.clone()) {
                 headers.push(("Mcp-Session-Id".into(), id));
             }
-            if let Some(version) = &session.protocol_version {
-                headers.push(("MCP-Protocol-Version".into(), version.clone()));
+            if let Some(version) = session.core.protocol_version() {
+                headers.push(("MCP-Protocol-Version".into(), version.to_string()));
             }
         }
         match (&spec.client, &session) {
@@ -1030,12 +1031,7 @@ impl Proxy {
         // Before any head: the waiting client gets the error as its answer.
         if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
             if let Some(session) = self.sessions.get_mut(session_key) {
-                for id in &entry.request_ids {
-                    if let Some(key) = jsonrpc::IdKey::of(id) {
-                        session.router.cancel(&key);
-                    }
-                }
-                session.router.stream_ended(stream);
+                session.core.stream_refused(stream, &entry.request_ids);
             }
         }
         if entry.purpose == Purpose::Initialize {
@@ -1137,34 +1133,17 @@ impl Proxy {
                     // detached, for a resume.
                     return;
                 };
-                let session_id = (purpose == Purpose::Initialize)
-                    .then(|| self.sessions.get(session_key).map(|s| s.id.clone()))
-                    .flatten();
-                self.start_stream(
-                    wait.key,
-                    session_key,
-                    stream,
-                    StreamHead {
-                        session_id: session_id.as_deref(),
-                        priming: true,
-                        keep_alive: wait.keep_alive,
-                        http11: wait.http11,
-                    },
-                );
-                // What the upstream sent for this stream on its other streams
-                // (a server request on its GET stream) before this head came.
-                let recorded = self
-                    .sessions
-                    .get_mut(session_key)
-                    .and_then(|session| session.router.resume(&event_id(stream, 0)).ok());
-                if let Some((_, recorded)) = recorded {
-                    for (seq, message) in recorded.events {
-                        self.write_event(wait.key, Some((stream, seq)), &message);
-                    }
-                    if recorded.finished {
-                        self.end_stream(session_key, stream);
-                    }
-                }
+                // The stream starts on the waiting client's connection, with
+                // what the upstream sent for it on its other streams (a server
+                // request on its GET stream) before this head came.
+                let client = Some(ClientRef {
+                    key: wait.key,
+                    keep_alive: wait.keep_alive,
+                    http11: wait.http11,
+                });
+                self.drive(session_key, Origin::client(client), |core| {
+                    core.stream_ready(stream)
+                });
             }
             Purpose::Messages {
                 has_requests: false,
@@ -1353,7 +1332,11 @@ impl Proxy {
                 continue;
             };
             let raw = serde_json::to_vec(&message).unwrap_or_default();
-            if self.sessions.get(session_key).is_some_and(Session::is_live) {
+            if self
+                .sessions
+                .get(session_key)
+                .is_some_and(|session| session.core.is_live())
+            {
                 self.deliver_from_upstream(session_key, &message, kind, &raw);
             }
         }
@@ -1461,12 +1444,7 @@ impl Proxy {
                         }
                     } else if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
                         if let Some(session) = self.sessions.get_mut(session_key) {
-                            for id in &entry.request_ids {
-                                if let Some(key) = jsonrpc::IdKey::of(id) {
-                                    session.router.cancel(&key);
-                                }
-                            }
-                            session.router.stream_ended(stream);
+                            session.core.stream_refused(stream, &entry.request_ids);
                         }
                     }
                     self.reply_to_waiting(wait, &relayed_reply(status, &entry.body));
@@ -1487,8 +1465,8 @@ impl Proxy {
         let unanswered = self
             .sessions
             .get(session_key)
-            .filter(|session| session.is_live())
-            .map_or(0, |session| session.router.pending_on(stream));
+            .filter(|session| session.core.is_live())
+            .map_or(0, |session| session.core.pending_on(stream));
         if unanswered == 0 {
             return;
         }
@@ -1522,7 +1500,7 @@ impl Proxy {
         if let Some(session) = self.sessions.get_mut(session_key) {
             debug!(
                 "session {}: the upstream closed answer stream {stream} with {unanswered} request(s) unanswered; continuing after {}",
-                session.short_id(),
+                session.core.short_id(),
                 continuation.last_event_id
             );
             if let Some(http) = session.http_mut() {
@@ -1540,8 +1518,8 @@ impl Proxy {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let live = session.is_live();
-        let short_id = session.short_id().to_string();
+        let live = session.core.is_live();
+        let short_id = session.core.short_id().to_string();
         let Some(http) = session.http_mut() else {
             return;
         };
@@ -1601,10 +1579,10 @@ impl Proxy {
     /// forever, so the session fails, and every request still pending gets
     /// an error.
     fn message_lost(&mut self, session_key: usize, why: &str) {
-        if let Some(session) = self.sessions.get(session_key).filter(|s| s.is_live()) {
+        if let Some(session) = self.sessions.get(session_key).filter(|s| s.core.is_live()) {
             warn!(
                 "session {}: a message for the upstream was lost: {why}",
-                session.short_id()
+                session.core.short_id()
             );
         }
         self.end_session(
@@ -1645,7 +1623,7 @@ impl Proxy {
         let Some(session) = self.sessions.get_mut(key).filter(|s| s.serial == serial) else {
             return;
         };
-        let short_id = session.short_id().to_string();
+        let short_id = session.core.short_id().to_string();
         let Some(http) = session.http_mut() else {
             return;
         };
@@ -1679,7 +1657,7 @@ impl Proxy {
     /// Reconnects to an answer stream with `Last-Event-ID`.
     fn start_continuation(&mut self, session_key: usize, continuation: Continuation) {
         let alive = self.sessions.get(session_key).is_some_and(|session| {
-            session.is_live() && session.router.pending_on(continuation.stream) > 0
+            session.core.is_live() && session.core.pending_on(continuation.stream) > 0
         });
         if !alive {
             return;
@@ -1834,6 +1812,80 @@ impl Proxy {
         }
     }
 
+    /// Sends a core's messages to the HTTP upstream as one POST. A client
+    /// that waits for them waits for the upstream's answer (its stream for
+    /// requests, its status otherwise).
+    pub(super) fn forward_http(
+        &mut self,
+        session_key: usize,
+        origin: Origin<'_>,
+        forward: Forward,
+    ) {
+        let body = match (forward.whole_body, origin.request, &forward.messages[..]) {
+            (true, Some(request), [_]) => request.body.clone(),
+            (_, _, [(message, _)]) => serde_json::to_vec(message).unwrap_or_default(),
+            (_, _, many) => serde_json::to_vec(&many.iter().map(|(m, _)| m).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        };
+        let purpose = match (forward.initialize, forward.stream) {
+            (true, _) => Purpose::Initialize,
+            (false, Some(_)) => Purpose::Messages { has_requests: true },
+            (false, None) => Purpose::Messages {
+                has_requests: false,
+            },
+        };
+        let request_ids = forward
+            .messages
+            .iter()
+            .filter(|(_, kind)| *kind == Kind::Request)
+            .filter_map(|(message, _)| message.get("id").cloned())
+            .collect();
+        let client = match (forward.client_waits, origin.client, origin.request) {
+            (true, Some(client), Some(request)) => Some((
+                client.key,
+                ClientHeaders::of(request, &self.config.forward_headers),
+            )),
+            _ => None,
+        };
+        self.start_exchange(ExchangeSpec {
+            purpose,
+            method: "POST",
+            body,
+            mcp_method: lone_request_method(&forward.messages),
+            request_ids,
+            session: Some(session_key),
+            stream: forward.stream,
+            client,
+            last_event_id: None,
+        });
+    }
+
+    /// A stateless-era request goes to the HTTP upstream as it is, with no
+    /// session; its answer comes back as it is. False without an HTTP
+    /// upstream.
+    pub(super) fn passthrough(&mut self, key: usize, request: &Request) -> bool {
+        if self.http.is_none() {
+            return false;
+        }
+        let mut client = ClientHeaders::of(request, &self.config.forward_headers);
+        client.forwarded.extend(passthrough_headers(request));
+        let mcp_method = serde_json::from_slice::<Value>(&request.body)
+            .ok()
+            .and_then(|message| jsonrpc::method(&message).map(str::to_string));
+        self.start_exchange(ExchangeSpec {
+            purpose: Purpose::Passthrough,
+            method: "POST",
+            body: request.body.clone(),
+            mcp_method,
+            request_ids: Vec::new(),
+            session: None,
+            stream: None,
+            client: Some((key, client)),
+            last_event_id: None,
+        });
+        true
+    }
+
     /// Logs the pool's figures (at shutdown).
     pub(super) fn log_pool_summary(&self) {
         if let Some(http) = self.http.as_ref() {
@@ -1893,7 +1945,7 @@ fn relayed_reply(status: u16, body: &[u8]) -> Reply {
 }
 
 /// The headers a passthrough request carries upstream beyond the usual.
-pub(super) fn passthrough_headers(request: &Request) -> Vec<(String, String)> {
+fn passthrough_headers(request: &Request) -> Vec<(String, String)> {
     [PROTOCOL_VERSION_HEADER, "mcp-method", "mcp-name"]
         .iter()
         .filter_map(|name| {
@@ -1905,7 +1957,7 @@ pub(super) fn passthrough_headers(request: &Request) -> Vec<(String, String)> {
 }
 
 /// The MCP method of a lone request, for the retry rules.
-pub(super) fn lone_request_method(messages: &[(Value, Kind)]) -> Option<String> {
+fn lone_request_method(messages: &[(Value, Kind)]) -> Option<String> {
     match messages {
         [(message, Kind::Request)] => jsonrpc::method(message).map(str::to_string),
         _ => None,

@@ -23,16 +23,17 @@ use slab::Slab;
 
 use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
 use crate::config::{Config, RETRY_AFTER_SECONDS};
+use crate::core::{Phase, SessionCore};
 use crate::http::request::{Decoded, Limits};
 use crate::http::response;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
-use crate::mcp::router::StreamId;
-use crate::session::{Phase, Session};
+use crate::session::Session;
 use crate::timers::TimerQueue;
 use crate::token::Source;
 
 mod children;
+mod drive;
 mod http_upstream;
 mod sessions;
 mod streams;
@@ -66,19 +67,10 @@ enum Timer {
         key: usize,
         serial: u64,
     },
-    SessionIdle {
+    /// A session core's `poll_timeout`.
+    Session {
         key: usize,
         serial: u64,
-    },
-    Requests {
-        key: usize,
-        serial: u64,
-    },
-    Detached {
-        key: usize,
-        serial: u64,
-        stream: StreamId,
-        since: Instant,
     },
     ChildTerm {
         key: usize,
@@ -647,7 +639,7 @@ impl Proxy {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };
-        let Phase::Ending { reason } = &session.phase else {
+        let Phase::Ending { reason } = session.core.phase() else {
             return;
         };
         if !session.upstream_done() {
@@ -655,9 +647,11 @@ impl Proxy {
         }
         info!(
             "session {} ended: {reason}; {}; lasted {:.1}s",
-            session.short_id(),
+            session.core.short_id(),
             session.upstream_summary(),
-            session.started.elapsed().as_secs_f64()
+            self.now
+                .duration_since(session.core.started())
+                .as_secs_f64()
         );
         let mut session = self.sessions.remove(session_key);
         if let Some(child) = session.child_mut() {
@@ -672,14 +666,7 @@ impl Proxy {
             match timer {
                 Timer::Conn { key, serial } => self.on_conn_deadline(key, serial, deadline),
                 Timer::Heartbeat { key, serial } => self.on_heartbeat(key, serial, deadline),
-                Timer::Requests { key, serial } => self.on_request_timer(key, serial, deadline),
-                Timer::Detached {
-                    key,
-                    serial,
-                    stream,
-                    since,
-                } => self.on_detached_expiry(key, serial, stream, since),
-                Timer::SessionIdle { key, serial } => self.on_session_idle(key, serial, now),
+                Timer::Session { key, serial } => self.on_session_timer(key, serial, deadline),
                 Timer::ChildTerm { key, serial } => self.signal_child(key, serial, libc::SIGTERM),
                 Timer::ChildKill { key, serial } => self.signal_child(key, serial, libc::SIGKILL),
                 Timer::ShutdownGrace => {
@@ -702,7 +689,7 @@ impl Proxy {
                         if let Some(session) = self.sessions.get(key) {
                             warn!(
                                 "exiting with session {} unfinished: {}",
-                                session.short_id(),
+                                session.core.short_id(),
                                 session.upstream_summary()
                             );
                         }
@@ -745,12 +732,9 @@ impl Proxy {
             Timer::Heartbeat { key, serial } => self.conns.get(key).is_some_and(|conn| {
                 conn.serial == serial && conn.heartbeat_timer == Some(deadline)
             }),
-            Timer::SessionIdle { key, serial } => {
-                session_of(key, serial).is_some_and(Session::is_live)
+            Timer::Session { key, serial } => {
+                session_of(key, serial).is_some_and(|session| session.timer == Some(deadline))
             }
-            Timer::Requests { key, serial } => session_of(key, serial)
-                .is_some_and(|session| session.request_timer == Some(deadline)),
-            Timer::Detached { key, serial, .. } => session_of(key, serial).is_some(),
             Timer::ChildTerm { key, serial } | Timer::ChildKill { key, serial } => {
                 session_of(key, serial)
                     .and_then(Session::child)
@@ -791,25 +775,6 @@ impl Proxy {
         }
     }
 
-    fn on_session_idle(&mut self, key: usize, serial: u64, now: Instant) {
-        let timeout = self.config.session_idle_timeout;
-        let Some(session) = self.sessions.get(key) else {
-            return;
-        };
-        if session.serial != serial || !session.is_live() {
-            return;
-        }
-        let busy = !session.stream_conns.is_empty() || session.router.pending_count() > 0;
-        let idle_until = session.last_activity + timeout;
-        if !busy && now >= idle_until {
-            self.end_session(key, "idle timeout");
-            return;
-        }
-        let next = if busy { now + timeout } else { idle_until };
-        self.timers
-            .schedule(next, Timer::SessionIdle { key, serial });
-    }
-
     // ----- shutdown ---------------------------------------------------------
 
     fn on_shutdown_signal(&mut self) -> Option<i32> {
@@ -847,21 +812,11 @@ impl Proxy {
             + self.config.child_grace
             + FINAL_EXIT_MARGIN;
         self.timers.schedule(final_exit, Timer::FinalExit);
-        // GET streams carry nothing in flight: end them now, cleanly.
-        let mut get_streams = Vec::new();
-        for (_, session) in self.sessions.iter_mut() {
-            if let Some(stream) = session.router.get_stream() {
-                if let Some(conn_key) = session.stream_conns.remove(&stream) {
-                    get_streams.push(conn_key);
-                }
-            }
-        }
-        for conn_key in get_streams {
-            self.finish_stream(conn_key);
-        }
+        // GET streams carry nothing in flight: they end now, cleanly; the
+        // sessions end as they go quiet.
         let live: Vec<usize> = self.session_ids.values().copied().collect();
         for session_key in live {
-            self.end_session_if_quiet(session_key);
+            self.drive(session_key, drive::Origin::NONE, SessionCore::drain);
         }
         let idle: Vec<usize> = self
             .conns
