@@ -1478,7 +1478,7 @@ impl Proxy {
             Some(last_event_id)
                 if is_sse
                     && empty_reconnects <= MAX_EMPTY_RECONNECTS
-                    && self.run_state != RunState::Draining =>
+                    && self.run_state == RunState::Serving =>
             {
                 Some(Continuation {
                     stream,
@@ -1514,7 +1514,7 @@ impl Proxy {
     /// server's `retry:` hint, from its last event id, while the session lives.
     fn get_stream_closed(&mut self, session_key: usize, entry: &Exchange) {
         let now = self.now;
-        let draining = self.run_state == RunState::Draining;
+        let draining = self.run_state != RunState::Serving;
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };

@@ -22,7 +22,7 @@ use serde_json::Value;
 use slab::Slab;
 
 use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
-use crate::config::{Config, RETRY_AFTER_SECONDS};
+use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::{Decoded, Limits};
 use crate::http::response;
@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// After the shutdown grace, children get this long to be reaped before
 /// mcphop exits anyway.
 const FINAL_EXIT_MARGIN: Duration = Duration::from_secs(1);
+/// How long queued responses may take to reach their clients once every
+/// session ended, before mcphop exits anyway.
+const EXIT_FLUSH_WAIT: Duration = Duration::from_millis(200);
 /// Wait before retrying `accept` after the process ran out of descriptors.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// A child's stdout is read in at most this many chunks per turn, so one
@@ -82,6 +85,8 @@ enum Timer {
     },
     ShutdownGrace,
     FinalExit,
+    /// Wakes the loop when the last flush before exit is over.
+    ExitFlush,
     RetryAccept,
     Pool,
     /// A session's upstream streams: a gate's wait, a continuation or a
@@ -98,6 +103,11 @@ enum RunState {
     Serving,
     /// Not accepting; in-flight requests finish; sessions end as they go quiet.
     Draining,
+    /// Every session ended: queued output is flushed until `until`, then
+    /// mcphop exits.
+    Exiting {
+        until: Instant,
+    },
 }
 
 /// The proxy: every piece of state the loop thread owns.
@@ -181,9 +191,9 @@ impl Proxy {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
-        let http = match &config.upstream_url {
-            Some(url) => Some(HttpSide::new(url.clone(), config.pool)?),
-            None => None,
+        let http = match &config.upstream {
+            UpstreamKind::Http { url } => Some(HttpSide::new(url.clone(), config.pool)?),
+            UpstreamKind::Stdio { .. } => None,
         };
         let policy = AccessPolicy::new(
             local_addr.port(),
@@ -238,16 +248,25 @@ impl Proxy {
             "listening on http://{}{} (upstream: {})",
             self.local_addr,
             self.config.path,
-            match &self.http {
-                Some(http) => format!("{}{}", http.host, http.url.target),
-                None => self.config.command.join(" "),
+            match &self.config.upstream {
+                UpstreamKind::Http { url } => {
+                    format!(
+                        "{}://{}{}",
+                        url.scheme.as_str(),
+                        url.authority(),
+                        url.target
+                    )
+                }
+                UpstreamKind::Stdio { command } => command.join(" "),
             }
         );
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
             let timeout = if self.stdout_backlog.is_empty() {
-                self.timers.poll_timeout(Instant::now())
+                // The clock is read once per turn, after `poll`; a deadline
+                // computed from it is at most one turn's work late.
+                self.timers.poll_timeout(self.now)
             } else {
                 Some(Duration::ZERO)
             };
@@ -271,10 +290,19 @@ impl Proxy {
                 && self.sessions.is_empty()
                 && !self.exchanges_in_flight()
             {
-                self.flush_before_exit();
-                self.log_pool_summary();
-                info!("shutdown complete");
-                return Ok(0);
+                // Queued responses get a last, short chance to reach their
+                // clients, served by the loop like any other output.
+                let until = self.now + EXIT_FLUSH_WAIT;
+                self.run_state = RunState::Exiting { until };
+                self.timers.schedule(until, Timer::ExitFlush);
+            }
+            if let RunState::Exiting { until } = self.run_state {
+                let flushed = self.conns.iter().all(|(_, conn)| conn.unwritten() == 0);
+                if flushed || self.now >= until {
+                    self.log_pool_summary();
+                    info!("shutdown complete");
+                    return Ok(0);
+                }
             }
         }
     }
@@ -365,7 +393,7 @@ impl Proxy {
                     // than spin on a listener that stays readable.
                     warn!("accept failed: {error}; retrying in {ACCEPT_RETRY_DELAY:?}");
                     self.timers
-                        .schedule(Instant::now() + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
+                        .schedule(self.now + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
                     return;
                 }
             }
@@ -419,7 +447,7 @@ impl Proxy {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let at = Instant::now() + after;
+        let at = self.now + after;
         conn.deadline = Some((at, kind));
         self.timers.schedule(
             at,
@@ -699,6 +727,7 @@ impl Proxy {
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
                 Timer::Upstream { key, serial } => self.on_upstream_timer(key, serial, deadline),
+                Timer::ExitFlush => {}
                 Timer::RetryAccept => {
                     self.listener_readable = true;
                     self.accept_all();
@@ -744,7 +773,7 @@ impl Proxy {
             Timer::Upstream { key, serial } => session_of(key, serial)
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
-            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept => true,
+            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept | Timer::ExitFlush => true,
         }
     }
 
@@ -778,20 +807,12 @@ impl Proxy {
     // ----- shutdown ---------------------------------------------------------
 
     fn on_shutdown_signal(&mut self) -> Option<i32> {
-        if self.run_state == RunState::Draining {
+        if self.run_state != RunState::Serving {
+            // SIGKILL cannot be ignored: the children die now, and whatever
+            // mcphop does not reap before it exits, init reaps.
             warn!("second signal: killing every child and exiting now");
             self.kill_all_children();
-            // The children were just killed; reaping them takes moments.
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while self
-                .sessions
-                .iter()
-                .any(|(_, s)| s.child().is_some_and(|c| c.exit.is_none()))
-                && Instant::now() < deadline
-            {
-                self.reap_children();
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            self.reap_children();
             return Some(1);
         }
         info!(
@@ -803,7 +824,7 @@ impl Proxy {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let now = Instant::now();
+        let now = self.now;
         self.timers
             .schedule(now + self.config.shutdown_grace, Timer::ShutdownGrace);
         let final_exit = now
@@ -830,24 +851,6 @@ impl Proxy {
             self.close_conn(key);
         }
         None
-    }
-
-    /// Gives queued responses a last, short chance to reach their clients.
-    fn flush_before_exit(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            while Instant::now() < deadline {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    break;
-                };
-                conn.writable = true;
-                if conn.flush().is_err() || conn.unwritten() == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
     }
 }
 

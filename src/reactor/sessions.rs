@@ -7,7 +7,7 @@ use log::{error, info, warn};
 use serde_json::Value;
 
 use crate::child;
-use crate::config::RETRY_AFTER_SECONDS;
+use crate::config::{UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{CoreConfig, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc;
@@ -38,7 +38,7 @@ impl Proxy {
 
     /// Acts on one complete request from a client connection.
     pub(super) fn handle_request(&mut self, key: usize, request: Request) {
-        if self.run_state == RunState::Draining {
+        if self.run_state != RunState::Serving {
             let reply = Reply::error(
                 503,
                 &Value::Null,
@@ -209,14 +209,17 @@ impl Proxy {
     /// Starts the upstream of a new session: a child for a command, nothing
     /// yet for an HTTP server (its session starts with the `initialize`
     /// exchange). Returns it with words for the log.
-    fn start_upstream(&mut self, id: &Value) -> Result<(Upstream, String), Reply> {
-        if let Some(http) = self.http.as_ref() {
-            return Ok((
-                Upstream::Http(HttpSession::default()),
-                format!("on {}", http.host),
-            ));
-        }
-        match child::spawn(&self.config.command) {
+    fn start_upstream(&self, id: &Value) -> Result<(Upstream, String), Reply> {
+        let command = match &self.config.upstream {
+            UpstreamKind::Http { url } => {
+                return Ok((
+                    Upstream::Http(HttpSession::default()),
+                    format!("on {}://{}", url.scheme.as_str(), url.authority()),
+                ))
+            }
+            UpstreamKind::Stdio { command } => command,
+        };
+        match child::spawn(command) {
             Ok(spawned) => {
                 let description = format!("pid {}", spawned.pid);
                 Ok((
@@ -225,10 +228,7 @@ impl Proxy {
                 ))
             }
             Err(error) => {
-                error!(
-                    "cannot start upstream `{}`: {error}",
-                    self.config.command.join(" ")
-                );
+                error!("cannot start upstream `{}`: {error}", command.join(" "));
                 Err(Reply::error(
                     502,
                     id,
@@ -241,7 +241,7 @@ impl Proxy {
 
     /// Ends a live session (see `SessionCore::end`).
     pub(super) fn end_session(&mut self, session_key: usize, reason: &str) {
-        let shutting_down = self.run_state == RunState::Draining;
+        let shutting_down = self.run_state != RunState::Serving;
         self.drive(session_key, Origin::NONE, |core| {
             core.end(reason, shutting_down)
         });

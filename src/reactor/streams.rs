@@ -131,7 +131,7 @@ impl Proxy {
         }
         conn.state = ConnState::Requests;
         conn.heartbeat_at = None;
-        if conn.wants_close_when_idle() || self.run_state == RunState::Draining {
+        if conn.wants_close_when_idle() || self.run_state != RunState::Serving {
             conn.close_after_flush = true;
         }
         self.mark_dirty(conn_key);
