@@ -51,15 +51,23 @@ pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait when mcphop is full.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
+/// The kind of upstream, with what reaching it takes. Each kind has its own
+/// adapter in the reactor; a new kind is a new variant here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamKind {
+    /// A stdio child per session: the command and its arguments.
+    Stdio { command: Vec<String> },
+    /// A Streamable HTTP server, one upstream session per client session.
+    Http { url: UpstreamUrl },
+}
+
 /// Everything the reactor needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub path: String,
-    /// The upstream stdio command and its arguments (empty with `upstream_url`).
-    pub command: Vec<String>,
-    /// A Streamable HTTP upstream, instead of a command.
-    pub upstream_url: Option<UpstreamUrl>,
+    /// What every session talks to upstream.
+    pub upstream: UpstreamKind,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
@@ -95,13 +103,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// The stdio command, for a stdio upstream (else empty).
+    pub fn command(&self) -> &[String] {
+        match &self.upstream {
+            UpstreamKind::Stdio { command } => command,
+            UpstreamKind::Http { .. } => &[],
+        }
+    }
+
+    /// The URL, for a Streamable HTTP upstream.
+    pub fn upstream_url(&self) -> Option<&UpstreamUrl> {
+        match &self.upstream {
+            UpstreamKind::Http { url } => Some(url),
+            UpstreamKind::Stdio { .. } => None,
+        }
+    }
+
     /// A configuration with every default and the given upstream command.
     pub fn with_command(command: Vec<String>) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: DEFAULT_PATH.to_string(),
-            command,
-            upstream_url: None,
+            upstream: UpstreamKind::Stdio { command },
             forward_headers: Vec::new(),
             upstream_headers: Vec::new(),
             pool: PoolConfig::default(),
@@ -197,6 +220,8 @@ SIZE is a number of bytes with an optional K, KiB, M, MiB, G or GiB suffix.
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
     let mut config = Config::with_command(Vec::new());
+    let mut command: Vec<String> = Vec::new();
+    let mut upstream_url: Option<UpstreamUrl> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (name, inline_value) = match arg.split_once('=') {
@@ -211,7 +236,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         };
         match name.as_str() {
             "--" => {
-                config.command = args.by_ref().collect();
+                command = args.by_ref().collect();
                 break;
             }
             "-h" | "--help" => return Ok(Invocation::Help),
@@ -228,7 +253,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 if url.scheme == Scheme::Https {
                     return Err("--upstream: https upstreams are not supported yet".into());
                 }
-                config.upstream_url = Some(url);
+                upstream_url = Some(url);
             }
             "--forward-header" => {
                 let header = value(&name)?.trim().to_ascii_lowercase();
@@ -307,18 +332,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             other => return Err(format!("unknown option {other} (see --help)")),
         }
     }
-    match (config.command.is_empty(), config.upstream_url.is_some()) {
-        (true, false) => {
+    config.upstream = match (command.is_empty(), upstream_url) {
+        (true, None) => {
             return Err(
                 "no upstream: give a command after `--` (as in `mcphop -- my-server`) or --upstream URL"
                     .into(),
             )
         }
-        (false, true) => {
+        (false, Some(_)) => {
             return Err("give either --upstream or a command after `--`, not both".into())
         }
-        _ => {}
-    }
+        (false, None) => UpstreamKind::Stdio { command },
+        (true, Some(url)) => UpstreamKind::Http { url },
+    };
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());
     }
@@ -399,7 +425,7 @@ mod tests {
     #[test]
     fn defaults_and_command() {
         let config = run(&["--", "server", "--flag"]).unwrap();
-        assert_eq!(config.command, vec!["server", "--flag"]);
+        assert_eq!(config.command(), vec!["server", "--flag"]);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.path, DEFAULT_PATH);
         assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
@@ -435,8 +461,8 @@ mod tests {
             "X-Api-Key: secret: with colon",
         ])
         .unwrap();
-        assert!(config.command.is_empty());
-        assert_eq!(config.upstream_url.unwrap().port, 3001);
+        assert!(config.command().is_empty());
+        assert_eq!(config.upstream_url().unwrap().port, 3001);
         assert_eq!(config.forward_headers, vec!["authorization"]);
         assert_eq!(
             config.upstream_headers,

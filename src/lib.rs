@@ -7,19 +7,20 @@
 //! (`timers`). The reactor and the glue (`client`, `session`, `child`) are
 //! the only parts that touch descriptors, processes or the clock.
 
-pub mod child;
-pub mod client;
+pub(crate) mod child;
+pub(crate) mod client;
 pub mod config;
+mod core;
 pub mod http;
 pub mod jsonrpc;
 pub mod lines;
 pub mod mcp;
-pub mod pool;
+pub(crate) mod pool;
 pub mod reactor;
-pub mod session;
-pub mod session_id;
-pub mod sse;
-pub mod sse_decoder;
-pub mod timers;
-pub mod token;
+pub(crate) mod session;
+pub(crate) mod session_id;
+pub(crate) mod sse;
+pub(crate) mod sse_decoder;
+pub(crate) mod timers;
+pub(crate) mod token;
 mod upstream_retry;

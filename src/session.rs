@@ -9,21 +9,12 @@ use std::time::Instant;
 use mio::unix::pipe::{Receiver, Sender};
 
 use crate::child::{ExitStatus, SpawnedChild};
-use crate::jsonrpc::IdKey;
+use crate::core::SessionCore;
 use crate::lines::LineFramer;
-use crate::mcp::router::{Router, RouterLimits, StreamId};
+use crate::mcp::router::StreamId;
 
 /// Longest stderr line logged whole; longer ones are cut.
 pub const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
-
-/// Where a session is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Reachable by its id.
-    Live,
-    /// Ended (no longer reachable); its child is being shut down and reaped.
-    Ending { reason: String },
-}
 
 /// A child's stdin: a queue of bytes and how much of it is written.
 pub struct StdinQueue {
@@ -223,65 +214,38 @@ pub enum Upstream {
     Http(HttpSession),
 }
 
-/// One client session and its upstream.
+/// One client session: its sans-IO core, the client connections carrying
+/// its streams, and its upstream.
 pub struct Session {
     /// Distinguishes this session from later ones that reuse its slab key.
     pub serial: u64,
-    pub id: String,
-    pub phase: Phase,
-    pub router: Router,
+    pub core: SessionCore,
     /// Which client connection carries each open stream.
     pub stream_conns: HashMap<StreamId, usize>,
     pub upstream: Upstream,
-    /// The id of the `initialize` request, until its answer arrives.
-    pub initialize_id: Option<IdKey>,
-    /// The id `initialize` had, kept for the session's life: a cancel naming
-    /// it is never forwarded.
-    pub initialize_request: Option<IdKey>,
-    /// The protocol version the upstream agreed to.
-    pub protocol_version: Option<String>,
-    /// The client declared it answers server requests (sampling,
-    /// elicitation or roots), so the server will send it some.
-    pub takes_server_requests: bool,
-    pub started: Instant,
-    pub last_activity: Instant,
-    /// The deadline of the armed request-timeout timer.
-    pub request_timer: Option<Instant>,
+    /// The deadline of the armed session timer (the core's `poll_timeout`).
+    pub timer: Option<Instant>,
+}
+
+impl Upstream {
+    /// Bytes queued for the upstream and not yet taken (a child's stdin).
+    pub fn backlog(&self) -> usize {
+        match self {
+            Upstream::Child(child) => child.stdin.unwritten(),
+            Upstream::Http(_) => 0,
+        }
+    }
 }
 
 impl Session {
-    pub fn new(
-        serial: u64,
-        id: String,
-        upstream: Upstream,
-        limits: RouterLimits,
-        now: Instant,
-    ) -> Self {
+    pub fn new(serial: u64, core: SessionCore, upstream: Upstream) -> Self {
         Session {
             serial,
-            id,
-            phase: Phase::Live,
-            router: Router::new(limits),
+            core,
             stream_conns: HashMap::new(),
             upstream,
-            initialize_id: None,
-            initialize_request: None,
-            protocol_version: None,
-            takes_server_requests: false,
-            started: now,
-            last_activity: now,
-            request_timer: None,
+            timer: None,
         }
-    }
-
-    /// The first characters of the id, enough to tell sessions apart in logs
-    /// without writing the full bearer-like id into them.
-    pub fn short_id(&self) -> &str {
-        self.id.get(..8).unwrap_or(&self.id)
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.phase == Phase::Live
     }
 
     /// The stdio child, for a session with one.

@@ -15,7 +15,8 @@ use std::fmt;
 /// Data is measured after joining lines with `\n` and after lossy UTF-8
 /// decoding. Any single line is also capped at this plus a few bytes for a
 /// field name, so a comment or an unterminated line cannot grow unbounded.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+#[cfg(test)]
+const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Room a line may take beyond the event limit, so a `data:` line holding a
 /// maximal value (or `id:`/`event:` lines of similar size) still fits.

@@ -72,13 +72,9 @@ impl<K: Ord> TimerQueue<K> {
     }
 
     /// Number of armed entries, stale ones included.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    /// True when nothing is armed.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 

@@ -13,14 +13,71 @@ use crate::lines::Line;
 use crate::session::{ChildIo, PipeRead, Session};
 use crate::token::Source;
 
-use super::{trim_ascii, Proxy, MAX_STDOUT_READS_PER_TURN};
+use super::{trim_ascii, Proxy, Timer, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
+    /// Queues one message for the child's stdin as a single line. `body` is
+    /// the message as the client sent it, reused when it is already one line;
+    /// empty means "serialize `message`".
+    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
+        let Some(child) = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::child_mut)
+        else {
+            return;
+        };
+        let body = trim_ascii(body);
+        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
+            // stdio framing allows no newline inside a message.
+            match serde_json::to_vec(message) {
+                Ok(compact) => child.stdin.push_line(&compact),
+                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
+            }
+        } else {
+            child.stdin.push_line(body);
+        }
+        self.flush_stdin(session_key);
+    }
+
+    /// The session ended: the child is told to exit (stdin closed; SIGTERM
+    /// and SIGKILL follow if it lingers).
+    pub(super) fn stop_child(&mut self, session_key: usize) {
+        let now = self.now;
+        let grace = self.config.child_grace;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let serial = session.serial;
+        let Some(child) = session.child_mut() else {
+            return;
+        };
+        if let Some(mut pipe) = child.stdin.pipe.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        if child.exit.is_none() {
+            self.timers.schedule(
+                now + grace,
+                Timer::ChildTerm {
+                    key: session_key,
+                    serial,
+                },
+            );
+            self.timers.schedule(
+                now + grace + grace,
+                Timer::ChildKill {
+                    key: session_key,
+                    serial,
+                },
+            );
+        }
+    }
+
     pub(super) fn flush_stdin(&mut self, session_key: usize) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let short = session.short_id().to_string();
+        let short = session.core.short_id().to_string();
         let Some(child) = session.child_mut() else {
             return;
         };
@@ -68,7 +125,7 @@ impl Proxy {
             if !child.stdout.readable || child.stdout.pipe.is_none() {
                 return;
             }
-            if session.is_live() && !self.session_can_emit(session) {
+            if session.core.is_live() && !self.session_can_emit(session) {
                 return;
             }
             let Some(child) = self
@@ -99,8 +156,8 @@ impl Proxy {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 return;
             };
-            let live = session.is_live();
-            let short = session.short_id().to_string();
+            let live = session.core.is_live();
+            let short = session.core.short_id().to_string();
             let Some(child) = session.child_mut() else {
                 return;
             };
@@ -144,7 +201,7 @@ impl Proxy {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let live = session.is_live();
+        let live = session.core.is_live();
         let Some(child) = session.child_mut() else {
             return;
         };
@@ -163,7 +220,7 @@ impl Proxy {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 return;
             };
-            let short = session.short_id().to_string();
+            let short = session.core.short_id().to_string();
             let Some(child) = session.child_mut() else {
                 return;
             };
@@ -206,7 +263,7 @@ impl Proxy {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 continue;
             };
-            let live = session.is_live();
+            let live = session.core.is_live();
             let Some(child) = session.child_mut().filter(|child| child.pid == pid) else {
                 continue;
             };
@@ -252,7 +309,7 @@ impl Proxy {
         };
         debug!(
             "session {}: child pid {} still running: {name} to its group",
-            session.short_id(),
+            session.core.short_id(),
             child.pid
         );
         child::signal_group(child.pid, signal);

@@ -22,17 +22,19 @@ use serde_json::Value;
 use slab::Slab;
 
 use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
-use crate::config::{Config, RETRY_AFTER_SECONDS};
+use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
+use crate::core::{Phase, SessionCore};
 use crate::http::request::{Decoded, Limits};
 use crate::http::response;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
-use crate::mcp::router::StreamId;
-use crate::session::{Phase, Session};
+use crate::session::Session;
 use crate::timers::TimerQueue;
 use crate::token::Source;
 
 mod children;
+mod conns;
+mod drive;
 mod http_upstream;
 mod sessions;
 mod streams;
@@ -48,6 +50,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// After the shutdown grace, children get this long to be reaped before
 /// mcphop exits anyway.
 const FINAL_EXIT_MARGIN: Duration = Duration::from_secs(1);
+/// How long queued responses may take to reach their clients once every
+/// session ended, before mcphop exits anyway.
+const EXIT_FLUSH_WAIT: Duration = Duration::from_millis(200);
 /// Wait before retrying `accept` after the process ran out of descriptors.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// A child's stdout is read in at most this many chunks per turn, so one
@@ -66,19 +71,10 @@ enum Timer {
         key: usize,
         serial: u64,
     },
-    SessionIdle {
+    /// A session core's `poll_timeout`.
+    Session {
         key: usize,
         serial: u64,
-    },
-    Requests {
-        key: usize,
-        serial: u64,
-    },
-    Detached {
-        key: usize,
-        serial: u64,
-        stream: StreamId,
-        since: Instant,
     },
     ChildTerm {
         key: usize,
@@ -90,6 +86,8 @@ enum Timer {
     },
     ShutdownGrace,
     FinalExit,
+    /// Wakes the loop when the last flush before exit is over.
+    ExitFlush,
     RetryAccept,
     Pool,
     /// A session's upstream streams: a gate's wait, a continuation or a
@@ -106,6 +104,11 @@ enum RunState {
     Serving,
     /// Not accepting; in-flight requests finish; sessions end as they go quiet.
     Draining,
+    /// Every session ended: queued output is flushed until `until`, then
+    /// mcphop exits.
+    Exiting {
+        until: Instant,
+    },
 }
 
 /// The proxy: every piece of state the loop thread owns.
@@ -189,9 +192,9 @@ impl Proxy {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
-        let http = match &config.upstream_url {
-            Some(url) => Some(HttpSide::new(url.clone(), config.pool)?),
-            None => None,
+        let http = match &config.upstream {
+            UpstreamKind::Http { url } => Some(HttpSide::new(url.clone(), config.pool)?),
+            UpstreamKind::Stdio { .. } => None,
         };
         let policy = AccessPolicy::new(
             local_addr.port(),
@@ -246,16 +249,25 @@ impl Proxy {
             "listening on http://{}{} (upstream: {})",
             self.local_addr,
             self.config.path,
-            match &self.http {
-                Some(http) => format!("{}{}", http.host, http.url.target),
-                None => self.config.command.join(" "),
+            match &self.config.upstream {
+                UpstreamKind::Http { url } => {
+                    format!(
+                        "{}://{}{}",
+                        url.scheme.as_str(),
+                        url.authority(),
+                        url.target
+                    )
+                }
+                UpstreamKind::Stdio { command } => command.join(" "),
             }
         );
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
             let timeout = if self.stdout_backlog.is_empty() {
-                self.timers.poll_timeout(Instant::now())
+                // The clock is read once per turn, after `poll`; a deadline
+                // computed from it is at most one turn's work late.
+                self.timers.poll_timeout(self.now)
             } else {
                 Some(Duration::ZERO)
             };
@@ -279,10 +291,19 @@ impl Proxy {
                 && self.sessions.is_empty()
                 && !self.exchanges_in_flight()
             {
-                self.flush_before_exit();
-                self.log_pool_summary();
-                info!("shutdown complete");
-                return Ok(0);
+                // Queued responses get a last, short chance to reach their
+                // clients, served by the loop like any other output.
+                let until = self.now + EXIT_FLUSH_WAIT;
+                self.run_state = RunState::Exiting { until };
+                self.timers.schedule(until, Timer::ExitFlush);
+            }
+            if let RunState::Exiting { until } = self.run_state {
+                let flushed = self.conns.iter().all(|(_, conn)| conn.unwritten() == 0);
+                if flushed || self.now >= until {
+                    self.log_pool_summary();
+                    info!("shutdown complete");
+                    return Ok(0);
+                }
             }
         }
     }
@@ -373,7 +394,7 @@ impl Proxy {
                     // than spin on a listener that stays readable.
                     warn!("accept failed: {error}; retrying in {ACCEPT_RETRY_DELAY:?}");
                     self.timers
-                        .schedule(Instant::now() + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
+                        .schedule(self.now + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
                     return;
                 }
             }
@@ -413,231 +434,6 @@ impl Proxy {
     }
 
     // ----- client connections ---------------------------------------------
-
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.flush_list.push(key);
-            }
-        }
-    }
-
-    fn set_conn_deadline(&mut self, key: usize, kind: DeadlineKind, after: Duration) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let at = Instant::now() + after;
-        conn.deadline = Some((at, kind));
-        self.timers.schedule(
-            at,
-            Timer::Conn {
-                key,
-                serial: conn.serial,
-            },
-        );
-    }
-
-    /// Most bytes of unprocessed input kept per connection; reading pauses
-    /// beyond it until requests are taken out.
-    fn max_conn_input(&self) -> usize {
-        self.config
-            .max_head_bytes
-            .saturating_add(self.config.max_body_bytes)
-            .saturating_add(READ_CHUNK_BYTES)
-    }
-
-    fn read_conn(&mut self, key: usize) {
-        let max_input = self.max_conn_input();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let outcome = conn.read_available(max_input, &mut self.scratch);
-        let streaming = matches!(conn.state, ConnState::Streaming { .. });
-        if outcome == ReadOutcome::Closed && streaming {
-            // A client that hangs up mid-stream has gone away (as nginx treats
-            // a client abort); its stream ends with it.
-            debug!("connection {key} closed by the client during a stream");
-            self.close_conn(key);
-            return;
-        }
-        self.process_list.push(key);
-    }
-
-    /// Decodes and handles buffered requests while the connection is free to
-    /// take them.
-    fn process_conn(&mut self, key: usize) {
-        loop {
-            let max_buffer = self.config.max_client_buffer;
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
-            if conn.state != ConnState::Requests
-                || conn.close_after_flush
-                || conn.unwritten() > max_buffer
-            {
-                break;
-            }
-            match conn.decoder.decode(&mut conn.input) {
-                Ok(Decoded::Request(request)) => {
-                    conn.deadline = None;
-                    self.handle_request(key, request);
-                }
-                Ok(Decoded::Incomplete) => {
-                    if conn.decoder.take_expect_continue() {
-                        response::write_continue(conn.output());
-                        self.mark_dirty(key);
-                    }
-                    break;
-                }
-                Err(error) => {
-                    let status = error.status();
-                    debug!("connection {key}: bad request: {}", error.reason());
-                    let body = jsonrpc::error_response(
-                        &Value::Null,
-                        jsonrpc::INVALID_REQUEST,
-                        error.reason(),
-                    );
-                    response::write_full(
-                        conn.output(),
-                        status,
-                        &[("Content-Type", "application/json")],
-                        &body,
-                        false,
-                    );
-                    conn.close_after_flush = true;
-                    conn.deadline = None;
-                    self.mark_dirty(key);
-                    return;
-                }
-            }
-        }
-        self.after_processing(key);
-    }
-
-    /// Sets the deadline a connection is now under, and closes it if the
-    /// client is gone and nothing is left to do.
-    fn after_processing(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.state != ConnState::Requests {
-            conn.deadline = None;
-            return;
-        }
-        if conn.peer_closed {
-            if conn.unwritten() == 0 {
-                self.close_conn(key);
-            } else {
-                conn.close_after_flush = true;
-            }
-            return;
-        }
-        let mid_request = conn.decoder.head_in_progress() || !conn.input.is_empty();
-        let wanted = if mid_request {
-            DeadlineKind::Request
-        } else {
-            DeadlineKind::KeepAlive
-        };
-        if conn.deadline.map(|(_, kind)| kind) != Some(wanted) {
-            let after = match wanted {
-                DeadlineKind::Request => self.config.head_timeout,
-                DeadlineKind::KeepAlive => DEFAULT_KEEPALIVE_TIMEOUT,
-            };
-            self.set_conn_deadline(key, wanted, after);
-        }
-    }
-
-    fn flush_conn(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.dirty = false;
-        if let Err(error) = conn.flush() {
-            debug!("connection {key}: write failed: {error}");
-            self.close_conn(key);
-            return;
-        }
-        let drained = conn.unwritten() == 0;
-        if drained && conn.close_after_flush {
-            self.close_conn(key);
-            return;
-        }
-        let below_limit = conn.unwritten() <= self.config.max_client_buffer;
-        match conn.state {
-            // The client caught up: its child's stdout may flow again.
-            ConnState::Streaming {
-                session,
-                session_serial,
-                ..
-            } if below_limit
-                && self
-                    .sessions
-                    .get(session)
-                    .is_some_and(|s| s.serial == session_serial && s.upstream_has_backlog()) =>
-            {
-                self.resume_upstream_output(session);
-            }
-            ConnState::Requests if below_limit && !conn.input.is_empty() => {
-                self.process_list.push(key);
-            }
-            _ => {}
-        }
-    }
-
-    fn close_conn(&mut self, key: usize) {
-        if !self.conns.contains(key) {
-            return;
-        }
-        let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.socket);
-        match conn.state {
-            ConnState::Streaming {
-                session,
-                session_serial,
-                stream,
-                ..
-            } => self.stream_lost(session, session_serial, stream),
-            ConnState::AwaitingUpstream {
-                exchange,
-                exchange_serial,
-            } => self.client_left_exchange((exchange, exchange_serial), false),
-            ConnState::Relaying {
-                exchange,
-                exchange_serial,
-                ..
-            } => self.client_left_exchange((exchange, exchange_serial), true),
-            ConnState::Requests => {}
-        }
-        debug!("connection {key} closed");
-    }
-
-    /// Queues an immediate response on a connection.
-    fn reply(&mut self, key: usize, reply: &Reply, keep_alive: bool) {
-        let keep_alive = keep_alive && self.run_state == RunState::Serving;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let mut headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        if !reply.body.is_empty() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        response::write_full(
-            conn.output(),
-            reply.status,
-            &headers,
-            &reply.body,
-            keep_alive,
-        );
-        if !keep_alive {
-            conn.close_after_flush = true;
-        }
-        self.mark_dirty(key);
-    }
 }
 
 impl Proxy {
@@ -647,7 +443,7 @@ impl Proxy {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };
-        let Phase::Ending { reason } = &session.phase else {
+        let Phase::Ending { reason } = session.core.phase() else {
             return;
         };
         if !session.upstream_done() {
@@ -655,9 +451,11 @@ impl Proxy {
         }
         info!(
             "session {} ended: {reason}; {}; lasted {:.1}s",
-            session.short_id(),
+            session.core.short_id(),
             session.upstream_summary(),
-            session.started.elapsed().as_secs_f64()
+            self.now
+                .duration_since(session.core.started())
+                .as_secs_f64()
         );
         let mut session = self.sessions.remove(session_key);
         if let Some(child) = session.child_mut() {
@@ -672,14 +470,7 @@ impl Proxy {
             match timer {
                 Timer::Conn { key, serial } => self.on_conn_deadline(key, serial, deadline),
                 Timer::Heartbeat { key, serial } => self.on_heartbeat(key, serial, deadline),
-                Timer::Requests { key, serial } => self.on_request_timer(key, serial, deadline),
-                Timer::Detached {
-                    key,
-                    serial,
-                    stream,
-                    since,
-                } => self.on_detached_expiry(key, serial, stream, since),
-                Timer::SessionIdle { key, serial } => self.on_session_idle(key, serial, now),
+                Timer::Session { key, serial } => self.on_session_timer(key, serial, deadline),
                 Timer::ChildTerm { key, serial } => self.signal_child(key, serial, libc::SIGTERM),
                 Timer::ChildKill { key, serial } => self.signal_child(key, serial, libc::SIGKILL),
                 Timer::ShutdownGrace => {
@@ -702,7 +493,7 @@ impl Proxy {
                         if let Some(session) = self.sessions.get(key) {
                             warn!(
                                 "exiting with session {} unfinished: {}",
-                                session.short_id(),
+                                session.core.short_id(),
                                 session.upstream_summary()
                             );
                         }
@@ -712,6 +503,7 @@ impl Proxy {
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
                 Timer::Upstream { key, serial } => self.on_upstream_timer(key, serial, deadline),
+                Timer::ExitFlush => {}
                 Timer::RetryAccept => {
                     self.listener_readable = true;
                     self.accept_all();
@@ -745,12 +537,9 @@ impl Proxy {
             Timer::Heartbeat { key, serial } => self.conns.get(key).is_some_and(|conn| {
                 conn.serial == serial && conn.heartbeat_timer == Some(deadline)
             }),
-            Timer::SessionIdle { key, serial } => {
-                session_of(key, serial).is_some_and(Session::is_live)
+            Timer::Session { key, serial } => {
+                session_of(key, serial).is_some_and(|session| session.timer == Some(deadline))
             }
-            Timer::Requests { key, serial } => session_of(key, serial)
-                .is_some_and(|session| session.request_timer == Some(deadline)),
-            Timer::Detached { key, serial, .. } => session_of(key, serial).is_some(),
             Timer::ChildTerm { key, serial } | Timer::ChildKill { key, serial } => {
                 session_of(key, serial)
                     .and_then(Session::child)
@@ -760,7 +549,7 @@ impl Proxy {
             Timer::Upstream { key, serial } => session_of(key, serial)
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
-            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept => true,
+            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept | Timer::ExitFlush => true,
         }
     }
 
@@ -791,42 +580,15 @@ impl Proxy {
         }
     }
 
-    fn on_session_idle(&mut self, key: usize, serial: u64, now: Instant) {
-        let timeout = self.config.session_idle_timeout;
-        let Some(session) = self.sessions.get(key) else {
-            return;
-        };
-        if session.serial != serial || !session.is_live() {
-            return;
-        }
-        let busy = !session.stream_conns.is_empty() || session.router.pending_count() > 0;
-        let idle_until = session.last_activity + timeout;
-        if !busy && now >= idle_until {
-            self.end_session(key, "idle timeout");
-            return;
-        }
-        let next = if busy { now + timeout } else { idle_until };
-        self.timers
-            .schedule(next, Timer::SessionIdle { key, serial });
-    }
-
     // ----- shutdown ---------------------------------------------------------
 
     fn on_shutdown_signal(&mut self) -> Option<i32> {
-        if self.run_state == RunState::Draining {
+        if self.run_state != RunState::Serving {
+            // SIGKILL cannot be ignored: the children die now, and whatever
+            // mcphop does not reap before it exits, init reaps.
             warn!("second signal: killing every child and exiting now");
             self.kill_all_children();
-            // The children were just killed; reaping them takes moments.
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while self
-                .sessions
-                .iter()
-                .any(|(_, s)| s.child().is_some_and(|c| c.exit.is_none()))
-                && Instant::now() < deadline
-            {
-                self.reap_children();
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            self.reap_children();
             return Some(1);
         }
         info!(
@@ -838,7 +600,7 @@ impl Proxy {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let now = Instant::now();
+        let now = self.now;
         self.timers
             .schedule(now + self.config.shutdown_grace, Timer::ShutdownGrace);
         let final_exit = now
@@ -847,21 +609,11 @@ impl Proxy {
             + self.config.child_grace
             + FINAL_EXIT_MARGIN;
         self.timers.schedule(final_exit, Timer::FinalExit);
-        // GET streams carry nothing in flight: end them now, cleanly.
-        let mut get_streams = Vec::new();
-        for (_, session) in self.sessions.iter_mut() {
-            if let Some(stream) = session.router.get_stream() {
-                if let Some(conn_key) = session.stream_conns.remove(&stream) {
-                    get_streams.push(conn_key);
-                }
-            }
-        }
-        for conn_key in get_streams {
-            self.finish_stream(conn_key);
-        }
+        // GET streams carry nothing in flight: they end now, cleanly; the
+        // sessions end as they go quiet.
         let live: Vec<usize> = self.session_ids.values().copied().collect();
         for session_key in live {
-            self.end_session_if_quiet(session_key);
+            self.drive(session_key, drive::Origin::NONE, SessionCore::drain);
         }
         let idle: Vec<usize> = self
             .conns
@@ -875,24 +627,6 @@ impl Proxy {
             self.close_conn(key);
         }
         None
-    }
-
-    /// Gives queued responses a last, short chance to reach their clients.
-    fn flush_before_exit(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            while Instant::now() < deadline {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    break;
-                };
-                conn.writable = true;
-                if conn.flush().is_err() || conn.unwritten() == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
     }
 }
 

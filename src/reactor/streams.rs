@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use crate::client::ConnState;
-use crate::http::request::Request;
 use crate::http::response;
 use crate::mcp::router::{event_id, StreamId};
 use crate::sse;
@@ -23,18 +22,6 @@ pub(super) struct StreamHead<'a> {
     pub keep_alive: bool,
     /// The client speaks HTTP/1.1 (chunked bodies); HTTP/1.0 otherwise.
     pub http11: bool,
-}
-
-impl StreamHead<'_> {
-    /// The head for a stream answering `request`.
-    pub fn answering(request: &Request, priming: bool) -> StreamHead<'static> {
-        StreamHead {
-            session_id: None,
-            priming,
-            keep_alive: request.keep_alive,
-            http11: request.minor_version >= 1,
-        }
-    }
 }
 
 impl Proxy {
@@ -144,7 +131,7 @@ impl Proxy {
         }
         conn.state = ConnState::Requests;
         conn.heartbeat_at = None;
-        if conn.wants_close_when_idle() || self.run_state == RunState::Draining {
+        if conn.wants_close_when_idle() || self.run_state != RunState::Serving {
             conn.close_after_flush = true;
         }
         self.mark_dirty(conn_key);

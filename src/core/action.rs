@@ -1,0 +1,85 @@
+//! What a session core asks its driver to do. The core decides; the driver
+//! (the reactor, or the test harness) carries each action out on whatever
+//! carries the session: client connections and an upstream.
+
+use serde_json::Value;
+
+use crate::jsonrpc::Kind;
+use crate::mcp::endpoint::Reply;
+use crate::mcp::router::StreamId;
+
+/// The bytes of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Payload {
+    /// The raw message given to the input call that produced this action:
+    /// the driver still holds it, so it is written without a copy.
+    Input,
+    /// Bytes the core made or kept (an error, a replayed or held event).
+    Owned(Vec<u8>),
+}
+
+/// One thing for the driver to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Open an SSE response for `stream` and attach it to `stream`: on the
+    /// connection of the request being handled (GET, resume), or, after
+    /// `SessionCore::stream_ready`, on the connection whose POST it answers.
+    StartStream {
+        stream: StreamId,
+        /// Carries the `Mcp-Session-Id` header (the answer to `initialize`).
+        session_header: bool,
+        /// Opens with a priming event (a fresh stream, not a resumed one).
+        priming: bool,
+    },
+    /// Write an event on the connection carrying `stream`; `seq` names its
+    /// place (none for the errors of a session that ends).
+    Event {
+        stream: StreamId,
+        seq: Option<u64>,
+        payload: Payload,
+    },
+    /// End the response carrying `stream`; its connection takes its next
+    /// request.
+    EndStream { stream: StreamId },
+    /// Answer the request being handled at once.
+    Reply(Reply),
+    /// Send messages upstream.
+    Forward(Forward),
+    /// Open the session's upstream stream for server-initiated messages
+    /// (an upstream kind that has none ignores it).
+    OpenUpstreamGet,
+    /// The session ended: it is unreachable from now on, and its upstream is
+    /// to be shut down.
+    Ended { reason: String },
+}
+
+/// Messages for the upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Forward {
+    pub messages: Vec<(Value, Kind)>,
+    /// The requests among them are registered on this stream; the driver
+    /// calls `SessionCore::stream_ready` when the stream may start (at once
+    /// for a pipe; at the upstream's response head for HTTP).
+    pub stream: Option<StreamId>,
+    /// The messages are exactly the body of the request being handled, so
+    /// its original bytes can travel instead of a re-encoding.
+    pub whole_body: bool,
+    /// The client's request waits for the upstream to take them: a pipe
+    /// takes them at once (202); an HTTP upstream answers with its status.
+    pub client_waits: bool,
+    /// This is the session's `initialize`.
+    pub initialize: bool,
+}
+
+impl Forward {
+    /// Messages mcphop itself sends (a cancel), with no client waiting.
+    pub(crate) fn own(message: Value, kind: Kind) -> Forward {
+        Forward {
+            messages: vec![(message, kind)],
+            stream: None,
+            whole_body: false,
+            client_waits: false,
+            initialize: false,
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Upstream connections: readiness, connect completion, idle eviction, the
+//! write and read loops, and what happens to an exchange when its connection
+//! breaks (retry or give up).
+
+use super::*;
+
+impl Proxy {
+    /// A readiness event on an upstream connection.
+    pub(in crate::reactor) fn on_upstream_event(&mut self, key: usize, event: &Event) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(up) = http.conns.get_mut(key) else {
+            return;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            up.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            up.writable = true;
+        }
+        match up.state {
+            UpState::Connecting { exchange } => self.finish_connect(key, exchange),
+            UpState::Idle => {
+                if up.readable {
+                    self.idle_conn_event(key);
+                }
+            }
+            UpState::Busy(_) => {
+                self.flush_up_conn(key);
+                self.read_up_conn(key);
+            }
+        }
+    }
+
+    pub(in crate::reactor) fn finish_connect(&mut self, key: usize, exchange: Option<ExchangeRef>) {
+        let now = self.now;
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(up) = http.conns.get_mut(key) else {
+            return;
+        };
+        if !up.writable && !up.readable {
+            return;
+        }
+        let outcome = match up.socket.take_error() {
+            Ok(Some(error)) | Err(error) => Err(error),
+            Ok(None) => match up.socket.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(error) => Err(error),
+            },
+        };
+        match (outcome, exchange) {
+            (Ok(false), _) => {}
+            (Ok(true), None) => {
+                up.state = UpState::Idle;
+                http.pool.connected(key, now, &mut http.actions);
+                self.run_pool_actions();
+            }
+            (Ok(true), Some(exchange)) => {
+                let Some(entry) = http
+                    .exchanges
+                    .get(exchange.0)
+                    .filter(|entry| entry.serial == exchange.1)
+                else {
+                    self.drop_up_conn(key);
+                    return;
+                };
+                up.state = UpState::Busy(exchange);
+                up.output.extend_from_slice(&entry.request);
+                self.flush_up_conn(key);
+                self.read_up_conn(key);
+            }
+            (Err(error), None) => {
+                debug!("upstream connect failed: {error}");
+                let mut conn = http.conns.remove(key);
+                let _ = self.poll.registry().deregister(&mut conn.socket);
+                http.pool.connect_failed(key, &mut http.actions);
+                self.run_pool_actions();
+            }
+            (Err(error), Some(exchange)) => {
+                self.drop_up_conn(key);
+                self.exchange_failed(
+                    exchange,
+                    &format!("cannot connect to the upstream: {error}"),
+                );
+            }
+        }
+    }
+
+    /// Anything on an idle pooled connection (EOF, data, error) evicts it.
+    pub(in crate::reactor) fn idle_conn_event(&mut self, key: usize) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(up) = http.conns.get_mut(key) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        let cause = match up.socket.peek(&mut byte) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                up.readable = false;
+                return;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
+            Ok(0) => EvictCause::PeerClosed,
+            Ok(_) => EvictCause::UnexpectedData,
+            Err(_) => EvictCause::Error,
+        };
+        debug!("idle upstream connection {key} evicted: {}", cause.name());
+        http.pool.evict(key, cause, &mut http.actions);
+        self.run_pool_actions();
+    }
+
+    pub(in crate::reactor) fn flush_up_conn(&mut self, key: usize) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(up) = http.conns.get_mut(key) else {
+            return;
+        };
+        let UpState::Busy(exchange) = up.state else {
+            return;
+        };
+        let mut failed = None;
+        while up.written < up.output.len() && up.writable {
+            match up.socket.write(&up.output[up.written..]) {
+                Ok(0) => {
+                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(count) => {
+                    up.written += count;
+                    if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+                        entry.written_any = true;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => up.writable = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        if up.written == up.output.len() {
+            up.output.clear();
+            up.written = 0;
+        }
+        if let Some(error) = failed {
+            self.conn_broke(key, &format!("writing to the upstream failed: {error}"));
+        }
+    }
+
+    /// True when the client stream an exchange feeds cannot take more now.
+    pub(in crate::reactor) fn exchange_blocked(&self, exchange: &Exchange) -> bool {
+        let (Some((session_key, _)), Some(stream)) = (exchange.session, exchange.stream) else {
+            return false;
+        };
+        self.sessions
+            .get(session_key)
+            .and_then(|session| session.stream_conns.get(&stream))
+            .and_then(|conn_key| self.conns.get(*conn_key))
+            .is_some_and(|conn| conn.unwritten() > self.config.max_client_buffer)
+    }
+
+    /// Reads and decodes what an upstream connection has, until it would
+    /// block, the response ends, or the client stream it feeds is full.
+    pub(in crate::reactor) fn read_up_conn(&mut self, key: usize) {
+        let mut events = Vec::new();
+        loop {
+            let Some(http) = self.http.as_ref() else {
+                return;
+            };
+            let Some(up) = http.conns.get(key) else {
+                return;
+            };
+            let UpState::Busy(exchange) = up.state else {
+                return;
+            };
+            if !up.readable {
+                return;
+            }
+            let Some(entry) = http
+                .exchanges
+                .get(exchange.0)
+                .filter(|entry| entry.serial == exchange.1)
+            else {
+                self.drop_up_conn(key);
+                return;
+            };
+            if self.exchange_blocked(entry) {
+                // Back-pressure: the upstream waits in its socket buffer.
+                if let Some(http_session) = entry
+                    .session
+                    .and_then(|(session_key, _)| self.sessions.get_mut(session_key))
+                    .and_then(Session::http_mut)
+                {
+                    if !http_session.paused.contains(&key) {
+                        http_session.paused.push(key);
+                    }
+                }
+                return;
+            }
+            let Some(http) = self.http.as_mut() else {
+                return;
+            };
+            let Some(up) = http.conns.get_mut(key) else {
+                return;
+            };
+            let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+                return;
+            };
+            events.clear();
+            let outcome = match up.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    up.readable = false;
+                    entry.decoder.eof(&mut events).map(|()| true)
+                }
+                Ok(count) => {
+                    let bytes = &self.scratch[..count];
+                    entry.decoder.decode(bytes, &mut events).map(|used| {
+                        if used < count {
+                            entry.leftover = true;
+                        }
+                        false
+                    })
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    up.readable = false;
+                    return;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    self.conn_broke(key, &format!("reading from the upstream failed: {error}"));
+                    return;
+                }
+            };
+            match outcome {
+                Ok(at_eof) => {
+                    for event in events.drain(..) {
+                        self.on_response_event(exchange, event);
+                    }
+                    let still_busy = self.http.as_ref().is_some_and(|http| {
+                        http.conns
+                            .get(key)
+                            .is_some_and(|up| up.state == UpState::Busy(exchange))
+                    });
+                    if !still_busy {
+                        return;
+                    }
+                    if at_eof {
+                        // EOF with the response incomplete was an error above;
+                        // here it ended a close-delimited body.
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let started = self
+                        .http
+                        .as_ref()
+                        .and_then(|http| http.exchanges.get(exchange.0))
+                        .is_some_and(|entry| entry.head.is_some());
+                    let why = if started {
+                        format!("the upstream response broke off: {error}")
+                    } else {
+                        format!("the upstream closed the connection: {error}")
+                    };
+                    self.conn_broke(key, &why);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The client caught up: read the upstream connections that waited for it.
+    pub(in crate::reactor) fn resume_http_output(&mut self, session_key: usize) {
+        let paused = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::http_mut)
+            .map(|http| std::mem::take(&mut http.paused))
+            .unwrap_or_default();
+        for key in paused {
+            self.read_up_conn(key);
+        }
+    }
+
+    /// An upstream connection failed mid-exchange: it is dropped, and the
+    /// exchange is retried if the rules allow, or answered with an error.
+    pub(in crate::reactor) fn conn_broke(&mut self, key: usize, why: &str) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(up) = http.conns.get(key) else {
+            return;
+        };
+        let exchange = match up.state {
+            UpState::Busy(exchange) => Some(exchange),
+            _ => None,
+        };
+        if up.pooled {
+            http.pool.evict(key, EvictCause::Error, &mut http.actions);
+            self.run_pool_actions();
+        } else {
+            self.drop_up_conn(key);
+        }
+        if let Some(exchange) = exchange {
+            self.exchange_failed(exchange, why);
+        }
+    }
+
+    /// Retries an exchange if allowed, or gives up on it.
+    pub(in crate::reactor) fn exchange_failed(&mut self, exchange: ExchangeRef, why: &str) {
+        let now = self.now;
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(entry) = http
+            .exchanges
+            .get_mut(exchange.0)
+            .filter(|entry| entry.serial == exchange.1)
+        else {
+            return;
+        };
+        entry.conn = None;
+        let retry = !matches!(entry.purpose, Purpose::GetStream | Purpose::Continue)
+            && upstream_retry::may_retry(
+                entry.reused,
+                entry.retried,
+                entry.written_any,
+                entry.decoder.started(),
+                entry.mcp_method.as_deref(),
+            );
+        if retry {
+            debug!("retrying an upstream request on a fresh connection: {why}");
+            entry.retried = true;
+            entry.reused = false;
+            entry.written_any = false;
+            entry.decoder = ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, false);
+            entry.head = None;
+            entry.body.clear();
+            entry.leftover = false;
+            let host = http.host.clone();
+            http.pool.note_retry();
+            http.pool
+                .checkout_fresh(&host, exchange, now, &mut http.actions);
+            self.run_pool_actions();
+            return;
+        }
+        self.exchange_gave_up(exchange, 502, &format!("Bad Gateway: {why}"));
+    }
+
+    /// Ends an exchange that cannot be completed: whoever waits for it gets
+    /// `status` (before a response head) or a JSON-RPC error per request.
+    pub(in crate::reactor) fn exchange_gave_up(
+        &mut self,
+        exchange: ExchangeRef,
+        status: u16,
+        why: &str,
+    ) {
+        let Some(entry) = self.take_exchange(exchange) else {
+            return;
+        };
+        if let Some(conn) = entry.conn {
+            if let Some(http) = self.http.as_mut() {
+                if http.conns.get(conn).is_some_and(|up| up.pooled) {
+                    http.pool.evict(conn, EvictCause::Error, &mut http.actions);
+                } else {
+                    self.drop_up_conn(conn);
+                }
+            }
+        }
+        if let Some(http) = self.http.as_mut() {
+            http.pool.cancel_waiter(exchange);
+        }
+        self.run_pool_actions();
+        warn!("upstream exchange failed: {why}");
+        let session_key = entry
+            .session
+            .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
+            .map(|(key, _)| key);
+        match entry.purpose {
+            Purpose::GetStream => {
+                if let Some(http) = session_key
+                    .and_then(|key| self.sessions.get_mut(key))
+                    .and_then(Session::http_mut)
+                {
+                    http.get_exchange = None;
+                }
+                if let Some(session_key) = session_key {
+                    self.release_gate(session_key);
+                }
+                return;
+            }
+            Purpose::Continue => {
+                if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+                    self.fail_stream_requests(session_key, stream, why);
+                }
+                return;
+            }
+            Purpose::Messages {
+                has_requests: false,
+            } => {
+                if let Some(session_key) = session_key {
+                    self.message_lost(session_key, why);
+                }
+            }
+            Purpose::Delete => return,
+            _ => {}
+        }
+        if entry.streaming {
+            if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+                self.fail_stream_requests(session_key, stream, why);
+            }
+            if entry.purpose == Purpose::Passthrough {
+                if let Some(wait) = entry.client {
+                    self.close_conn_if(wait.key, wait.serial);
+                }
+            }
+            return;
+        }
+        // Before any head: the waiting client gets the error as its answer.
+        if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+            if let Some(session) = self.sessions.get_mut(session_key) {
+                session.core.stream_refused(stream, &entry.request_ids);
+            }
+        }
+        if entry.purpose == Purpose::Initialize {
+            if let Some(session_key) = session_key {
+                self.discard_session(session_key, why);
+            }
+        }
+        if let Some(wait) = entry.client {
+            let id = match entry.request_ids.as_slice() {
+                [only] => only.clone(),
+                _ => Value::Null,
+            };
+            let reply = Reply::error(status, &id, jsonrpc::UPSTREAM_GONE, why);
+            self.reply_to_waiting(wait, &reply);
+        }
+    }
+
+    pub(in crate::reactor) fn take_exchange(&mut self, exchange: ExchangeRef) -> Option<Exchange> {
+        let http = self.http.as_mut()?;
+        if http
+            .exchanges
+            .get(exchange.0)
+            .is_none_or(|entry| entry.serial != exchange.1)
+        {
+            return None;
+        }
+        Some(http.exchanges.remove(exchange.0))
+    }
+
+    /// Answers a client connection that waits for an exchange, if it still does.
+    pub(in crate::reactor) fn reply_to_waiting(&mut self, wait: ClientWait, reply: &Reply) {
+        let Some(conn) = self.conns.get_mut(wait.key) else {
+            return;
+        };
+        if conn.serial != wait.serial || !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
+            return;
+        }
+        conn.state = ConnState::Requests;
+        self.reply(wait.key, reply, wait.keep_alive);
+        self.process_list.push(wait.key);
+    }
+
+    pub(in crate::reactor) fn close_conn_if(&mut self, key: usize, serial: u64) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.serial == serial)
+        {
+            self.close_conn(key);
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! The Streamable HTTP upstream side of the loop. Each message a session sends
+//! upstream is an *exchange*: one HTTP request and its response, carried by a
+//! connection from the keep-alive pool (or, for a session's GET stream, by a
+//! dedicated connection outside it). This part owns the upstream sockets and
+//! exchanges, carries out the pool's actions, decodes responses with the
+//! sans-IO HTTP and SSE decoders, and hands the messages they carry to the
+//! session's router, as a child's stdout lines would be.
+//!
+//! A client's POST waits for the upstream's response head before it is
+//! answered, so an upstream status (404 for a forgotten session, 4xx for a bad
+//! request) reaches the client as such.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::Interest;
+use serde_json::Value;
+use slab::Slab;
+
+use crate::client::ConnState;
+use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
+use crate::http::request::Request;
+use crate::http::response;
+use crate::http::url::UpstreamUrl;
+use crate::jsonrpc::{self, Kind};
+use crate::lines::DEFAULT_MAX_LINE_BYTES;
+use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+use crate::mcp::router::StreamId;
+use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
+use crate::session::{Continuation, Session};
+use crate::sse_decoder::SseDecoder;
+use crate::token::Source;
+use crate::upstream_retry;
+
+mod answer;
+mod conn;
+mod session;
+
+use super::drive::{ClientRef, Origin};
+use super::{Proxy, RunState, Timer};
+use crate::core::Forward;
+
+/// Largest upstream response head accepted.
+const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BYTES;
+/// Largest non-SSE upstream response body kept (a JSON answer, or an error).
+const MAX_UPSTREAM_BODY_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
+
+/// How long a session's messages wait for the upstream GET stream its
+/// client just opened to be open upstream too, before they go anyway.
+/// Servers drop what they send to a standalone stream that is not open yet,
+/// so a request sent after the client's GET waits for it; a server that sends
+/// no response head before its first event must not stall a session for
+/// longer than this.
+const GET_OPEN_WAIT: Duration = Duration::from_secs(2);
+/// The wait before reconnecting an SSE stream the upstream closed without a
+/// `retry:` hint.
+const DEFAULT_UPSTREAM_RETRY: Duration = Duration::from_secs(1);
+/// The longest `retry:` hint honoured: a larger one would hold a client's
+/// answer for longer than it is likely to wait.
+const MAX_UPSTREAM_RETRY: Duration = Duration::from_secs(30);
+/// Reconnects of one stream in a row that bring no event before mcphop gives
+/// the stream up: a server that closes at once forever is not polling.
+const MAX_EMPTY_RECONNECTS: u32 = 3;
+
+/// Names an exchange across slab reuse: key and serial.
+pub(super) type ExchangeRef = (usize, u64);
+
+/// The HTTP upstream, its pool, its connections and the exchanges in flight.
+pub(super) struct HttpSide {
+    pub url: UpstreamUrl,
+    pub host: HostKey,
+    pub authority: String,
+    pub addr: SocketAddr,
+    pub pool: Pool<ExchangeRef>,
+    pub conns: Slab<UpConn>,
+    pub exchanges: Slab<Exchange>,
+    actions: Vec<PoolAction<ExchangeRef>>,
+    /// The deadline of the armed pool timer.
+    timer: Option<Instant>,
+}
+
+impl HttpSide {
+    /// Resolves the upstream's address once, at start-up.
+    pub fn new(url: UpstreamUrl, config: PoolConfig) -> io::Result<HttpSide> {
+        use std::net::ToSocketAddrs;
+        let addr = (url.host.as_str(), url.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{} has no address", url.host)))?;
+        Ok(HttpSide {
+            host: HostKey::new(url.scheme, url.host.clone(), url.port),
+            authority: url.authority(),
+            addr,
+            url,
+            pool: Pool::new(config),
+            conns: Slab::new(),
+            exchanges: Slab::new(),
+            actions: Vec::new(),
+            timer: None,
+        })
+    }
+}
+
+/// What an upstream connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpState {
+    /// The connect is in flight; a dedicated (stream) connection already
+    /// knows its exchange.
+    Connecting { exchange: Option<ExchangeRef> },
+    /// In the pool, waiting for a request.
+    Idle,
+    /// Carrying an exchange.
+    Busy(ExchangeRef),
+}
+
+/// One connection to the upstream.
+pub(super) struct UpConn {
+    socket: TcpStream,
+    state: UpState,
+    /// False for a session's dedicated GET stream connection.
+    pooled: bool,
+    output: Vec<u8>,
+    written: usize,
+    readable: bool,
+    writable: bool,
+}
+
+/// What an exchange is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// The session's `initialize`: its answer names the upstream session.
+    Initialize,
+    /// Messages of a live session; with requests, an answer stream follows.
+    Messages { has_requests: bool },
+    /// The DELETE that ends the upstream session.
+    Delete,
+    /// The session's GET stream (reopened with `Last-Event-ID` when the
+    /// upstream closes it).
+    GetStream,
+    /// A GET with `Last-Event-ID` that continues an answer stream the
+    /// upstream closed before answering (SSE polling).
+    Continue,
+    /// A stateless-era request, relayed as it is.
+    Passthrough,
+}
+
+/// The client connection waiting for an exchange's response head.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientWait {
+    key: usize,
+    serial: u64,
+    keep_alive: bool,
+    http11: bool,
+}
+
+/// One upstream request and its response.
+pub(super) struct Exchange {
+    serial: u64,
+    purpose: Purpose,
+    /// The encoded HTTP request, kept for a retry.
+    request: Vec<u8>,
+    /// The MCP method, for the retry rules (None: not a lone request).
+    mcp_method: Option<String>,
+    /// The request ids it carries, for error answers.
+    request_ids: Vec<Value>,
+    conn: Option<usize>,
+    reused: bool,
+    retried: bool,
+    written_any: bool,
+    decoder: ResponseDecoder,
+    sse: SseDecoder,
+    head: Option<ResponseHead>,
+    body: Vec<u8>,
+    /// Bytes left after the response: the connection cannot be reused.
+    leftover: bool,
+    client: Option<ClientWait>,
+    session: Option<(usize, u64)>,
+    /// The router stream its requests are registered on.
+    stream: Option<StreamId>,
+    /// The response head was 200 and its messages flow into the router.
+    streaming: bool,
+    /// The last SSE event id and `retry:` hint the upstream gave, to continue
+    /// the stream if it closes early.
+    last_event_id: Option<String>,
+    retry: Option<Duration>,
+    /// An event with data arrived (a reconnect that brings none is empty).
+    saw_data: bool,
+    /// For a continuation: reconnects before it in a row that brought no event.
+    empty_reconnects: u32,
+}
+
+/// What a new exchange needs to know.
+pub(super) struct ExchangeSpec {
+    pub purpose: Purpose,
+    pub method: &'static str,
+    pub body: Vec<u8>,
+    pub mcp_method: Option<String>,
+    pub request_ids: Vec<Value>,
+    pub session: Option<usize>,
+    pub stream: Option<StreamId>,
+    /// The client request this answers (for its connection and forwarded headers).
+    pub client: Option<(usize, ClientHeaders)>,
+    /// Sent as `Last-Event-ID`, to continue an upstream stream.
+    pub last_event_id: Option<String>,
+}
+
+/// What an exchange keeps of the client's request.
+pub(super) struct ClientHeaders {
+    pub keep_alive: bool,
+    pub http11: bool,
+    /// Headers passed on upstream, by name.
+    pub forwarded: Vec<(String, String)>,
+}
+
+impl ClientHeaders {
+    /// The parts of `request` an exchange needs; `names` lists the headers to
+    /// pass on.
+    pub fn of(request: &Request, names: &[String]) -> ClientHeaders {
+        let forwarded = names
+            .iter()
+            .flat_map(|name| {
+                request
+                    .headers
+                    .iter()
+                    .filter(move |(header, _)| header == name)
+                    .map(|(header, value)| (header.clone(), value.clone()))
+            })
+            .collect();
+        ClientHeaders {
+            keep_alive: request.keep_alive,
+            http11: request.minor_version >= 1,
+            forwarded,
+        }
+    }
+}
+
+impl Proxy {
+    fn http(&mut self) -> Option<&mut HttpSide> {
+        self.http.as_mut()
+    }
+
+    /// Starts an exchange: encodes its request and asks the pool for a
+    /// connection (a dedicated one for a GET stream).
+    pub(super) fn start_exchange(&mut self, spec: ExchangeSpec) -> Option<ExchangeRef> {
+        let serial = self.serial();
+        let session = spec
+            .session
+            .and_then(|key| self.sessions.get(key).map(|session| (key, session)));
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if spec.method == "POST" {
+            headers.push(("Content-Type".into(), "application/json".into()));
+        }
+        let dedicated = matches!(spec.purpose, Purpose::GetStream | Purpose::Continue);
+        let accept = if dedicated {
+            "text/event-stream"
+        } else {
+            "application/json, text/event-stream"
+        };
+        headers.push(("Accept".into(), accept.into()));
+        if let Some(last_event_id) = &spec.last_event_id {
+            headers.push(("Last-Event-ID".into(), last_event_id.clone()));
+        }
+        if let Some((_, session)) = &session {
+            if let Some(id) = session.http().and_then(|http| http.upstream_id.clone()) {
+                headers.push(("Mcp-Session-Id".into(), id));
+            }
+            if let Some(version) = session.core.protocol_version() {
+                headers.push(("MCP-Protocol-Version".into(), version.to_string()));
+            }
+        }
+        match (&spec.client, &session) {
+            // The client's own request: the headers it sent now.
+            (Some((_, client)), _) => headers.extend(client.forwarded.iter().cloned()),
+            // mcphop's own request for a session (GET stream, cancel, DELETE):
+            // the headers its client sent last.
+            (None, Some((_, session))) => {
+                if let Some(http) = session.http() {
+                    headers.extend(http.forwarded.iter().cloned());
+                }
+            }
+            (None, None) => {}
+        }
+        headers.extend(self.config.upstream_headers.iter().cloned());
+        let session_ref = session.map(|(key, session)| (key, session.serial));
+        if let (Some((_, client)), Some((key, _))) = (&spec.client, session_ref) {
+            if let Some(http) = self.sessions.get_mut(key).and_then(Session::http_mut) {
+                if http.forwarded != client.forwarded {
+                    http.forwarded.clone_from(&client.forwarded);
+                }
+            }
+        }
+        let http = self.http.as_mut()?;
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let mut request = Vec::with_capacity(spec.body.len() + 256);
+        http_client::write_request(
+            &mut request,
+            spec.method,
+            &http.url.target,
+            &http.authority,
+            &header_refs,
+            &spec.body,
+        );
+        let client = spec.client.as_ref().map(|(key, client)| ClientWait {
+            key: *key,
+            serial: 0,
+            keep_alive: client.keep_alive,
+            http11: client.http11,
+        });
+        let entry = http.exchanges.vacant_entry();
+        let key = entry.key();
+        entry.insert(Exchange {
+            serial,
+            purpose: spec.purpose,
+            request,
+            mcp_method: spec.mcp_method,
+            request_ids: spec.request_ids,
+            conn: None,
+            reused: false,
+            retried: false,
+            written_any: false,
+            decoder: ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, spec.method == "HEAD"),
+            sse: SseDecoder::new(MAX_UPSTREAM_BODY_BYTES),
+            head: None,
+            body: Vec::new(),
+            leftover: false,
+            client: None,
+            session: session_ref,
+            stream: spec.stream,
+            streaming: false,
+            last_event_id: None,
+            retry: None,
+            saw_data: false,
+            empty_reconnects: 0,
+        });
+        let exchange = (key, serial);
+        if let Some(mut wait) = client {
+            if let Some(conn) = self.conns.get_mut(wait.key) {
+                wait.serial = conn.serial;
+                conn.state = ConnState::AwaitingUpstream {
+                    exchange: key,
+                    exchange_serial: serial,
+                };
+                conn.deadline = None;
+                if let Some(exchange) = self.http().and_then(|h| h.exchanges.get_mut(key)) {
+                    exchange.client = Some(wait);
+                }
+            }
+        }
+        let gated = match (spec.purpose, session_ref) {
+            (Purpose::Messages { .. }, Some((session_key, _))) => self
+                .sessions
+                .get_mut(session_key)
+                .and_then(Session::http_mut)
+                .filter(|http| http.gate_until.is_some())
+                .map(|http| http.gated.push(exchange))
+                .is_some(),
+            _ => false,
+        };
+        if gated {
+            debug!(
+                "upstream {} held until the session's upstream GET stream is open",
+                spec.method
+            );
+        } else if dedicated {
+            self.open_dedicated(exchange);
+        } else {
+            let now = self.now;
+            let http = self.http.as_mut()?;
+            let host = http.host.clone();
+            http.pool.checkout(&host, exchange, now, &mut http.actions);
+            self.run_pool_actions();
+        }
+        Some(exchange)
+    }
+
+    /// Opens a connection outside the pool for a long-lived stream.
+    fn open_dedicated(&mut self, exchange: ExchangeRef) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        match TcpStream::connect(http.addr) {
+            Ok(mut socket) => {
+                let entry = http.conns.vacant_entry();
+                let key = entry.key();
+                if self
+                    .poll
+                    .registry()
+                    .register(
+                        &mut socket,
+                        Source::Upstream(key).token(),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .is_err()
+                {
+                    self.exchange_failed(exchange, "cannot register an upstream socket");
+                    return;
+                }
+                let _ = socket.set_nodelay(true);
+                entry.insert(UpConn {
+                    socket,
+                    state: UpState::Connecting {
+                        exchange: Some(exchange),
+                    },
+                    pooled: false,
+                    output: Vec::new(),
+                    written: 0,
+                    readable: false,
+                    writable: false,
+                });
+                let host = http.host.clone();
+                http.pool.stream_opened(&host);
+                if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+                    entry.conn = Some(key);
+                }
+            }
+            Err(error) => self.exchange_failed(
+                exchange,
+                &format!("cannot connect to the upstream: {error}"),
+            ),
+        }
+    }
+
+    /// Carries out what the pool asked for, until it asks for nothing more.
+    pub(super) fn run_pool_actions(&mut self) {
+        // In the order the pool asked; actions taken may ask for more.
+        while let Some(batch) = self
+            .http
+            .as_mut()
+            .filter(|http| !http.actions.is_empty())
+            .map(|http| std::mem::take(&mut http.actions))
+        {
+            for action in batch {
+                self.run_pool_action(action);
+            }
+        }
+        self.arm_pool_timer();
+    }
+
+    fn run_pool_action(&mut self, action: PoolAction<ExchangeRef>) {
+        {
+            match action {
+                PoolAction::Assign {
+                    waiter,
+                    conn,
+                    reused,
+                    peek,
+                } => self.assign(waiter, conn, reused, peek),
+                PoolAction::Connect { host } => self.connect_pooled(&host),
+                PoolAction::Close { conn, cause } => {
+                    debug!("upstream connection {conn} closed: {}", cause.name());
+                    self.drop_up_conn(conn);
+                }
+                PoolAction::AbortConnect { conn } => {
+                    debug!("upstream connection {conn}: connect timed out");
+                    self.drop_up_conn(conn);
+                }
+                PoolAction::WaiterTimedOut { waiter } => {
+                    self.exchange_gave_up(
+                        waiter,
+                        504,
+                        "Gateway Timeout: no upstream connection became free in time",
+                    );
+                }
+                PoolAction::WaitersFailed { host, waiters } => {
+                    for waiter in waiters {
+                        self.exchange_gave_up(
+                            waiter,
+                            502,
+                            &format!("Bad Gateway: cannot connect to the upstream {host}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn arm_pool_timer(&mut self) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let Some(next) = http.pool.next_deadline() else {
+            return;
+        };
+        if http.timer.is_some_and(|armed| armed <= next) {
+            return;
+        }
+        http.timer = Some(next);
+        self.timers.schedule(next, Timer::Pool);
+    }
+
+    /// True when `deadline` is the armed pool timer's.
+    pub(super) fn pool_timer_is(&self, deadline: Instant) -> bool {
+        self.http
+            .as_ref()
+            .is_some_and(|http| http.timer == Some(deadline))
+    }
+
+    /// The pool's timer fired.
+    pub(super) fn on_pool_timer(&mut self, deadline: Instant) {
+        let now = self.now;
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        if http.timer != Some(deadline) {
+            return;
+        }
+        http.timer = None;
+        http.pool.expire(now, &mut http.actions);
+        self.run_pool_actions();
+    }
+
+    fn connect_pooled(&mut self, host: &HostKey) {
+        let now = self.now;
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let socket = TcpStream::connect(http.addr).and_then(|mut socket| {
+            let key = http.conns.vacant_entry().key();
+            self.poll.registry().register(
+                &mut socket,
+                Source::Upstream(key).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(socket)
+        });
+        match socket {
+            Ok(socket) => {
+                let _ = socket.set_nodelay(true);
+                let key = http.conns.insert(UpConn {
+                    socket,
+                    state: UpState::Connecting { exchange: None },
+                    pooled: true,
+                    output: Vec::new(),
+                    written: 0,
+                    readable: false,
+                    writable: false,
+                });
+                http.pool.connecting(host, key, now);
+            }
+            Err(error) => {
+                warn!("cannot open a connection to the upstream {host}: {error}");
+                http.pool.open_failed(host, &mut http.actions);
+            }
+        }
+    }
+
+    fn drop_up_conn(&mut self, key: usize) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        if !http.conns.contains(key) {
+            return;
+        }
+        let mut conn = http.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        if !conn.pooled {
+            let host = http.host.clone();
+            http.pool.stream_closed(&host);
+        }
+    }
+
+    /// The pool gave `conn` to `exchange`.
+    fn assign(&mut self, exchange: ExchangeRef, conn: usize, reused: bool, peek: bool) {
+        let now = self.now;
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let alive = http
+            .exchanges
+            .get(exchange.0)
+            .is_some_and(|entry| entry.serial == exchange.1);
+        if !alive {
+            // Its request is gone: the connection goes straight back.
+            http.pool.release(conn, true, now, &mut http.actions);
+            return;
+        }
+        if peek {
+            let verdict = http.conns.get(conn).map(|up| {
+                let mut byte = [0u8; 1];
+                match up.socket.peek(&mut byte) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+                    Ok(0) => Some(EvictCause::PeerClosed),
+                    Ok(_) => Some(EvictCause::UnexpectedData),
+                    Err(_) => Some(EvictCause::Error),
+                }
+            });
+            if let Some(Some(cause)) = verdict {
+                debug!(
+                    "upstream connection {conn} failed its peek: {}",
+                    cause.name()
+                );
+                let host = http.host.clone();
+                http.pool.evict(conn, cause, &mut http.actions);
+                http.pool.checkout(&host, exchange, now, &mut http.actions);
+                return;
+            }
+        }
+        let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+            return;
+        };
+        let Some(up) = http.conns.get_mut(conn) else {
+            return;
+        };
+        entry.conn = Some(conn);
+        entry.reused = reused;
+        up.state = UpState::Busy(exchange);
+        up.output.clear();
+        up.written = 0;
+        up.output.extend_from_slice(&entry.request);
+        up.writable = true;
+        self.flush_up_conn(conn);
+        // Whatever arrived meanwhile is read now: edges are not repeated.
+        self.read_up_conn(conn);
+    }
+}
+
+/// How long to wait before reconnecting a stream the upstream closed.
+fn retry_delay(hint: Option<Duration>) -> Duration {
+    hint.map_or(DEFAULT_UPSTREAM_RETRY, |hint| hint.min(MAX_UPSTREAM_RETRY))
+}
+
+/// The client's answer when an upstream answered with something else than a
+/// stream: its status, and its body when it is JSON-RPC.
+fn relayed_reply(status: u16, body: &[u8]) -> Reply {
+    let json = serde_json::from_slice::<Value>(body).is_ok();
+    match (status, json) {
+        (200 | 202, _) => Reply::empty(202),
+        (_, true) => Reply {
+            status,
+            body: body.to_vec(),
+            headers: Vec::new(),
+        },
+        _ => Reply::error(
+            if status >= 400 { status } else { 502 },
+            &Value::Null,
+            jsonrpc::UPSTREAM_GONE,
+            &format!("The upstream answered {status}"),
+        ),
+    }
+}
+
+/// The headers a passthrough request carries upstream beyond the usual.
+fn passthrough_headers(request: &Request) -> Vec<(String, String)> {
+    [PROTOCOL_VERSION_HEADER, "mcp-method", "mcp-name"]
+        .iter()
+        .filter_map(|name| {
+            request
+                .header(name)
+                .map(|value| (name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// The MCP method of a lone request, for the retry rules.
+fn lone_request_method(messages: &[(Value, Kind)]) -> Option<String> {
+    match messages {
+        [(message, Kind::Request)] => jsonrpc::method(message).map(str::to_string),
+        _ => None,
+    }
+}
