@@ -13,16 +13,11 @@ impl Proxy {
         let Some(up) = http.conns.get_mut(key) else {
             return;
         };
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            up.readable = true;
-        }
-        if event.is_writable() || event.is_write_closed() || event.is_error() {
-            up.writable = true;
-        }
+        up.ready.on_event(event);
         match up.state {
             UpState::Connecting { exchange } => self.finish_connect(key, exchange),
             UpState::Idle => {
-                if up.readable {
+                if up.ready.readable() {
                     self.idle_conn_event(key);
                 }
             }
@@ -41,7 +36,7 @@ impl Proxy {
         let Some(up) = http.conns.get_mut(key) else {
             return;
         };
-        if !up.writable && !up.readable {
+        if !up.ready.writable() && !up.ready.readable() {
             return;
         }
         let outcome = match up.socket.take_error() {
@@ -101,7 +96,7 @@ impl Proxy {
         let mut byte = [0u8; 1];
         let cause = match up.socket.peek(&mut byte) {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                up.readable = false;
+                up.ready.clear_readable();
                 return;
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
@@ -125,25 +120,15 @@ impl Proxy {
             return;
         };
         let mut failed = None;
-        while up.written < up.output.len() && up.writable {
-            match up.socket.write(&up.output[up.written..]) {
-                Ok(0) => {
-                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
-                }
-                Ok(count) => {
-                    up.written += count;
-                    if let Some(entry) = http.exchanges.get_mut(exchange.0) {
-                        entry.written_any = true;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => up.writable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    failed = Some(error);
-                    break;
+        if up.written < up.output.len() {
+            let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
+            up.written += outcome.written;
+            if outcome.written > 0 {
+                if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+                    entry.written_any = true;
                 }
             }
+            failed = outcome.failed;
         }
         if up.written == up.output.len() {
             up.output.clear();
@@ -180,7 +165,7 @@ impl Proxy {
             let UpState::Busy(exchange) = up.state else {
                 return;
             };
-            if !up.readable {
+            if !up.ready.readable() {
                 return;
             }
             let Some(entry) = http
@@ -214,12 +199,9 @@ impl Proxy {
                 return;
             };
             events.clear();
-            let outcome = match up.socket.read(&mut self.scratch) {
-                Ok(0) => {
-                    up.readable = false;
-                    entry.decoder.eof(&mut events).map(|()| true)
-                }
-                Ok(count) => {
+            let outcome = match read_into(&mut up.socket, &mut up.ready, &mut self.scratch) {
+                ReadOutcome::Eof => entry.decoder.eof(&mut events).map(|()| true),
+                ReadOutcome::Data(count) => {
                     let bytes = &self.scratch[..count];
                     entry.decoder.decode(bytes, &mut events).map(|used| {
                         if used < count {
@@ -228,12 +210,8 @@ impl Proxy {
                         false
                     })
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    up.readable = false;
-                    return;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
+                ReadOutcome::Blocked => return,
+                ReadOutcome::Failed(error) => {
                     self.conn_broke(key, &format!("reading from the upstream failed: {error}"));
                     return;
                 }

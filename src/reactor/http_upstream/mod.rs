@@ -10,7 +10,7 @@
 //! answered, so an upstream status (404 for a forgotten session, 4xx for a bad
 //! request) reaches the client as such.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ use crate::session::{Continuation, Session};
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
 use crate::upstream_retry;
+
+use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 
 mod answer;
 mod conn;
@@ -125,8 +127,7 @@ pub(super) struct UpConn {
     pooled: bool,
     output: Vec<u8>,
     written: usize,
-    readable: bool,
-    writable: bool,
+    ready: Readiness,
 }
 
 /// What an exchange is for.
@@ -411,8 +412,7 @@ impl Proxy {
                     pooled: false,
                     output: Vec::new(),
                     written: 0,
-                    readable: false,
-                    writable: false,
+                    ready: Readiness::default(),
                 });
                 let host = http.host.clone();
                 http.pool.stream_opened(&host);
@@ -539,8 +539,7 @@ impl Proxy {
                     pooled: true,
                     output: Vec::new(),
                     written: 0,
-                    readable: false,
-                    writable: false,
+                    ready: Readiness::default(),
                 });
                 http.pool.connecting(host, key, now);
             }
@@ -614,7 +613,7 @@ impl Proxy {
         up.output.clear();
         up.written = 0;
         up.output.extend_from_slice(&entry.request);
-        up.writable = true;
+        up.ready.set_writable();
         self.flush_up_conn(conn);
         // Whatever arrived meanwhile is read now: edges are not repeated.
         self.read_up_conn(conn);
