@@ -13,6 +13,7 @@ use crate::core::SessionCore;
 use crate::lines::LineFramer;
 use crate::mcp::router::StreamId;
 use crate::reactor::edge_io::{read_into, write_from, ReadOutcome, Readiness};
+use crate::upstream::streams::StreamSchedule;
 
 /// Longest stderr line logged whole; longer ones are cut.
 pub const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
@@ -142,11 +143,6 @@ pub struct HttpSession {
     /// The upstream's own `Mcp-Session-Id`, once its initialize answer named
     /// one. The client never sees it.
     pub upstream_id: Option<String>,
-    /// The exchange carrying the upstream GET stream, while one is open.
-    pub get_exchange: Option<(usize, u64)>,
-    /// The upstream answered the GET stream with something else than a
-    /// stream (405): do not ask again.
-    pub get_refused: bool,
     /// Upstream connections not read from because a client stream is full.
     pub paused: Vec<usize>,
     /// The headers (`--forward-header`) the client sent last: mcphop's own
@@ -154,49 +150,11 @@ pub struct HttpSession {
     pub forwarded: Vec<(String, String)>,
     /// The upstream answered 404: the session is gone there already.
     pub forgotten: bool,
-    /// Until when this session's exchanges wait for its upstream GET stream
-    /// to be open (its response head), so that nothing the server sends on
-    /// that stream is sent before the stream exists: servers drop what they
-    /// send to a standalone stream that is not open. `None`: no wait.
-    pub gate_until: Option<Instant>,
-    /// Exchanges held by the gate, in the order they were started.
-    pub gated: Vec<(usize, u64)>,
-    /// The last event id seen on the upstream GET stream, to continue it.
-    pub get_last_event_id: Option<String>,
-    /// When to reopen the upstream GET stream the server closed.
-    pub get_reopen_at: Option<Instant>,
-    /// Reopens of the GET stream in a row that brought no event.
-    pub get_empty_reopens: u32,
-    /// Answer streams the upstream closed with requests unanswered, to be
-    /// continued with a GET and `Last-Event-ID` (SSE polling).
-    pub continuations: Vec<Continuation>,
+    /// Its GET stream, the gate on its messages, and the answer streams to
+    /// continue (sans-IO).
+    pub streams: StreamSchedule<(usize, u64), StreamId>,
     /// The deadline of the armed upstream timer (gate, reopen, continue).
     pub upstream_timer: Option<Instant>,
-}
-
-/// An upstream answer stream to pick up again where it stopped.
-#[derive(Debug, Clone)]
-pub struct Continuation {
-    /// The router stream its events feed.
-    pub stream: StreamId,
-    /// The last event id the upstream gave on it.
-    pub last_event_id: String,
-    /// When to reconnect (the server's `retry:` hint after the close).
-    pub at: Instant,
-    /// Reconnects in a row that brought no event.
-    pub empty_reconnects: u32,
-}
-
-impl HttpSession {
-    /// The earliest moment something upstream is due for this session.
-    pub fn next_upstream_deadline(&self) -> Option<Instant> {
-        self.continuations
-            .iter()
-            .map(|continuation| continuation.at)
-            .chain(self.gate_until)
-            .chain(self.get_reopen_at)
-            .min()
-    }
 }
 
 /// What a session talks to upstream.

@@ -119,20 +119,16 @@ impl Proxy {
                 }
             }
             Purpose::GetStream => {
-                if status == 200 && is_sse {
+                if flows {
                     debug!("the upstream opened a GET stream");
                 } else {
                     debug!("the upstream refused a GET stream ({status})");
-                    if let Some(http_session) = session_key
-                        .and_then(|key| self.sessions.get_mut(key))
-                        .and_then(Session::http_mut)
-                    {
-                        http_session.get_refused = true;
-                    }
                 }
-                if let Some(session_key) = session_key {
-                    self.release_gate(session_key);
-                }
+                let released = session_key
+                    .and_then(|key| self.sessions.get_mut(key))
+                    .and_then(Session::http_mut)
+                    .and_then(|http_session| http_session.streams.get_head(flows));
+                self.send_released(released);
             }
             Purpose::Continue => {
                 if flows {
@@ -233,12 +229,12 @@ impl Proxy {
             let session_key = entry.session.map(|(key, _)| key);
             for event in &events {
                 if let Some(id) = &event.id {
-                    entry.last_event_id = Some(id.clone());
+                    entry.sse_end.last_event_id = Some(id.clone());
                 }
                 if let Some(retry) = event.retry {
-                    entry.retry = Some(Duration::from_millis(retry));
+                    entry.sse_end.retry = Some(Duration::from_millis(retry));
                 }
-                entry.saw_data |= !event.data.is_empty();
+                entry.sse_end.saw_data |= !event.data.is_empty();
             }
             for event in events {
                 if event.data.is_empty() {
@@ -308,12 +304,6 @@ impl Proxy {
         match entry.purpose {
             Purpose::Delete => {}
             Purpose::GetStream => {
-                if let Some(http) = session_key
-                    .and_then(|key| self.sessions.get_mut(key))
-                    .and_then(Session::http_mut)
-                {
-                    http.get_exchange = None;
-                }
                 if let Some(session_key) = session_key {
                     self.get_stream_closed(session_key, &entry);
                 }
@@ -412,26 +402,19 @@ impl Proxy {
         if unanswered == 0 {
             return;
         }
-        let empty_reconnects = match (entry.purpose, entry.saw_data) {
-            (Purpose::Continue, false) => entry.empty_reconnects + 1,
-            _ => 0,
+        let empty_before = (entry.purpose == Purpose::Continue).then_some(entry.empty_reconnects);
+        let serving = self.run_state == RunState::Serving;
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
         };
-        let continuation = match &entry.last_event_id {
-            Some(last_event_id)
-                if is_sse
-                    && empty_reconnects <= MAX_EMPTY_RECONNECTS
-                    && self.run_state == RunState::Serving =>
-            {
-                Some(Continuation {
-                    stream,
-                    last_event_id: last_event_id.clone(),
-                    at: now + retry_delay(entry.retry),
-                    empty_reconnects,
-                })
-            }
-            _ => None,
+        let short_id = session.core.short_id().to_string();
+        let Some(http) = session.http_mut() else {
+            return;
         };
-        let Some(continuation) = continuation else {
+        let continued =
+            http.streams
+                .answer_closed(stream, &entry.sse_end, is_sse, empty_before, serving, now);
+        let Some(continuation) = continued else {
             self.fail_stream_requests(
                 session_key,
                 stream,
@@ -439,16 +422,10 @@ impl Proxy {
             );
             return;
         };
-        if let Some(session) = self.sessions.get_mut(session_key) {
-            debug!(
-                "session {}: the upstream closed answer stream {stream} with {unanswered} request(s) unanswered; continuing after {}",
-                session.core.short_id(),
-                continuation.last_event_id
-            );
-            if let Some(http) = session.http_mut() {
-                http.continuations.push(continuation);
-            }
-        }
+        debug!(
+            "session {short_id}: the upstream closed answer stream {stream} with {unanswered} request(s) unanswered; continuing after {}",
+            continuation.last_event_id
+        );
         self.arm_upstream_timer(session_key);
     }
 }

@@ -359,15 +359,11 @@ impl Proxy {
             .map(|(key, _)| key);
         match entry.purpose {
             Purpose::GetStream => {
-                if let Some(http) = session_key
+                let released = session_key
                     .and_then(|key| self.sessions.get_mut(key))
                     .and_then(Session::http_mut)
-                {
-                    http.get_exchange = None;
-                }
-                if let Some(session_key) = session_key {
-                    self.release_gate(session_key);
-                }
+                    .and_then(|http| http.streams.get_failed());
+                self.send_released(released);
                 return;
             }
             Purpose::Continue => {

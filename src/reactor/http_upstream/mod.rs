@@ -31,10 +31,11 @@ use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::router::StreamId;
 use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
-use crate::session::{Continuation, Session};
+use crate::session::Session;
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
 use crate::upstream::exchange::{ExchangeEvent, Lifecycle, Step};
+use crate::upstream::streams::{Continuation, GetClosed, StreamEnd};
 
 use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 
@@ -50,23 +51,6 @@ use crate::core::Forward;
 const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BYTES;
 /// Largest non-SSE upstream response body kept (a JSON answer, or an error).
 const MAX_UPSTREAM_BODY_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
-
-/// How long a session's messages wait for the upstream GET stream its
-/// client just opened to be open upstream too, before they go anyway.
-/// Servers drop what they send to a standalone stream that is not open yet,
-/// so a request sent after the client's GET waits for it; a server that sends
-/// no response head before its first event must not stall a session for
-/// longer than this.
-const GET_OPEN_WAIT: Duration = Duration::from_secs(2);
-/// The wait before reconnecting an SSE stream the upstream closed without a
-/// `retry:` hint.
-const DEFAULT_UPSTREAM_RETRY: Duration = Duration::from_secs(1);
-/// The longest `retry:` hint honoured: a larger one would hold a client's
-/// answer for longer than it is likely to wait.
-const MAX_UPSTREAM_RETRY: Duration = Duration::from_secs(30);
-/// Reconnects of one stream in a row that bring no event before mcphop gives
-/// the stream up: a server that closes at once forever is not polling.
-const MAX_EMPTY_RECONNECTS: u32 = 3;
 
 /// Names an exchange across slab reuse: key and serial.
 pub(super) type ExchangeRef = (usize, u64);
@@ -177,12 +161,10 @@ pub(super) struct Exchange {
     session: Option<(usize, u64)>,
     /// The router stream its requests are registered on.
     stream: Option<StreamId>,
-    /// The last SSE event id and `retry:` hint the upstream gave, to continue
-    /// the stream if it closes early.
-    last_event_id: Option<String>,
-    retry: Option<Duration>,
-    /// An event with data arrived (a reconnect that brings none is empty).
-    saw_data: bool,
+    /// The last SSE event id and `retry:` hint the upstream gave, and
+    /// whether an event with data came, to continue the stream if it closes
+    /// early.
+    sse_end: StreamEnd,
     /// For a continuation: reconnects before it in a row that brought no event.
     empty_reconnects: u32,
 }
@@ -323,9 +305,7 @@ impl Proxy {
             client: None,
             session: session_ref,
             stream: spec.stream,
-            last_event_id: None,
-            retry: None,
-            saw_data: false,
+            sse_end: StreamEnd::default(),
             empty_reconnects: 0,
         });
         let exchange = (key, serial);
@@ -347,9 +327,7 @@ impl Proxy {
                 .sessions
                 .get_mut(session_key)
                 .and_then(Session::http_mut)
-                .filter(|http| http.gate_until.is_some())
-                .map(|http| http.gated.push(exchange))
-                .is_some(),
+                .is_some_and(|http| http.streams.hold(exchange)),
             _ => false,
         };
         if gated {
@@ -613,11 +591,6 @@ impl Proxy {
         // Whatever arrived meanwhile is read now: edges are not repeated.
         self.read_up_conn(conn);
     }
-}
-
-/// How long to wait before reconnecting a stream the upstream closed.
-fn retry_delay(hint: Option<Duration>) -> Duration {
-    hint.map_or(DEFAULT_UPSTREAM_RETRY, |hint| hint.min(MAX_UPSTREAM_RETRY))
 }
 
 /// The client's answer when an upstream answered with something else than a

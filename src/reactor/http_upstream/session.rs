@@ -10,7 +10,7 @@ impl Proxy {
     /// server's `retry:` hint, from its last event id, while the session lives.
     pub(in crate::reactor) fn get_stream_closed(&mut self, session_key: usize, entry: &Exchange) {
         let now = self.now;
-        let draining = self.run_state != RunState::Serving;
+        let serving = self.run_state == RunState::Serving;
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -19,46 +19,34 @@ impl Proxy {
         let Some(http) = session.http_mut() else {
             return;
         };
-        if !live || draining || http.get_refused || entry.life.head().is_none() {
-            return;
+        let opened = entry.life.head().is_some();
+        match http
+            .streams
+            .get_closed(&entry.sse_end, opened, live && serving, now)
+        {
+            GetClosed::Nothing => {}
+            GetClosed::GiveUp => warn!(
+                "session {short_id}: the upstream keeps closing its GET stream at once; not reopening it"
+            ),
+            GetClosed::ReopenAt(_) => {
+                debug!("session {short_id}: the upstream closed its GET stream; reopening it");
+                self.arm_upstream_timer(session_key);
+            }
         }
-        if entry.last_event_id.is_some() {
-            http.get_last_event_id.clone_from(&entry.last_event_id);
-        }
-        http.get_empty_reopens = if entry.saw_data {
-            0
-        } else {
-            http.get_empty_reopens + 1
-        };
-        if http.get_empty_reopens > MAX_EMPTY_RECONNECTS {
-            warn!("session {short_id}: the upstream keeps closing its GET stream at once; not reopening it");
-            return;
-        }
-        http.get_reopen_at = Some(now + retry_delay(entry.retry));
-        debug!("session {short_id}: the upstream closed its GET stream; reopening it");
-        self.arm_upstream_timer(session_key);
     }
 
-    /// The session's upstream GET stream answered (or failed, or took too
-    /// long): the messages held for it go.
-    pub(in crate::reactor) fn release_gate(&mut self, session_key: usize) {
+    /// The session's gate opened (its upstream GET stream answered, failed,
+    /// or took too long): the messages it held go, in order.
+    pub(in crate::reactor) fn send_released(&mut self, released: Option<Vec<ExchangeRef>>) {
         let now = self.now;
-        let Some(http_session) = self
-            .sessions
-            .get_mut(session_key)
-            .and_then(Session::http_mut)
-        else {
+        let Some(released) = released else {
             return;
         };
-        if http_session.gate_until.take().is_none() {
-            return;
-        }
-        let gated = std::mem::take(&mut http_session.gated);
         let Some(http) = self.http.as_mut() else {
             return;
         };
         let host = http.host.clone();
-        for exchange in gated {
+        for exchange in released {
             let alive = http
                 .exchanges
                 .get(exchange.0)
@@ -96,7 +84,7 @@ impl Proxy {
         let Some(http) = session.http_mut() else {
             return;
         };
-        let Some(deadline) = http.next_upstream_deadline() else {
+        let Some(deadline) = http.streams.next_deadline() else {
             return;
         };
         if http.upstream_timer.is_some_and(|armed| armed <= deadline) {
@@ -132,24 +120,15 @@ impl Proxy {
             return;
         }
         http.upstream_timer = None;
-        let gate_over = http.gate_until.is_some_and(|until| until <= now);
-        let reopen = http.get_reopen_at.is_some_and(|at| at <= now);
-        if reopen {
-            http.get_reopen_at = None;
-        }
-        let (due, later): (Vec<Continuation>, Vec<Continuation>) = http
-            .continuations
-            .drain(..)
-            .partition(|continuation| continuation.at <= now);
-        http.continuations = later;
-        if gate_over {
+        let due = http.streams.due(now);
+        if due.released.is_some() {
             debug!("session {short_id}: the upstream GET stream did not open in time; sending on");
-            self.release_gate(key);
+            self.send_released(due.released);
         }
-        if reopen {
+        if due.reopen_get {
             self.open_upstream_get(key);
         }
-        for continuation in due {
+        for continuation in due.continuations {
             self.start_continuation(key, continuation);
         }
         self.arm_upstream_timer(key);
@@ -159,7 +138,7 @@ impl Proxy {
     pub(in crate::reactor) fn start_continuation(
         &mut self,
         session_key: usize,
-        continuation: Continuation,
+        continuation: Continuation<StreamId>,
     ) {
         let alive = self.sessions.get(session_key).is_some_and(|session| {
             session.core.is_live() && session.core.pending_on(continuation.stream) > 0
@@ -194,24 +173,15 @@ impl Proxy {
     /// upstream: a server drops what it sends to a standalone stream that is
     /// not open yet, and the client was told its stream is open.
     pub(in crate::reactor) fn open_upstream_get(&mut self, session_key: usize) {
-        let wanted = self
-            .sessions
-            .get(session_key)
-            .and_then(Session::http)
-            .is_some_and(|http| {
-                http.get_exchange.is_none() && !http.get_refused && http.upstream_id.is_some()
-            });
-        if !wanted {
-            return;
-        }
-        let last_event_id = self
+        let opening = self
             .sessions
             .get_mut(session_key)
             .and_then(Session::http_mut)
-            .and_then(|http| {
-                http.get_reopen_at = None;
-                http.get_last_event_id.clone()
-            });
+            .filter(|http| http.streams.wants_get(http.upstream_id.is_some()))
+            .map(|http| http.streams.get_opening());
+        let Some(last_event_id) = opening else {
+            return;
+        };
         let resumed = last_event_id.is_some();
         let exchange = self.start_exchange(ExchangeSpec {
             purpose: Purpose::GetStream,
@@ -224,7 +194,7 @@ impl Proxy {
             client: None,
             last_event_id,
         });
-        let until = self.now + GET_OPEN_WAIT;
+        let now = self.now;
         // It may have failed already (a refused connect).
         let exchange = exchange.filter(|exchange| {
             self.http.as_ref().is_some_and(|http| {
@@ -238,9 +208,8 @@ impl Proxy {
             .get_mut(session_key)
             .and_then(Session::http_mut)
         {
-            http.get_exchange = exchange;
-            if exchange.is_some() && !resumed {
-                http.gate_until = Some(until);
+            if let Some(exchange) = exchange {
+                http.streams.get_started(exchange, resumed, now);
             }
         }
         self.arm_upstream_timer(session_key);
@@ -255,14 +224,10 @@ impl Proxy {
         let Some(http_session) = session.http_mut() else {
             return;
         };
-        let get = http_session.get_exchange.take();
         let has_id = http_session.upstream_id.is_some() && !http_session.forgotten;
         // Nothing more is started for it: held messages fail, and closed
         // streams are not continued.
-        http_session.gate_until = None;
-        http_session.get_reopen_at = None;
-        http_session.continuations.clear();
-        let gated = std::mem::take(&mut http_session.gated);
+        let (get, gated) = http_session.streams.end();
         for exchange in gated {
             self.exchange_gave_up(exchange, 404, "Not Found: the session ended");
         }
