@@ -7,9 +7,12 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::arena::Key;
 use crate::http::request::{Limits, RequestDecoder};
 use crate::mcp::router::StreamId;
 use crate::reactor::edge_io::{read_into, write_from, ReadOutcome as Read, Readiness};
+use crate::reactor::http_upstream::ExchangeKey;
+use crate::session::SessionKey;
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -24,23 +27,18 @@ pub enum ConnState {
     Requests,
     /// Carrying an SSE stream of a session; further requests wait.
     Streaming {
-        session: usize,
-        session_serial: u64,
+        session: SessionKey,
         stream: StreamId,
         /// HTTP/1.1 streams are chunked so the connection survives them;
         /// HTTP/1.0 streams end with the connection.
         chunked: bool,
     },
     /// Waiting for an HTTP upstream's answer to this connection's request.
-    AwaitingUpstream {
-        exchange: usize,
-        exchange_serial: u64,
-    },
+    AwaitingUpstream { exchange: ExchangeKey },
     /// Relaying an HTTP upstream's response body as it is (stateless-era
     /// requests pass straight through).
     Relaying {
-        exchange: usize,
-        exchange_serial: u64,
+        exchange: ExchangeKey,
         chunked: bool,
     },
 }
@@ -63,10 +61,12 @@ pub enum ReadOutcome {
     Closed,
 }
 
+/// Names a client connection; stale once it closed.
+pub(crate) type ConnKey = Key<Conn>;
+
 /// A client connection.
 pub struct Conn {
     pub socket: TcpStream,
-    pub serial: u64,
     pub decoder: RequestDecoder,
     pub input: Vec<u8>,
     output: Vec<u8>,
@@ -89,10 +89,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, serial: u64, limits: Limits) -> Self {
+    pub fn new(socket: TcpStream, limits: Limits) -> Self {
         Conn {
             socket,
-            serial,
             decoder: RequestDecoder::new(limits),
             input: Vec::new(),
             output: Vec::new(),

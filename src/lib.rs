@@ -7,6 +7,7 @@
 //! (`timers`). The reactor and the glue (`client`, `session`, `child`) are
 //! the only parts that touch descriptors, processes or the clock.
 
+pub(crate) mod arena;
 pub(crate) mod child;
 pub(crate) mod client;
 pub mod config;

@@ -8,11 +8,14 @@ use std::time::Instant;
 
 use mio::unix::pipe::{Receiver, Sender};
 
+use crate::arena::Key;
 use crate::child::{ExitStatus, SpawnedChild};
+use crate::client::ConnKey;
 use crate::core::SessionCore;
 use crate::lines::LineFramer;
 use crate::mcp::router::StreamId;
 use crate::reactor::edge_io::{read_into, write_from, ReadOutcome, Readiness};
+use crate::reactor::http_upstream::ExchangeKey;
 use crate::upstream::streams::StreamSchedule;
 
 /// Longest stderr line logged whole; longer ones are cut.
@@ -152,7 +155,7 @@ pub struct HttpSession {
     pub forgotten: bool,
     /// Its GET stream, the gate on its messages, and the answer streams to
     /// continue (sans-IO).
-    pub streams: StreamSchedule<(usize, u64), StreamId>,
+    pub streams: StreamSchedule<ExchangeKey, StreamId>,
     /// The deadline of the armed upstream timer (gate, reopen, continue).
     pub upstream_timer: Option<Instant>,
 }
@@ -165,14 +168,15 @@ pub enum Upstream {
     Http(HttpSession),
 }
 
+/// Names a session; stale once it was removed.
+pub(crate) type SessionKey = Key<Session>;
+
 /// One client session: its sans-IO core, the client connections carrying
 /// its streams, and its upstream.
 pub struct Session {
-    /// Distinguishes this session from later ones that reuse its slab key.
-    pub serial: u64,
     pub core: SessionCore,
     /// Which client connection carries each open stream.
-    pub stream_conns: HashMap<StreamId, usize>,
+    pub stream_conns: HashMap<StreamId, ConnKey>,
     pub upstream: Upstream,
     /// The deadline of the armed session timer (the core's `poll_timeout`).
     pub timer: Option<Instant>,
@@ -189,9 +193,8 @@ impl Upstream {
 }
 
 impl Session {
-    pub fn new(serial: u64, core: SessionCore, upstream: Upstream) -> Self {
+    pub fn new(core: SessionCore, upstream: Upstream) -> Self {
         Session {
-            serial,
             core,
             stream_conns: HashMap::new(),
             upstream,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::child;
 use crate::jsonrpc;
 use crate::lines::Line;
-use crate::session::{ChildIo, PipeRead, Session};
+use crate::session::{ChildIo, PipeRead, Session, SessionKey};
 use crate::token::Source;
 
 use super::{trim_ascii, Proxy, Timer, MAX_STDOUT_READS_PER_TURN};
@@ -19,7 +19,7 @@ impl Proxy {
     /// Queues one message for the child's stdin as a single line. `body` is
     /// the message as the client sent it, reused when it is already one line;
     /// empty means "serialize `message`".
-    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
+    pub(super) fn send_to_child(&mut self, session_key: SessionKey, body: &[u8], message: &Value) {
         let Some(child) = self
             .sessions
             .get_mut(session_key)
@@ -42,13 +42,12 @@ impl Proxy {
 
     /// The session ended: the child is told to exit (stdin closed; SIGTERM
     /// and SIGKILL follow if it lingers).
-    pub(super) fn stop_child(&mut self, session_key: usize) {
+    pub(super) fn stop_child(&mut self, session_key: SessionKey) {
         let now = self.now;
         let grace = self.config.child_grace;
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let serial = session.serial;
         let Some(child) = session.child_mut() else {
             return;
         };
@@ -56,24 +55,14 @@ impl Proxy {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
         if child.exit.is_none() {
-            self.timers.schedule(
-                now + grace,
-                Timer::ChildTerm {
-                    key: session_key,
-                    serial,
-                },
-            );
-            self.timers.schedule(
-                now + grace + grace,
-                Timer::ChildKill {
-                    key: session_key,
-                    serial,
-                },
-            );
+            self.timers
+                .schedule(now + grace, Timer::ChildTerm(session_key));
+            self.timers
+                .schedule(now + grace + grace, Timer::ChildKill(session_key));
         }
     }
 
-    pub(super) fn flush_stdin(&mut self, session_key: usize) {
+    pub(super) fn flush_stdin(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -102,7 +91,7 @@ impl Proxy {
     }
 
     /// A client caught up: let the session's upstream output flow again.
-    pub(super) fn resume_upstream_output(&mut self, session_key: usize) {
+    pub(super) fn resume_upstream_output(&mut self, session_key: SessionKey) {
         let is_http = self
             .sessions
             .get(session_key)
@@ -114,7 +103,7 @@ impl Proxy {
         }
     }
 
-    pub(super) fn pump_stdout(&mut self, session_key: usize) {
+    pub(super) fn pump_stdout(&mut self, session_key: SessionKey) {
         for _ in 0..MAX_STDOUT_READS_PER_TURN {
             let Some(session) = self.sessions.get(session_key) else {
                 return;
@@ -158,7 +147,7 @@ impl Proxy {
     }
 
     /// Routes every complete line the child's stdout framer holds.
-    fn drain_stdout_lines(&mut self, session_key: usize) {
+    fn drain_stdout_lines(&mut self, session_key: SessionKey) {
         loop {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 return;
@@ -204,7 +193,7 @@ impl Proxy {
         }
     }
 
-    fn on_stdout_closed(&mut self, session_key: usize) {
+    fn on_stdout_closed(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -222,7 +211,7 @@ impl Proxy {
         self.finalize_if_done(session_key);
     }
 
-    pub(super) fn pump_stderr(&mut self, session_key: usize) {
+    pub(super) fn pump_stderr(&mut self, session_key: SessionKey) {
         loop {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 return;
@@ -301,13 +290,10 @@ impl Proxy {
     }
 
     /// A session's child lingers after its stdin was closed: signal its group.
-    pub(super) fn signal_child(&mut self, key: usize, serial: u64, signal: libc::c_int) {
+    pub(super) fn signal_child(&mut self, key: SessionKey, signal: libc::c_int) {
         let Some(session) = self.sessions.get(key) else {
             return;
         };
-        if session.serial != serial {
-            return;
-        }
         let Some(child) = session.child().filter(|child| child.exit.is_none()) else {
             return;
         };
@@ -351,27 +337,27 @@ impl Proxy {
 /// Registers a new child's three pipes with the loop, once.
 pub(super) fn register_child_pipes(
     registry: &Registry,
-    session_key: usize,
+    session_key: SessionKey,
     child: &mut ChildIo,
 ) -> std::io::Result<()> {
     if let Some(pipe) = child.stdin.pipe.as_mut() {
         registry.register(
             pipe,
-            Source::ChildStdin(session_key).token(),
+            Source::ChildStdin(session_key.index()).token(),
             Interest::WRITABLE,
         )?;
     }
     if let Some(pipe) = child.stdout.pipe.as_mut() {
         registry.register(
             pipe,
-            Source::ChildStdout(session_key).token(),
+            Source::ChildStdout(session_key.index()).token(),
             Interest::READABLE,
         )?;
     }
     if let Some(pipe) = child.stderr.pipe.as_mut() {
         registry.register(
             pipe,
-            Source::ChildStderr(session_key).token(),
+            Source::ChildStderr(session_key.index()).token(),
             Interest::READABLE,
         )?;
     }

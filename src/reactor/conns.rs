@@ -5,7 +5,7 @@
 use super::*;
 
 impl Proxy {
-    pub(super) fn mark_dirty(&mut self, key: usize) {
+    pub(super) fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.dirty {
                 conn.dirty = true;
@@ -14,19 +14,13 @@ impl Proxy {
         }
     }
 
-    pub(super) fn set_conn_deadline(&mut self, key: usize, kind: DeadlineKind, after: Duration) {
+    pub(super) fn set_conn_deadline(&mut self, key: ConnKey, kind: DeadlineKind, after: Duration) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let at = self.now + after;
         conn.deadline = Some((at, kind));
-        self.timers.schedule(
-            at,
-            Timer::Conn {
-                key,
-                serial: conn.serial,
-            },
-        );
+        self.timers.schedule(at, Timer::Conn(key));
     }
 
     /// Most bytes of unprocessed input kept per connection; reading pauses
@@ -38,7 +32,7 @@ impl Proxy {
             .saturating_add(READ_CHUNK_BYTES)
     }
 
-    pub(super) fn read_conn(&mut self, key: usize) {
+    pub(super) fn read_conn(&mut self, key: ConnKey) {
         let max_input = self.max_conn_input();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -57,7 +51,7 @@ impl Proxy {
 
     /// Decodes and handles buffered requests while the connection is free to
     /// take them.
-    pub(super) fn process_conn(&mut self, key: usize) {
+    pub(super) fn process_conn(&mut self, key: ConnKey) {
         loop {
             let max_buffer = self.config.max_client_buffer;
             let Some(conn) = self.conns.get_mut(key) else {
@@ -108,7 +102,7 @@ impl Proxy {
 
     /// Sets the deadline a connection is now under, and closes it if the
     /// client is gone and nothing is left to do.
-    pub(super) fn after_processing(&mut self, key: usize) {
+    pub(super) fn after_processing(&mut self, key: ConnKey) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -139,7 +133,7 @@ impl Proxy {
         }
     }
 
-    pub(super) fn flush_conn(&mut self, key: usize) {
+    pub(super) fn flush_conn(&mut self, key: ConnKey) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -157,15 +151,12 @@ impl Proxy {
         let below_limit = conn.unwritten() <= self.config.max_client_buffer;
         match conn.state {
             // The client caught up: its child's stdout may flow again.
-            ConnState::Streaming {
-                session,
-                session_serial,
-                ..
-            } if below_limit
-                && self
-                    .sessions
-                    .get(session)
-                    .is_some_and(|s| s.serial == session_serial && s.upstream_has_backlog()) =>
+            ConnState::Streaming { session, .. }
+                if below_limit
+                    && self
+                        .sessions
+                        .get(session)
+                        .is_some_and(Session::upstream_has_backlog) =>
             {
                 self.resume_upstream_output(session);
             }
@@ -176,35 +167,24 @@ impl Proxy {
         }
     }
 
-    pub(super) fn close_conn(&mut self, key: usize) {
-        if !self.conns.contains(key) {
+    pub(super) fn close_conn(&mut self, key: ConnKey) {
+        let Some(mut conn) = self.conns.remove(key) else {
             return;
-        }
-        let mut conn = self.conns.remove(key);
+        };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         match conn.state {
             ConnState::Streaming {
-                session,
-                session_serial,
-                stream,
-                ..
-            } => self.stream_lost(session, session_serial, stream),
-            ConnState::AwaitingUpstream {
-                exchange,
-                exchange_serial,
-            } => self.client_left_exchange((exchange, exchange_serial), false),
-            ConnState::Relaying {
-                exchange,
-                exchange_serial,
-                ..
-            } => self.client_left_exchange((exchange, exchange_serial), true),
+                session, stream, ..
+            } => self.stream_lost(session, stream),
+            ConnState::AwaitingUpstream { exchange } => self.client_left_exchange(exchange, false),
+            ConnState::Relaying { exchange, .. } => self.client_left_exchange(exchange, true),
             ConnState::Requests => {}
         }
         debug!("connection {key} closed");
     }
 
     /// Queues an immediate response on a connection.
-    pub(super) fn reply(&mut self, key: usize, reply: &Reply, keep_alive: bool) {
+    pub(super) fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
         let keep_alive = keep_alive && self.run_state == RunState::Serving;
         let Some(conn) = self.conns.get_mut(key) else {
             return;

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use log::debug;
 
+use crate::client::ConnKey;
 use crate::core::{Action, Forward, Payload, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
 use crate::mcp::router::StreamId;
-use crate::session::Upstream;
+use crate::session::{SessionKey, Upstream};
 
 use super::streams::StreamHead;
 use super::{Proxy, Timer};
@@ -19,13 +20,13 @@ use super::{Proxy, Timer};
 /// A client connection a core's actions may answer.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientRef {
-    pub key: usize,
+    pub key: ConnKey,
     pub keep_alive: bool,
     pub http11: bool,
 }
 
 impl ClientRef {
-    pub fn of(key: usize, request: &Request) -> ClientRef {
+    pub fn of(key: ConnKey, request: &Request) -> ClientRef {
         ClientRef {
             key,
             keep_alive: request.keep_alive,
@@ -84,7 +85,7 @@ impl Proxy {
     /// Gives one input to a session's core and carries out what it decides.
     pub(super) fn drive(
         &mut self,
-        session_key: usize,
+        session_key: SessionKey,
         origin: Origin<'_>,
         input: impl FnOnce(&mut SessionCore),
     ) {
@@ -102,7 +103,7 @@ impl Proxy {
         self.arm_session_timer(session_key);
     }
 
-    fn apply(&mut self, session_key: usize, origin: Origin<'_>, action: Action) {
+    fn apply(&mut self, session_key: SessionKey, origin: Origin<'_>, action: Action) {
         match action {
             Action::StartStream {
                 stream,
@@ -167,7 +168,7 @@ impl Proxy {
     }
 
     /// Sends messages to the session's upstream, whichever kind it is.
-    fn forward(&mut self, session_key: usize, origin: Origin<'_>, forward: Forward) {
+    fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
         let is_child = self
             .sessions
             .get(session_key)
@@ -201,7 +202,7 @@ impl Proxy {
 
     /// The core ended the session: it is unreachable, and its upstream is
     /// told to stop.
-    fn session_ended(&mut self, session_key: usize, reason: &str) {
+    fn session_ended(&mut self, session_key: SessionKey, reason: &str) {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };
@@ -220,7 +221,7 @@ impl Proxy {
     /// One message from a session's upstream, for the core to route.
     pub(super) fn deliver_from_upstream(
         &mut self,
-        session_key: usize,
+        session_key: SessionKey,
         message: &serde_json::Value,
         kind: Kind,
         raw: &[u8],
@@ -232,19 +233,11 @@ impl Proxy {
     }
 
     /// A connection carrying `stream` went away.
-    pub(super) fn stream_lost(
-        &mut self,
-        session_key: usize,
-        session_serial: u64,
-        stream: StreamId,
-    ) {
+    pub(super) fn stream_lost(&mut self, session_key: SessionKey, stream: StreamId) {
         let now = self.now;
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        if session.serial != session_serial {
-            return;
-        }
         session.stream_conns.remove(&stream);
         self.drive(session_key, Origin::NONE, |core| {
             core.stream_lost(stream, now)
@@ -253,14 +246,19 @@ impl Proxy {
 
     /// Answers every request still waiting on `stream` with an error (its
     /// upstream answer stream ended or broke).
-    pub(super) fn fail_stream_requests(&mut self, session_key: usize, stream: StreamId, why: &str) {
+    pub(super) fn fail_stream_requests(
+        &mut self,
+        session_key: SessionKey,
+        stream: StreamId,
+        why: &str,
+    ) {
         self.drive(session_key, Origin::NONE, |core| {
             core.fail_stream(stream, why)
         });
     }
 
     /// Arms the session's timer for its core's next deadline.
-    fn arm_session_timer(&mut self, session_key: usize) {
+    fn arm_session_timer(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -271,23 +269,16 @@ impl Proxy {
             return;
         }
         session.timer = Some(deadline);
-        let serial = session.serial;
-        self.timers.schedule(
-            deadline,
-            Timer::Session {
-                key: session_key,
-                serial,
-            },
-        );
+        self.timers.schedule(deadline, Timer::Session(session_key));
     }
 
     /// A session's timer fired: its core handles whatever is due.
-    pub(super) fn on_session_timer(&mut self, key: usize, serial: u64, deadline: Instant) {
+    pub(super) fn on_session_timer(&mut self, key: SessionKey, deadline: Instant) {
         let now = self.now;
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        if session.serial != serial || session.timer != Some(deadline) {
+        if session.timer != Some(deadline) {
             return;
         }
         session.timer = None;

@@ -19,16 +19,16 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
 use serde_json::Value;
-use slab::Slab;
 
-use crate::client::{Conn, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
+use crate::arena::Arena;
+use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
 use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::{Decoded, Limits};
 use crate::http::response;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
-use crate::session::Session;
+use crate::session::{Session, SessionKey};
 use crate::timers::TimerQueue;
 use crate::token::Source;
 
@@ -36,7 +36,7 @@ mod children;
 mod conns;
 mod drive;
 pub(crate) mod edge_io;
-mod http_upstream;
+pub(crate) mod http_upstream;
 mod sessions;
 mod streams;
 
@@ -60,31 +60,16 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// chatty child cannot starve the rest of the loop.
 const MAX_STDOUT_READS_PER_TURN: usize = 16;
 
-/// What a timer is for. Stale entries are recognised by the owner's serial
-/// and current deadline, and skipped.
+/// What a timer is for. Stale entries are recognised by their key's
+/// generation and the owner's current deadline, and skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Conn {
-        key: usize,
-        serial: u64,
-    },
-    Heartbeat {
-        key: usize,
-        serial: u64,
-    },
+    Conn(ConnKey),
+    Heartbeat(ConnKey),
     /// A session core's `poll_timeout`.
-    Session {
-        key: usize,
-        serial: u64,
-    },
-    ChildTerm {
-        key: usize,
-        serial: u64,
-    },
-    ChildKill {
-        key: usize,
-        serial: u64,
-    },
+    Session(SessionKey),
+    ChildTerm(SessionKey),
+    ChildKill(SessionKey),
     ShutdownGrace,
     FinalExit,
     /// Wakes the loop when the last flush before exit is over.
@@ -93,10 +78,7 @@ enum Timer {
     Pool,
     /// A session's upstream streams: a gate's wait, a continuation or a
     /// reopen is due.
-    Upstream {
-        key: usize,
-        serial: u64,
-    },
+    Upstream(SessionKey),
 }
 
 /// Whether the proxy is serving or shutting down.
@@ -120,21 +102,20 @@ pub struct Proxy {
     listener_readable: bool,
     policy: AccessPolicy,
     limits: Limits,
-    conns: Slab<Conn>,
-    sessions: Slab<Session>,
+    conns: Arena<Conn>,
+    sessions: Arena<Session>,
     /// Live sessions by id.
-    session_ids: HashMap<String, usize>,
+    session_ids: HashMap<String, SessionKey>,
     /// Sessions by child pid, until the child is reaped.
-    session_pids: HashMap<u32, usize>,
+    session_pids: HashMap<u32, SessionKey>,
     timers: TimerQueue<Timer>,
-    next_serial: u64,
     run_state: RunState,
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
-    flush_list: Vec<usize>,
+    flush_list: Vec<ConnKey>,
     /// Sessions whose stdout had more to read when their turn ended.
-    stdout_backlog: Vec<usize>,
-    process_list: Vec<usize>,
+    stdout_backlog: Vec<SessionKey>,
+    process_list: Vec<ConnKey>,
     scratch: Vec<u8>,
     event_scratch: Vec<u8>,
     local_addr: std::net::SocketAddr,
@@ -209,12 +190,11 @@ impl Proxy {
             listener_readable: true,
             policy,
             limits,
-            conns: Slab::new(),
-            sessions: Slab::new(),
+            conns: Arena::default(),
+            sessions: Arena::default(),
             session_ids: HashMap::new(),
             session_pids: HashMap::new(),
             timers: TimerQueue::default(),
-            next_serial: 1,
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
@@ -232,11 +212,6 @@ impl Proxy {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.local_addr
-    }
-
-    fn serial(&mut self) -> u64 {
-        self.next_serial += 1;
-        self.next_serial
     }
 
     /// Runs until shutdown; returns the process exit code.
@@ -320,7 +295,8 @@ impl Proxy {
                 drain_signal_pipe(&mut self.child_signal);
                 self.reap_children();
             }
-            Source::Client(key) => {
+            Source::Client(index) => {
+                let key = self.conns.key_at(index)?;
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.ready.on_event(event);
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
@@ -329,20 +305,23 @@ impl Proxy {
                     self.read_conn(key);
                 }
             }
-            Source::ChildStdin(key) => {
+            Source::ChildStdin(index) => {
+                let key = self.sessions.key_at(index)?;
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
                     child.stdin.ready.on_event(event);
                     self.flush_stdin(key);
                 }
             }
-            Source::ChildStdout(key) => {
+            Source::ChildStdout(index) => {
+                let key = self.sessions.key_at(index)?;
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
                     child.stdout.ready.on_event(event);
                     self.pump_stdout(key);
                 }
             }
             Source::Upstream(key) => self.on_upstream_event(key, event),
-            Source::ChildStderr(key) => {
+            Source::ChildStderr(index) => {
+                let key = self.sessions.key_at(index)?;
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
                     child.stderr.ready.on_event(event);
                     self.pump_stderr(key);
@@ -409,19 +388,17 @@ impl Proxy {
             return;
         }
         let _ = socket.set_nodelay(true);
-        let serial = self.serial();
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+        let key = self.conns.next_key();
         if let Err(error) = self.poll.registry().register(
             &mut socket,
-            Source::Client(key).token(),
+            Source::Client(key.index()).token(),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("cannot register connection from {peer}: {error}");
             return;
         }
         debug!("connection {key} from {peer}");
-        entry.insert(Conn::new(socket, serial, self.limits));
+        self.conns.insert(Conn::new(socket, self.limits));
         self.set_conn_deadline(key, DeadlineKind::Request, self.config.head_timeout);
     }
 
@@ -431,7 +408,7 @@ impl Proxy {
 impl Proxy {
     /// Removes an ended session once nothing upstream is left to wait for,
     /// logging its end.
-    fn finalize_if_done(&mut self, session_key: usize) {
+    fn finalize_if_done(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };
@@ -449,9 +426,10 @@ impl Proxy {
                 .duration_since(session.core.started())
                 .as_secs_f64()
         );
-        let mut session = self.sessions.remove(session_key);
-        if let Some(child) = session.child_mut() {
-            self.close_child_pipes(child);
+        if let Some(mut session) = self.sessions.remove(session_key) {
+            if let Some(child) = session.child_mut() {
+                self.close_child_pipes(child);
+            }
         }
     }
 
@@ -460,13 +438,13 @@ impl Proxy {
     fn run_timers(&mut self, now: Instant) {
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
-                Timer::Conn { key, serial } => self.on_conn_deadline(key, serial, deadline),
-                Timer::Heartbeat { key, serial } => self.on_heartbeat(key, serial, deadline),
-                Timer::Session { key, serial } => self.on_session_timer(key, serial, deadline),
-                Timer::ChildTerm { key, serial } => self.signal_child(key, serial, libc::SIGTERM),
-                Timer::ChildKill { key, serial } => self.signal_child(key, serial, libc::SIGKILL),
+                Timer::Conn(key) => self.on_conn_deadline(key, deadline),
+                Timer::Heartbeat(key) => self.on_heartbeat(key, deadline),
+                Timer::Session(key) => self.on_session_timer(key, deadline),
+                Timer::ChildTerm(key) => self.signal_child(key, libc::SIGTERM),
+                Timer::ChildKill(key) => self.signal_child(key, libc::SIGKILL),
                 Timer::ShutdownGrace => {
-                    let live: Vec<usize> = self.session_ids.values().copied().collect();
+                    let live: Vec<SessionKey> = self.session_ids.values().copied().collect();
                     if !live.is_empty() {
                         info!(
                             "shutdown grace over: ending {} session(s) with requests in flight",
@@ -480,8 +458,7 @@ impl Proxy {
                 Timer::FinalExit => {
                     self.kill_all_children();
                     self.reap_children();
-                    let left: Vec<usize> = self.sessions.iter().map(|(key, _)| key).collect();
-                    for key in left {
+                    for key in self.sessions.keys() {
                         if let Some(session) = self.sessions.get(key) {
                             warn!(
                                 "exiting with session {} unfinished: {}",
@@ -494,7 +471,7 @@ impl Proxy {
                     self.abandon_exchanges();
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
-                Timer::Upstream { key, serial } => self.on_upstream_timer(key, serial, deadline),
+                Timer::Upstream(key) => self.on_upstream_timer(key, deadline),
                 Timer::ExitFlush => {}
                 Timer::RetryAccept => {
                     self.listener_readable = true;
@@ -517,39 +494,39 @@ impl Proxy {
     }
 
     fn timer_is_live(&self, deadline: Instant, timer: Timer) -> bool {
-        let session_of = |key: usize, serial: u64| {
-            self.sessions
-                .get(key)
-                .filter(|session| session.serial == serial)
-        };
         match timer {
-            Timer::Conn { key, serial } => self.conns.get(key).is_some_and(|conn| {
-                conn.serial == serial && conn.deadline.map(|(at, _)| at) == Some(deadline)
-            }),
-            Timer::Heartbeat { key, serial } => self.conns.get(key).is_some_and(|conn| {
-                conn.serial == serial && conn.heartbeat_timer == Some(deadline)
-            }),
-            Timer::Session { key, serial } => {
-                session_of(key, serial).is_some_and(|session| session.timer == Some(deadline))
-            }
-            Timer::ChildTerm { key, serial } | Timer::ChildKill { key, serial } => {
-                session_of(key, serial)
-                    .and_then(Session::child)
-                    .is_some_and(|child| child.exit.is_none())
-            }
+            Timer::Conn(key) => self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.deadline.map(|(at, _)| at) == Some(deadline)),
+            Timer::Heartbeat(key) => self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.heartbeat_timer == Some(deadline)),
+            Timer::Session(key) => self
+                .sessions
+                .get(key)
+                .is_some_and(|session| session.timer == Some(deadline)),
+            Timer::ChildTerm(key) | Timer::ChildKill(key) => self
+                .sessions
+                .get(key)
+                .and_then(Session::child)
+                .is_some_and(|child| child.exit.is_none()),
             Timer::Pool => self.pool_timer_is(deadline),
-            Timer::Upstream { key, serial } => session_of(key, serial)
+            Timer::Upstream(key) => self
+                .sessions
+                .get(key)
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
             Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept | Timer::ExitFlush => true,
         }
     }
 
-    fn on_conn_deadline(&mut self, key: usize, serial: u64, deadline: Instant) {
+    fn on_conn_deadline(&mut self, key: ConnKey, deadline: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.serial != serial || conn.deadline.map(|(at, _)| at) != Some(deadline) {
+        if conn.deadline.map(|(at, _)| at) != Some(deadline) {
             return;
         }
         let kind = conn.deadline.map(|(_, kind)| kind);
@@ -603,11 +580,11 @@ impl Proxy {
         self.timers.schedule(final_exit, Timer::FinalExit);
         // GET streams carry nothing in flight: they end now, cleanly; the
         // sessions end as they go quiet.
-        let live: Vec<usize> = self.session_ids.values().copied().collect();
+        let live: Vec<SessionKey> = self.session_ids.values().copied().collect();
         for session_key in live {
             self.drive(session_key, drive::Origin::NONE, SessionCore::drain);
         }
-        let idle: Vec<usize> = self
+        let idle: Vec<ConnKey> = self
             .conns
             .iter()
             .filter(|(_, conn)| {

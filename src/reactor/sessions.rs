@@ -7,13 +7,14 @@ use log::{error, info, warn};
 use serde_json::Value;
 
 use crate::child;
+use crate::client::ConnKey;
 use crate::config::{UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{CoreConfig, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::RouterLimits;
-use crate::session::{ChildIo, HttpSession, Session, Upstream};
+use crate::session::{ChildIo, HttpSession, Session, SessionKey, Upstream};
 use crate::session_id;
 
 use super::children::register_child_pipes;
@@ -37,7 +38,7 @@ impl Proxy {
     }
 
     /// Acts on one complete request from a client connection.
-    pub(super) fn handle_request(&mut self, key: usize, request: Request) {
+    pub(super) fn handle_request(&mut self, key: ConnKey, request: Request) {
         if self.run_state != RunState::Serving {
             let reply = Reply::error(
                 503,
@@ -127,7 +128,7 @@ impl Proxy {
 
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
-    fn check_upstream_room(&self, session_key: usize, message: &Value) -> Result<(), Reply> {
+    fn check_upstream_room(&self, session_key: SessionKey, message: &Value) -> Result<(), Reply> {
         let full = self
             .sessions
             .get(session_key)
@@ -145,7 +146,7 @@ impl Proxy {
         Ok(())
     }
 
-    fn initialize(&mut self, key: usize, request: &Request, message: Value) {
+    fn initialize(&mut self, key: ConnKey, request: &Request, message: Value) {
         let id = message.get("id").cloned().unwrap_or(Value::Null);
         if self.session_ids.len() >= self.config.max_sessions {
             warn!(
@@ -179,7 +180,7 @@ impl Proxy {
             }
         };
         let mut upstream = upstream;
-        let session_key = self.sessions.vacant_entry().key();
+        let session_key = self.sessions.next_key();
         if let Upstream::Child(child) = &mut upstream {
             if let Err(error) = register_child_pipes(self.poll.registry(), session_key, child) {
                 error!("cannot watch the pipes of child {}: {error}", child.pid);
@@ -190,7 +191,6 @@ impl Proxy {
             }
             self.session_pids.insert(child.pid, session_key);
         }
-        let serial = self.serial();
         let core = SessionCore::new(session_id, self.core_config(), self.now);
         info!(
             "session {} started: {description}, {} live",
@@ -198,7 +198,7 @@ impl Proxy {
             self.session_ids.len() + 1
         );
         self.session_ids.insert(core.id().to_string(), session_key);
-        self.sessions.insert(Session::new(serial, core, upstream));
+        self.sessions.insert(Session::new(core, upstream));
         let now = self.now;
         let origin = Origin::request(ClientRef::of(key, request), request);
         self.drive(session_key, origin, |core| {
@@ -240,7 +240,7 @@ impl Proxy {
     }
 
     /// Ends a live session (see `SessionCore::end`).
-    pub(super) fn end_session(&mut self, session_key: usize, reason: &str) {
+    pub(super) fn end_session(&mut self, session_key: SessionKey, reason: &str) {
         let shutting_down = self.run_state != RunState::Serving;
         self.drive(session_key, Origin::NONE, |core| {
             core.end(reason, shutting_down)
@@ -249,7 +249,7 @@ impl Proxy {
 
     /// Drops a session that never got going (its upstream refused
     /// initialize): no stream, no DELETE, one log line.
-    pub(super) fn discard_session(&mut self, session_key: usize, why: &str) {
+    pub(super) fn discard_session(&mut self, session_key: SessionKey, why: &str) {
         let Some(session) = self.sessions.get(session_key) else {
             return;
         };

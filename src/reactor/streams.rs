@@ -11,6 +11,8 @@ use crate::mcp::router::{event_id, StreamId};
 use crate::sse;
 
 use super::{Proxy, RunState, Timer};
+use crate::client::ConnKey;
+use crate::session::SessionKey;
 
 /// What the SSE response head says besides the usual.
 pub(super) struct StreamHead<'a> {
@@ -28,8 +30,8 @@ impl Proxy {
     /// Starts an SSE response on a connection and attaches it to `stream`.
     pub(super) fn start_stream(
         &mut self,
-        conn_key: usize,
-        session_key: usize,
+        conn_key: ConnKey,
+        session_key: SessionKey,
         stream: StreamId,
         head: StreamHead<'_>,
     ) {
@@ -60,7 +62,6 @@ impl Proxy {
         }
         conn.state = ConnState::Streaming {
             session: session_key,
-            session_serial: session.serial,
             stream,
             chunked,
         };
@@ -78,14 +79,8 @@ impl Proxy {
         // stream) is due no later than this one and re-arms itself.
         if conn.heartbeat_timer.is_none() {
             conn.heartbeat_timer = Some(heartbeat_at);
-            let serial = conn.serial;
-            self.timers.schedule(
-                heartbeat_at,
-                Timer::Heartbeat {
-                    key: conn_key,
-                    serial,
-                },
-            );
+            self.timers
+                .schedule(heartbeat_at, Timer::Heartbeat(conn_key));
         }
         self.mark_dirty(conn_key);
     }
@@ -94,7 +89,7 @@ impl Proxy {
     /// place in its stream (none for the errors of a session that ends).
     pub(super) fn write_event(
         &mut self,
-        conn_key: usize,
+        conn_key: ConnKey,
         id: Option<(StreamId, u64)>,
         data: &[u8],
     ) {
@@ -119,7 +114,7 @@ impl Proxy {
 
     /// Ends the stream a connection carries; the connection then takes its
     /// next request (or closes, for HTTP/1.0 and `Connection: close`).
-    pub(super) fn finish_stream(&mut self, conn_key: usize) {
+    pub(super) fn finish_stream(&mut self, conn_key: ConnKey) {
         let Some(conn) = self.conns.get_mut(conn_key) else {
             return;
         };
@@ -141,13 +136,13 @@ impl Proxy {
     /// A connection's heartbeat timer fired: comment on its stream if the
     /// stream was silent for a whole interval, and re-arm for when the current
     /// silence would be long enough.
-    pub(super) fn on_heartbeat(&mut self, conn_key: usize, serial: u64, deadline: Instant) {
+    pub(super) fn on_heartbeat(&mut self, conn_key: ConnKey, deadline: Instant) {
         let interval = self.config.sse_keepalive;
         let now = self.now;
         let Some(conn) = self.conns.get_mut(conn_key) else {
             return;
         };
-        if conn.serial != serial || conn.heartbeat_timer != Some(deadline) {
+        if conn.heartbeat_timer != Some(deadline) {
             return;
         }
         conn.heartbeat_timer = None;
@@ -171,13 +166,7 @@ impl Proxy {
         };
         conn.heartbeat_at = Some(next);
         conn.heartbeat_timer = Some(next);
-        self.timers.schedule(
-            next,
-            Timer::Heartbeat {
-                key: conn_key,
-                serial,
-            },
-        );
+        self.timers.schedule(next, Timer::Heartbeat(conn_key));
     }
 }
 

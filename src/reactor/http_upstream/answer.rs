@@ -7,7 +7,7 @@ use super::*;
 impl Proxy {
     pub(in crate::reactor) fn on_response_event(
         &mut self,
-        exchange: ExchangeRef,
+        exchange: ExchangeKey,
         event: ResponseEvent,
         clean: bool,
     ) {
@@ -20,13 +20,13 @@ impl Proxy {
 
     pub(in crate::reactor) fn on_response_head(
         &mut self,
-        exchange: ExchangeRef,
+        exchange: ExchangeKey,
         head: ResponseHead,
     ) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
-        let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+        let Some(entry) = http.exchanges.get_mut(exchange) else {
             return;
         };
         let status = head.status;
@@ -48,10 +48,7 @@ impl Proxy {
             head,
             stream: flows,
         });
-        let session_key = entry
-            .session
-            .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
-            .map(|(key, _)| key);
+        let session_key = entry.session.filter(|key| self.sessions.contains(*key));
         let purpose = entry.purpose;
         let client = entry.client;
         let stream = entry.stream;
@@ -92,7 +89,7 @@ impl Proxy {
                 if let Some(wait) = client {
                     self.reply_to_waiting(wait, &Reply::empty(202));
                 }
-                if let Some(entry) = self.http().and_then(|h| h.exchanges.get_mut(exchange.0)) {
+                if let Some(entry) = self.http().and_then(|h| h.exchanges.get_mut(exchange)) {
                     entry.client = None;
                 }
             }
@@ -114,7 +111,7 @@ impl Proxy {
                 if let Some(wait) = client {
                     self.reply_to_waiting(wait, &Reply::session_not_found());
                 }
-                if let Some(entry) = self.http().and_then(|h| h.exchanges.get_mut(exchange.0)) {
+                if let Some(entry) = self.http().and_then(|h| h.exchanges.get_mut(exchange)) {
                     entry.client = None;
                 }
             }
@@ -148,7 +145,7 @@ impl Proxy {
                 let Some(head) = self
                     .http
                     .as_ref()
-                    .and_then(|h| h.exchanges.get(exchange.0))
+                    .and_then(|h| h.exchanges.get(exchange))
                     .and_then(|entry| entry.life.head().cloned())
                 else {
                     return;
@@ -169,8 +166,7 @@ impl Proxy {
                     conn.close_after_flush_when_idle();
                 }
                 conn.state = ConnState::Relaying {
-                    exchange: exchange.0,
-                    exchange_serial: exchange.1,
+                    exchange,
                     chunked: wait.http11,
                 };
                 if !wait.keep_alive {
@@ -183,22 +179,17 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn client_waits(&self, wait: ClientWait, exchange: ExchangeRef) -> bool {
-        self.conns.get(wait.key).is_some_and(|conn| {
-            conn.serial == wait.serial
-                && conn.state
-                    == ConnState::AwaitingUpstream {
-                        exchange: exchange.0,
-                        exchange_serial: exchange.1,
-                    }
-        })
+    pub(in crate::reactor) fn client_waits(&self, wait: ClientWait, exchange: ExchangeKey) -> bool {
+        self.conns
+            .get(wait.key)
+            .is_some_and(|conn| conn.state == ConnState::AwaitingUpstream { exchange })
     }
 
-    pub(in crate::reactor) fn on_response_body(&mut self, exchange: ExchangeRef, bytes: &[u8]) {
+    pub(in crate::reactor) fn on_response_body(&mut self, exchange: ExchangeKey, bytes: &[u8]) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
-        let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+        let Some(entry) = http.exchanges.get_mut(exchange) else {
             return;
         };
         let is_sse = entry.life.head().is_some_and(|head| {
@@ -226,7 +217,7 @@ impl Proxy {
                 warn!("the upstream sent an SSE event over the size limit; skipped");
                 entry.sse.finish();
             }
-            let session_key = entry.session.map(|(key, _)| key);
+            let session_key = entry.session;
             for event in &events {
                 if let Some(id) = &event.id {
                     entry.sse_end.last_event_id = Some(id.clone());
@@ -252,7 +243,11 @@ impl Proxy {
     }
 
     /// One message (or a JSON array of them) from the upstream, to route.
-    pub(in crate::reactor) fn deliver_upstream_text(&mut self, session_key: usize, text: &[u8]) {
+    pub(in crate::reactor) fn deliver_upstream_text(
+        &mut self,
+        session_key: SessionKey,
+        text: &[u8],
+    ) {
         let Ok(value) = serde_json::from_slice::<Value>(text) else {
             warn!("the upstream sent a message that is not JSON; skipped");
             return;
@@ -277,7 +272,7 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn on_response_end(&mut self, exchange: ExchangeRef, clean: bool) {
+    pub(in crate::reactor) fn on_response_end(&mut self, exchange: ExchangeKey, clean: bool) {
         let now = self.now;
         let Some(mut entry) = self.take_exchange(exchange) else {
             return;
@@ -296,10 +291,7 @@ impl Proxy {
             }
             self.run_pool_actions();
         }
-        let session_key = entry
-            .session
-            .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
-            .map(|(key, _)| key);
+        let session_key = entry.session.filter(|key| self.sessions.contains(*key));
         let status = entry.life.head().map_or(502, |head| head.status);
         match entry.purpose {
             Purpose::Delete => {}
@@ -311,7 +303,7 @@ impl Proxy {
             Purpose::Passthrough => {
                 if let Some(wait) = entry.client {
                     if let Some(conn) = self.conns.get_mut(wait.key) {
-                        if conn.serial == wait.serial {
+                        {
                             if let ConnState::Relaying { chunked, .. } = conn.state {
                                 if chunked {
                                     response::write_last_chunk(conn.output());
@@ -386,7 +378,7 @@ impl Proxy {
     /// stream on purpose: SSE polling); otherwise they get an error.
     pub(in crate::reactor) fn answer_stream_closed(
         &mut self,
-        session_key: usize,
+        session_key: SessionKey,
         entry: &Exchange,
         is_sse: bool,
     ) {

@@ -28,7 +28,7 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn finish_connect(&mut self, key: usize, exchange: Option<ExchangeRef>) {
+    pub(in crate::reactor) fn finish_connect(&mut self, key: usize, exchange: Option<ExchangeKey>) {
         let now = self.now;
         let Some(http) = self.http.as_mut() else {
             return;
@@ -55,11 +55,7 @@ impl Proxy {
                 self.run_pool_actions();
             }
             (Ok(true), Some(exchange)) => {
-                let Some(entry) = http
-                    .exchanges
-                    .get(exchange.0)
-                    .filter(|entry| entry.serial == exchange.1)
-                else {
+                let Some(entry) = http.exchanges.get(exchange) else {
                     self.drop_up_conn(key);
                     return;
                 };
@@ -123,7 +119,7 @@ impl Proxy {
         if up.written < up.output.len() {
             let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
             up.written += outcome.written;
-            if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+            if let Some(entry) = http.exchanges.get_mut(exchange) {
                 entry.life.on(ExchangeEvent::Wrote {
                     written: outcome.written,
                     all_out: up.written == up.output.len(),
@@ -142,7 +138,7 @@ impl Proxy {
 
     /// True when the client stream an exchange feeds cannot take more now.
     pub(in crate::reactor) fn exchange_blocked(&self, exchange: &Exchange) -> bool {
-        let (Some((session_key, _)), Some(stream)) = (exchange.session, exchange.stream) else {
+        let (Some(session_key), Some(stream)) = (exchange.session, exchange.stream) else {
             return false;
         };
         self.sessions
@@ -171,11 +167,7 @@ impl Proxy {
             if !up.ready.readable() {
                 return;
             }
-            let Some(entry) = http
-                .exchanges
-                .get(exchange.0)
-                .filter(|entry| entry.serial == exchange.1)
-            else {
+            let Some(entry) = http.exchanges.get(exchange) else {
                 self.drop_up_conn(key);
                 return;
             };
@@ -183,7 +175,7 @@ impl Proxy {
                 // Back-pressure: the upstream waits in its socket buffer.
                 if let Some(http_session) = entry
                     .session
-                    .and_then(|(session_key, _)| self.sessions.get_mut(session_key))
+                    .and_then(|session_key| self.sessions.get_mut(session_key))
                     .and_then(Session::http_mut)
                 {
                     if !http_session.paused.contains(&key) {
@@ -198,7 +190,7 @@ impl Proxy {
             let Some(up) = http.conns.get_mut(key) else {
                 return;
             };
-            let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+            let Some(entry) = http.exchanges.get_mut(exchange) else {
                 return;
             };
             events.clear();
@@ -242,7 +234,7 @@ impl Proxy {
                     let started = self
                         .http
                         .as_ref()
-                        .and_then(|http| http.exchanges.get(exchange.0))
+                        .and_then(|http| http.exchanges.get(exchange))
                         .is_some_and(|entry| entry.life.head().is_some());
                     let why = if started {
                         format!("the upstream response broke off: {error}")
@@ -257,7 +249,7 @@ impl Proxy {
     }
 
     /// The client caught up: read the upstream connections that waited for it.
-    pub(in crate::reactor) fn resume_http_output(&mut self, session_key: usize) {
+    pub(in crate::reactor) fn resume_http_output(&mut self, session_key: SessionKey) {
         let paused = self
             .sessions
             .get_mut(session_key)
@@ -294,16 +286,12 @@ impl Proxy {
     }
 
     /// Retries an exchange if allowed, or gives up on it.
-    pub(in crate::reactor) fn exchange_failed(&mut self, exchange: ExchangeRef, why: &str) {
+    pub(in crate::reactor) fn exchange_failed(&mut self, exchange: ExchangeKey, why: &str) {
         let now = self.now;
         let Some(http) = self.http.as_mut() else {
             return;
         };
-        let Some(entry) = http
-            .exchanges
-            .get_mut(exchange.0)
-            .filter(|entry| entry.serial == exchange.1)
-        else {
+        let Some(entry) = http.exchanges.get_mut(exchange) else {
             return;
         };
         // Its connection is gone already (evicted or dropped by the caller).
@@ -328,7 +316,7 @@ impl Proxy {
     /// `status` (before a response head) or a JSON-RPC error per request.
     pub(in crate::reactor) fn exchange_gave_up(
         &mut self,
-        exchange: ExchangeRef,
+        exchange: ExchangeKey,
         status: u16,
         why: &str,
     ) {
@@ -353,10 +341,7 @@ impl Proxy {
         }
         self.run_pool_actions();
         warn!("upstream exchange failed: {why}");
-        let session_key = entry
-            .session
-            .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
-            .map(|(key, _)| key);
+        let session_key = entry.session.filter(|key| self.sessions.contains(*key));
         match entry.purpose {
             Purpose::GetStream => {
                 let released = session_key
@@ -388,7 +373,7 @@ impl Proxy {
             }
             if entry.purpose == Purpose::Passthrough {
                 if let Some(wait) = entry.client {
-                    self.close_conn_if(wait.key, wait.serial);
+                    self.close_conn(wait.key);
                 }
             }
             return;
@@ -414,16 +399,8 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn take_exchange(&mut self, exchange: ExchangeRef) -> Option<Exchange> {
-        let http = self.http.as_mut()?;
-        if http
-            .exchanges
-            .get(exchange.0)
-            .is_none_or(|entry| entry.serial != exchange.1)
-        {
-            return None;
-        }
-        Some(http.exchanges.remove(exchange.0))
+    pub(in crate::reactor) fn take_exchange(&mut self, exchange: ExchangeKey) -> Option<Exchange> {
+        self.http.as_mut()?.exchanges.remove(exchange)
     }
 
     /// Answers a client connection that waits for an exchange, if it still does.
@@ -431,21 +408,11 @@ impl Proxy {
         let Some(conn) = self.conns.get_mut(wait.key) else {
             return;
         };
-        if conn.serial != wait.serial || !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
+        if !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
             return;
         }
         conn.state = ConnState::Requests;
         self.reply(wait.key, reply, wait.keep_alive);
         self.process_list.push(wait.key);
-    }
-
-    pub(in crate::reactor) fn close_conn_if(&mut self, key: usize, serial: u64) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|conn| conn.serial == serial)
-        {
-            self.close_conn(key);
-        }
     }
 }

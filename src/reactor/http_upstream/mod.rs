@@ -21,6 +21,10 @@ use mio::Interest;
 use serde_json::Value;
 use slab::Slab;
 
+use crate::arena::{Arena, Key};
+use crate::client::ConnKey;
+use crate::session::SessionKey;
+
 use crate::client::ConnState;
 use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
 use crate::http::request::Request;
@@ -52,8 +56,8 @@ const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BY
 /// Largest non-SSE upstream response body kept (a JSON answer, or an error).
 const MAX_UPSTREAM_BODY_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
 
-/// Names an exchange across slab reuse: key and serial.
-pub(super) type ExchangeRef = (usize, u64);
+/// Names an exchange; stale once it ended.
+pub(crate) type ExchangeKey = Key<Exchange>;
 
 /// The HTTP upstream, its pool, its connections and the exchanges in flight.
 pub(super) struct HttpSide {
@@ -61,10 +65,10 @@ pub(super) struct HttpSide {
     pub host: HostKey,
     pub authority: String,
     pub addr: SocketAddr,
-    pub pool: Pool<ExchangeRef>,
+    pub pool: Pool<ExchangeKey>,
     pub conns: Slab<UpConn>,
-    pub exchanges: Slab<Exchange>,
-    actions: Vec<PoolAction<ExchangeRef>>,
+    pub exchanges: Arena<Exchange>,
+    actions: Vec<PoolAction<ExchangeKey>>,
     /// The deadline of the armed pool timer.
     timer: Option<Instant>,
 }
@@ -84,7 +88,7 @@ impl HttpSide {
             url,
             pool: Pool::new(config),
             conns: Slab::new(),
-            exchanges: Slab::new(),
+            exchanges: Arena::default(),
             actions: Vec::new(),
             timer: None,
         })
@@ -96,11 +100,11 @@ impl HttpSide {
 pub(super) enum UpState {
     /// The connect is in flight; a dedicated (stream) connection already
     /// knows its exchange.
-    Connecting { exchange: Option<ExchangeRef> },
+    Connecting { exchange: Option<ExchangeKey> },
     /// In the pool, waiting for a request.
     Idle,
     /// Carrying an exchange.
-    Busy(ExchangeRef),
+    Busy(ExchangeKey),
 }
 
 /// One connection to the upstream.
@@ -136,15 +140,13 @@ pub(super) enum Purpose {
 /// The client connection waiting for an exchange's response head.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientWait {
-    key: usize,
-    serial: u64,
+    key: ConnKey,
     keep_alive: bool,
     http11: bool,
 }
 
 /// One upstream request and its response.
-pub(super) struct Exchange {
-    serial: u64,
+pub(crate) struct Exchange {
     purpose: Purpose,
     /// The encoded HTTP request, kept for a retry.
     request: Vec<u8>,
@@ -158,7 +160,7 @@ pub(super) struct Exchange {
     sse: SseDecoder,
     body: Vec<u8>,
     client: Option<ClientWait>,
-    session: Option<(usize, u64)>,
+    session: Option<SessionKey>,
     /// The router stream its requests are registered on.
     stream: Option<StreamId>,
     /// The last SSE event id and `retry:` hint the upstream gave, and
@@ -176,10 +178,10 @@ pub(super) struct ExchangeSpec {
     pub body: Vec<u8>,
     pub mcp_method: Option<String>,
     pub request_ids: Vec<Value>,
-    pub session: Option<usize>,
+    pub session: Option<SessionKey>,
     pub stream: Option<StreamId>,
     /// The client request this answers (for its connection and forwarded headers).
-    pub client: Option<(usize, ClientHeaders)>,
+    pub client: Option<(ConnKey, ClientHeaders)>,
     /// Sent as `Last-Event-ID`, to continue an upstream stream.
     pub last_event_id: Option<String>,
 }
@@ -221,8 +223,7 @@ impl Proxy {
 
     /// Starts an exchange: encodes its request and asks the pool for a
     /// connection (a dedicated one for a GET stream).
-    pub(super) fn start_exchange(&mut self, spec: ExchangeSpec) -> Option<ExchangeRef> {
-        let serial = self.serial();
+    pub(super) fn start_exchange(&mut self, spec: ExchangeSpec) -> Option<ExchangeKey> {
         let session = spec
             .session
             .and_then(|key| self.sessions.get(key).map(|session| (key, session)));
@@ -261,8 +262,8 @@ impl Proxy {
             (None, None) => {}
         }
         headers.extend(self.config.upstream_headers.iter().cloned());
-        let session_ref = session.map(|(key, session)| (key, session.serial));
-        if let (Some((_, client)), Some((key, _))) = (&spec.client, session_ref) {
+        let session_ref = session.map(|(key, _)| key);
+        if let (Some((_, client)), Some(key)) = (&spec.client, session_ref) {
             if let Some(http) = self.sessions.get_mut(key).and_then(Session::http_mut) {
                 if http.forwarded != client.forwarded {
                     http.forwarded.clone_from(&client.forwarded);
@@ -285,14 +286,10 @@ impl Proxy {
         );
         let client = spec.client.as_ref().map(|(key, client)| ClientWait {
             key: *key,
-            serial: 0,
             keep_alive: client.keep_alive,
             http11: client.http11,
         });
-        let entry = http.exchanges.vacant_entry();
-        let key = entry.key();
-        entry.insert(Exchange {
-            serial,
+        let exchange = http.exchanges.insert(Exchange {
             purpose: spec.purpose,
             request,
             request_ids: spec.request_ids,
@@ -308,22 +305,17 @@ impl Proxy {
             sse_end: StreamEnd::default(),
             empty_reconnects: 0,
         });
-        let exchange = (key, serial);
-        if let Some(mut wait) = client {
+        if let Some(wait) = client {
             if let Some(conn) = self.conns.get_mut(wait.key) {
-                wait.serial = conn.serial;
-                conn.state = ConnState::AwaitingUpstream {
-                    exchange: key,
-                    exchange_serial: serial,
-                };
+                conn.state = ConnState::AwaitingUpstream { exchange };
                 conn.deadline = None;
-                if let Some(exchange) = self.http().and_then(|h| h.exchanges.get_mut(key)) {
+                if let Some(exchange) = self.http().and_then(|h| h.exchanges.get_mut(exchange)) {
                     exchange.client = Some(wait);
                 }
             }
         }
         let gated = match (spec.purpose, session_ref) {
-            (Purpose::Messages { .. }, Some((session_key, _))) => self
+            (Purpose::Messages { .. }, Some(session_key)) => self
                 .sessions
                 .get_mut(session_key)
                 .and_then(Session::http_mut)
@@ -348,7 +340,7 @@ impl Proxy {
     }
 
     /// Opens a connection outside the pool for a long-lived stream.
-    fn open_dedicated(&mut self, exchange: ExchangeRef) {
+    fn open_dedicated(&mut self, exchange: ExchangeKey) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
@@ -382,7 +374,7 @@ impl Proxy {
                 });
                 let host = http.host.clone();
                 http.pool.stream_opened(&host);
-                if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+                if let Some(entry) = http.exchanges.get_mut(exchange) {
                     // The request goes out once the connect completes.
                     entry.life.on(ExchangeEvent::Assigned {
                         conn: key,
@@ -413,7 +405,7 @@ impl Proxy {
         self.arm_pool_timer();
     }
 
-    fn run_pool_action(&mut self, action: PoolAction<ExchangeRef>) {
+    fn run_pool_action(&mut self, action: PoolAction<ExchangeKey>) {
         {
             match action {
                 PoolAction::Assign {
@@ -536,15 +528,12 @@ impl Proxy {
     }
 
     /// The pool gave `conn` to `exchange`.
-    fn assign(&mut self, exchange: ExchangeRef, conn: usize, reused: bool, peek: bool) {
+    fn assign(&mut self, exchange: ExchangeKey, conn: usize, reused: bool, peek: bool) {
         let now = self.now;
         let Some(http) = self.http.as_mut() else {
             return;
         };
-        let alive = http
-            .exchanges
-            .get(exchange.0)
-            .is_some_and(|entry| entry.serial == exchange.1);
+        let alive = http.exchanges.contains(exchange);
         if !alive {
             // Its request is gone: the connection goes straight back.
             http.pool.release(conn, true, now, &mut http.actions);
@@ -571,7 +560,7 @@ impl Proxy {
                 return;
             }
         }
-        let Some(entry) = http.exchanges.get_mut(exchange.0) else {
+        let Some(entry) = http.exchanges.get_mut(exchange) else {
             return;
         };
         let Some(up) = http.conns.get_mut(conn) else {

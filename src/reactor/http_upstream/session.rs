@@ -8,7 +8,11 @@ use super::*;
 impl Proxy {
     /// The upstream ended the session's GET stream: it is reopened after the
     /// server's `retry:` hint, from its last event id, while the session lives.
-    pub(in crate::reactor) fn get_stream_closed(&mut self, session_key: usize, entry: &Exchange) {
+    pub(in crate::reactor) fn get_stream_closed(
+        &mut self,
+        session_key: SessionKey,
+        entry: &Exchange,
+    ) {
         let now = self.now;
         let serving = self.run_state == RunState::Serving;
         let Some(session) = self.sessions.get_mut(session_key) else {
@@ -37,7 +41,7 @@ impl Proxy {
 
     /// The session's gate opened (its upstream GET stream answered, failed,
     /// or took too long): the messages it held go, in order.
-    pub(in crate::reactor) fn send_released(&mut self, released: Option<Vec<ExchangeRef>>) {
+    pub(in crate::reactor) fn send_released(&mut self, released: Option<Vec<ExchangeKey>>) {
         let now = self.now;
         let Some(released) = released else {
             return;
@@ -47,10 +51,7 @@ impl Proxy {
         };
         let host = http.host.clone();
         for exchange in released {
-            let alive = http
-                .exchanges
-                .get(exchange.0)
-                .is_some_and(|entry| entry.serial == exchange.1);
+            let alive = http.exchanges.contains(exchange);
             if alive {
                 http.pool.checkout(&host, exchange, now, &mut http.actions);
             }
@@ -62,7 +63,7 @@ impl Proxy {
     /// notification) could not be delivered: the upstream would wait for it
     /// forever, so the session fails, and every request still pending gets
     /// an error.
-    pub(in crate::reactor) fn message_lost(&mut self, session_key: usize, why: &str) {
+    pub(in crate::reactor) fn message_lost(&mut self, session_key: SessionKey, why: &str) {
         if let Some(session) = self.sessions.get(session_key).filter(|s| s.core.is_live()) {
             warn!(
                 "session {}: a message for the upstream was lost: {why}",
@@ -76,11 +77,10 @@ impl Proxy {
     }
 
     /// Arms the session's upstream timer for its earliest due moment.
-    pub(in crate::reactor) fn arm_upstream_timer(&mut self, session_key: usize) {
+    pub(in crate::reactor) fn arm_upstream_timer(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let serial = session.serial;
         let Some(http) = session.http_mut() else {
             return;
         };
@@ -91,25 +91,14 @@ impl Proxy {
             return;
         }
         http.upstream_timer = Some(deadline);
-        self.timers.schedule(
-            deadline,
-            Timer::Upstream {
-                key: session_key,
-                serial,
-            },
-        );
+        self.timers.schedule(deadline, Timer::Upstream(session_key));
     }
 
     /// The session's upstream timer fired: the gate opens if its wait is
     /// over, and streams due to be continued or reopened are.
-    pub(in crate::reactor) fn on_upstream_timer(
-        &mut self,
-        key: usize,
-        serial: u64,
-        deadline: Instant,
-    ) {
+    pub(in crate::reactor) fn on_upstream_timer(&mut self, key: SessionKey, deadline: Instant) {
         let now = self.now;
-        let Some(session) = self.sessions.get_mut(key).filter(|s| s.serial == serial) else {
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let short_id = session.core.short_id().to_string();
@@ -137,7 +126,7 @@ impl Proxy {
     /// Reconnects to an answer stream with `Last-Event-ID`.
     pub(in crate::reactor) fn start_continuation(
         &mut self,
-        session_key: usize,
+        session_key: SessionKey,
         continuation: Continuation<StreamId>,
     ) {
         let alive = self.sessions.get(session_key).is_some_and(|session| {
@@ -160,8 +149,7 @@ impl Proxy {
         if let Some(entry) = exchange.and_then(|exchange| {
             self.http
                 .as_mut()
-                .and_then(|http| http.exchanges.get_mut(exchange.0))
-                .filter(|entry| entry.serial == exchange.1)
+                .and_then(|http| http.exchanges.get_mut(exchange))
         }) {
             entry.empty_reconnects = continuation.empty_reconnects;
         }
@@ -172,7 +160,7 @@ impl Proxy {
     /// from an event id) holds the session's next messages until it is open
     /// upstream: a server drops what it sends to a standalone stream that is
     /// not open yet, and the client was told its stream is open.
-    pub(in crate::reactor) fn open_upstream_get(&mut self, session_key: usize) {
+    pub(in crate::reactor) fn open_upstream_get(&mut self, session_key: SessionKey) {
         let opening = self
             .sessions
             .get_mut(session_key)
@@ -197,11 +185,9 @@ impl Proxy {
         let now = self.now;
         // It may have failed already (a refused connect).
         let exchange = exchange.filter(|exchange| {
-            self.http.as_ref().is_some_and(|http| {
-                http.exchanges
-                    .get(exchange.0)
-                    .is_some_and(|entry| entry.serial == exchange.1)
-            })
+            self.http
+                .as_ref()
+                .is_some_and(|http| http.exchanges.contains(*exchange))
         });
         if let Some(http) = self
             .sessions
@@ -217,7 +203,7 @@ impl Proxy {
 
     /// A session on the HTTP upstream ended: DELETE it upstream and close its
     /// GET stream.
-    pub(in crate::reactor) fn end_http_session(&mut self, session_key: usize) {
+    pub(in crate::reactor) fn end_http_session(&mut self, session_key: SessionKey) {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
@@ -256,7 +242,7 @@ impl Proxy {
     /// A client connection waiting for (or relaying) an exchange went away.
     pub(in crate::reactor) fn client_left_exchange(
         &mut self,
-        exchange: ExchangeRef,
+        exchange: ExchangeKey,
         relaying: bool,
     ) {
         if relaying {
@@ -275,14 +261,13 @@ impl Proxy {
         let Some(entry) = self
             .http
             .as_mut()
-            .and_then(|http| http.exchanges.get_mut(exchange.0))
-            .filter(|entry| entry.serial == exchange.1)
+            .and_then(|http| http.exchanges.get_mut(exchange))
         else {
             return;
         };
         entry.client = None;
-        if let (Some((session_key, serial)), Some(stream)) = (entry.session, entry.stream) {
-            self.stream_lost(session_key, serial, stream);
+        if let (Some(session_key), Some(stream)) = (entry.session, entry.stream) {
+            self.stream_lost(session_key, stream);
         }
     }
 
@@ -291,7 +276,7 @@ impl Proxy {
     /// requests, its status otherwise).
     pub(in crate::reactor) fn forward_http(
         &mut self,
-        session_key: usize,
+        session_key: SessionKey,
         origin: Origin<'_>,
         forward: Forward,
     ) {
@@ -337,7 +322,7 @@ impl Proxy {
     /// A stateless-era request goes to the HTTP upstream as it is, with no
     /// session; its answer comes back as it is. False without an HTTP
     /// upstream.
-    pub(in crate::reactor) fn passthrough(&mut self, key: usize, request: &Request) -> bool {
+    pub(in crate::reactor) fn passthrough(&mut self, key: ConnKey, request: &Request) -> bool {
         if self.http.is_none() {
             return false;
         }
