@@ -15,7 +15,7 @@ use crate::core::SessionCore;
 use crate::lines::LineFramer;
 use crate::mcp::router::StreamId;
 use crate::reactor::edge_io::{read_into, write_from, ReadOutcome, Readiness};
-use crate::reactor::http_upstream::ExchangeKey;
+use crate::reactor::http_upstream::{ExchangeKey, UpConnKey};
 use crate::upstream::streams::StreamSchedule;
 
 /// Longest stderr line logged whole; longer ones are cut.
@@ -147,7 +147,7 @@ pub struct HttpSession {
     /// one. The client never sees it.
     pub upstream_id: Option<String>,
     /// Upstream connections not read from because a client stream is full.
-    pub paused: Vec<usize>,
+    pub paused: Vec<UpConnKey>,
     /// The headers (`--forward-header`) the client sent last: mcphop's own
     /// requests for the session (GET stream, cancels, DELETE) carry them too.
     pub forwarded: Vec<(String, String)>,

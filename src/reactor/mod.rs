@@ -319,7 +319,10 @@ impl Proxy {
                     self.pump_stdout(key);
                 }
             }
-            Source::Upstream(key) => self.on_upstream_event(key, event),
+            Source::Upstream(index) => {
+                let key = self.http.as_ref()?.conns.key_at(index)?;
+                self.on_upstream_event(key, event);
+            }
             Source::ChildStderr(index) => {
                 let key = self.sessions.key_at(index)?;
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {

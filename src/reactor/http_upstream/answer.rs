@@ -283,7 +283,8 @@ impl Proxy {
                 match http.conns.get_mut(conn) {
                     Some(up) if up.pooled => {
                         up.state = UpState::Idle;
-                        http.pool.release(conn, reusable, now, &mut http.actions);
+                        http.pool
+                            .release(conn.index(), reusable, now, &mut http.actions);
                     }
                     Some(_) => self.drop_up_conn(conn),
                     None => {}

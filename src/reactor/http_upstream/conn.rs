@@ -6,7 +6,7 @@ use super::*;
 
 impl Proxy {
     /// A readiness event on an upstream connection.
-    pub(in crate::reactor) fn on_upstream_event(&mut self, key: usize, event: &Event) {
+    pub(in crate::reactor) fn on_upstream_event(&mut self, key: UpConnKey, event: &Event) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
@@ -28,7 +28,11 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn finish_connect(&mut self, key: usize, exchange: Option<ExchangeKey>) {
+    pub(in crate::reactor) fn finish_connect(
+        &mut self,
+        key: UpConnKey,
+        exchange: Option<ExchangeKey>,
+    ) {
         let now = self.now;
         let Some(http) = self.http.as_mut() else {
             return;
@@ -51,7 +55,7 @@ impl Proxy {
             (Ok(false), _) => {}
             (Ok(true), None) => {
                 up.state = UpState::Idle;
-                http.pool.connected(key, now, &mut http.actions);
+                http.pool.connected(key.index(), now, &mut http.actions);
                 self.run_pool_actions();
             }
             (Ok(true), Some(exchange)) => {
@@ -66,9 +70,10 @@ impl Proxy {
             }
             (Err(error), None) => {
                 debug!("upstream connect failed: {error}");
-                let mut conn = http.conns.remove(key);
-                let _ = self.poll.registry().deregister(&mut conn.socket);
-                http.pool.connect_failed(key, &mut http.actions);
+                if let Some(mut conn) = http.conns.remove(key) {
+                    let _ = self.poll.registry().deregister(&mut conn.socket);
+                }
+                http.pool.connect_failed(key.index(), &mut http.actions);
                 self.run_pool_actions();
             }
             (Err(error), Some(exchange)) => {
@@ -82,7 +87,7 @@ impl Proxy {
     }
 
     /// Anything on an idle pooled connection (EOF, data, error) evicts it.
-    pub(in crate::reactor) fn idle_conn_event(&mut self, key: usize) {
+    pub(in crate::reactor) fn idle_conn_event(&mut self, key: UpConnKey) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
@@ -101,11 +106,11 @@ impl Proxy {
             Err(_) => EvictCause::Error,
         };
         debug!("idle upstream connection {key} evicted: {}", cause.name());
-        http.pool.evict(key, cause, &mut http.actions);
+        http.pool.evict(key.index(), cause, &mut http.actions);
         self.run_pool_actions();
     }
 
-    pub(in crate::reactor) fn flush_up_conn(&mut self, key: usize) {
+    pub(in crate::reactor) fn flush_up_conn(&mut self, key: UpConnKey) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
@@ -150,7 +155,7 @@ impl Proxy {
 
     /// Reads and decodes what an upstream connection has, until it would
     /// block, the response ends, or the client stream it feeds is full.
-    pub(in crate::reactor) fn read_up_conn(&mut self, key: usize) {
+    pub(in crate::reactor) fn read_up_conn(&mut self, key: UpConnKey) {
         let mut events = Vec::new();
         // Bytes came after the response: the connection cannot be reused.
         let mut leftover = false;
@@ -263,7 +268,7 @@ impl Proxy {
 
     /// An upstream connection failed mid-exchange: it is dropped, and the
     /// exchange is retried if the rules allow, or answered with an error.
-    pub(in crate::reactor) fn conn_broke(&mut self, key: usize, why: &str) {
+    pub(in crate::reactor) fn conn_broke(&mut self, key: UpConnKey, why: &str) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
@@ -275,7 +280,8 @@ impl Proxy {
             _ => None,
         };
         if up.pooled {
-            http.pool.evict(key, EvictCause::Error, &mut http.actions);
+            http.pool
+                .evict(key.index(), EvictCause::Error, &mut http.actions);
             self.run_pool_actions();
         } else {
             self.drop_up_conn(key);
@@ -330,7 +336,8 @@ impl Proxy {
         if let Some(conn) = conn {
             if let Some(http) = self.http.as_mut() {
                 if http.conns.get(conn).is_some_and(|up| up.pooled) {
-                    http.pool.evict(conn, EvictCause::Error, &mut http.actions);
+                    http.pool
+                        .evict(conn.index(), EvictCause::Error, &mut http.actions);
                 } else {
                     self.drop_up_conn(conn);
                 }

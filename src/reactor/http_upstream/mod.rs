@@ -14,16 +14,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::arena::{Arena, Key};
+use crate::client::ConnKey;
+use crate::session::SessionKey;
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Interest;
 use serde_json::Value;
-use slab::Slab;
-
-use crate::arena::{Arena, Key};
-use crate::client::ConnKey;
-use crate::session::SessionKey;
 
 use crate::client::ConnState;
 use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
@@ -56,6 +54,10 @@ const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BY
 /// Largest non-SSE upstream response body kept (a JSON answer, or an error).
 const MAX_UPSTREAM_BODY_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
 
+/// Names a connection to the upstream; stale once it closed. The pool
+/// knows it by its index.
+pub(crate) type UpConnKey = Key<UpConn>;
+
 /// Names an exchange; stale once it ended.
 pub(crate) type ExchangeKey = Key<Exchange>;
 
@@ -66,7 +68,7 @@ pub(super) struct HttpSide {
     pub authority: String,
     pub addr: SocketAddr,
     pub pool: Pool<ExchangeKey>,
-    pub conns: Slab<UpConn>,
+    pub conns: Arena<UpConn>,
     pub exchanges: Arena<Exchange>,
     actions: Vec<PoolAction<ExchangeKey>>,
     /// The deadline of the armed pool timer.
@@ -87,7 +89,7 @@ impl HttpSide {
             addr,
             url,
             pool: Pool::new(config),
-            conns: Slab::new(),
+            conns: Arena::default(),
             exchanges: Arena::default(),
             actions: Vec::new(),
             timer: None,
@@ -108,7 +110,7 @@ pub(super) enum UpState {
 }
 
 /// One connection to the upstream.
-pub(super) struct UpConn {
+pub(crate) struct UpConn {
     socket: TcpStream,
     state: UpState,
     /// False for a session's dedicated GET stream connection.
@@ -155,7 +157,7 @@ pub(crate) struct Exchange {
     /// Where it is (queued, writing, awaiting the head, streaming or
     /// collecting, done or failed), its connection and response head, and
     /// the retry rule's inputs.
-    life: Lifecycle<usize>,
+    life: Lifecycle<UpConnKey>,
     decoder: ResponseDecoder,
     sse: SseDecoder,
     body: Vec<u8>,
@@ -346,14 +348,13 @@ impl Proxy {
         };
         match TcpStream::connect(http.addr) {
             Ok(mut socket) => {
-                let entry = http.conns.vacant_entry();
-                let key = entry.key();
+                let key = http.conns.next_key();
                 if self
                     .poll
                     .registry()
                     .register(
                         &mut socket,
-                        Source::Upstream(key).token(),
+                        Source::Upstream(key.index()).token(),
                         Interest::READABLE | Interest::WRITABLE,
                     )
                     .is_err()
@@ -362,7 +363,7 @@ impl Proxy {
                     return;
                 }
                 let _ = socket.set_nodelay(true);
-                entry.insert(UpConn {
+                http.conns.insert(UpConn {
                     socket,
                     state: UpState::Connecting {
                         exchange: Some(exchange),
@@ -406,6 +407,14 @@ impl Proxy {
     }
 
     fn run_pool_action(&mut self, action: PoolAction<ExchangeKey>) {
+        // The pool knows connections by index; the key of what lives there
+        // now is the one it means (it forgets a connection when it closes).
+        let key_at = |proxy: &Proxy, index: usize| {
+            proxy
+                .http
+                .as_ref()
+                .and_then(|http| http.conns.key_at(index))
+        };
         {
             match action {
                 PoolAction::Assign {
@@ -413,15 +422,22 @@ impl Proxy {
                     conn,
                     reused,
                     peek,
-                } => self.assign(waiter, conn, reused, peek),
+                } => match key_at(self, conn) {
+                    Some(conn) => self.assign(waiter, conn, reused, peek),
+                    None => self.exchange_failed(waiter, "the pool lent a connection that is gone"),
+                },
                 PoolAction::Connect { host } => self.connect_pooled(&host),
                 PoolAction::Close { conn, cause } => {
                     debug!("upstream connection {conn} closed: {}", cause.name());
-                    self.drop_up_conn(conn);
+                    if let Some(conn) = key_at(self, conn) {
+                        self.drop_up_conn(conn);
+                    }
                 }
                 PoolAction::AbortConnect { conn } => {
                     debug!("upstream connection {conn}: connect timed out");
-                    self.drop_up_conn(conn);
+                    if let Some(conn) = key_at(self, conn) {
+                        self.drop_up_conn(conn);
+                    }
                 }
                 PoolAction::WaiterTimedOut { waiter } => {
                     self.exchange_gave_up(
@@ -484,10 +500,10 @@ impl Proxy {
             return;
         };
         let socket = TcpStream::connect(http.addr).and_then(|mut socket| {
-            let key = http.conns.vacant_entry().key();
+            let key = http.conns.next_key();
             self.poll.registry().register(
                 &mut socket,
-                Source::Upstream(key).token(),
+                Source::Upstream(key.index()).token(),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             Ok(socket)
@@ -503,7 +519,7 @@ impl Proxy {
                     written: 0,
                     ready: Readiness::default(),
                 });
-                http.pool.connecting(host, key, now);
+                http.pool.connecting(host, key.index(), now);
             }
             Err(error) => {
                 warn!("cannot open a connection to the upstream {host}: {error}");
@@ -512,14 +528,13 @@ impl Proxy {
         }
     }
 
-    fn drop_up_conn(&mut self, key: usize) {
+    fn drop_up_conn(&mut self, key: UpConnKey) {
         let Some(http) = self.http.as_mut() else {
             return;
         };
-        if !http.conns.contains(key) {
+        let Some(mut conn) = http.conns.remove(key) else {
             return;
-        }
-        let mut conn = http.conns.remove(key);
+        };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if !conn.pooled {
             let host = http.host.clone();
@@ -528,7 +543,7 @@ impl Proxy {
     }
 
     /// The pool gave `conn` to `exchange`.
-    fn assign(&mut self, exchange: ExchangeKey, conn: usize, reused: bool, peek: bool) {
+    fn assign(&mut self, exchange: ExchangeKey, conn: UpConnKey, reused: bool, peek: bool) {
         let now = self.now;
         let Some(http) = self.http.as_mut() else {
             return;
@@ -536,7 +551,8 @@ impl Proxy {
         let alive = http.exchanges.contains(exchange);
         if !alive {
             // Its request is gone: the connection goes straight back.
-            http.pool.release(conn, true, now, &mut http.actions);
+            http.pool
+                .release(conn.index(), true, now, &mut http.actions);
             return;
         }
         if peek {
@@ -555,7 +571,7 @@ impl Proxy {
                     cause.name()
                 );
                 let host = http.host.clone();
-                http.pool.evict(conn, cause, &mut http.actions);
+                http.pool.evict(conn.index(), cause, &mut http.actions);
                 http.pool.checkout(&host, exchange, now, &mut http.actions);
                 return;
             }
@@ -568,7 +584,8 @@ impl Proxy {
         };
         if entry.life.on(ExchangeEvent::Assigned { conn, reused }) != (Step::Send { conn }) {
             // Not waiting for a connection (a duplicate grant): it goes back.
-            http.pool.release(conn, true, now, &mut http.actions);
+            http.pool
+                .release(conn.index(), true, now, &mut http.actions);
             return;
         }
         up.state = UpState::Busy(exchange);

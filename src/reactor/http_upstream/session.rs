@@ -251,7 +251,7 @@ impl Proxy {
                 if let Some(conn) = entry.life.conn() {
                     if let Some(http) = self.http.as_mut() {
                         http.pool
-                            .evict(conn, EvictCause::NotReusable, &mut http.actions);
+                            .evict(conn.index(), EvictCause::NotReusable, &mut http.actions);
                     }
                     self.run_pool_actions();
                 }
@@ -364,8 +364,7 @@ impl Proxy {
             );
         }
         http.exchanges.clear();
-        let keys: Vec<usize> = http.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
+        for key in http.conns.keys() {
             self.drop_up_conn(key);
         }
     }
