@@ -1,144 +1,17 @@
-//! One client session's state: its id, its routing table, its child process
-//! with the three pipes (stdin write queue, stdout and stderr line framers),
-//! and its lifecycle from start to reaping.
+//! One client session's state in the reactor: its sans-IO core, which client
+//! connection carries each of its streams, and its per-session upstream state
+//! (for a Streamable HTTP upstream; a stdio child is held by the stdio
+//! upstream adapter, by session key).
 
 use std::collections::HashMap;
-use std::io;
 use std::time::Instant;
 
-use mio::unix::pipe::{Receiver, Sender};
-
 use crate::arena::Key;
-use crate::child::{ExitStatus, SpawnedChild};
 use crate::client::ConnKey;
 use crate::core::SessionCore;
-use crate::lines::LineFramer;
 use crate::mcp::router::StreamId;
-use crate::reactor::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 use crate::reactor::http_upstream::{ExchangeKey, UpConnKey};
 use crate::upstream::streams::StreamSchedule;
-
-/// Longest stderr line logged whole; longer ones are cut.
-pub const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
-
-/// A child's stdin: a queue of bytes and how much of it is written.
-pub struct StdinQueue {
-    pub pipe: Option<Sender>,
-    buffer: Vec<u8>,
-    written: usize,
-    pub ready: Readiness,
-}
-
-impl StdinQueue {
-    fn new(pipe: Sender) -> Self {
-        StdinQueue {
-            pipe: Some(pipe),
-            buffer: Vec::new(),
-            written: 0,
-            ready: Readiness::ready(),
-        }
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn unwritten(&self) -> usize {
-        self.buffer.len() - self.written
-    }
-
-    /// Queues one message as a line; dropped when the child no longer reads
-    /// its stdin (its session is about to end).
-    pub fn push_line(&mut self, message: &[u8]) {
-        if self.pipe.is_none() {
-            return;
-        }
-        self.buffer.extend_from_slice(message);
-        self.buffer.push(b'\n');
-    }
-
-    /// Writes until done or the pipe would block. An error means the child
-    /// no longer reads its stdin.
-    pub fn flush(&mut self) -> io::Result<()> {
-        let Some(pipe) = self.pipe.as_mut() else {
-            return Ok(());
-        };
-        if self.written < self.buffer.len() {
-            let outcome = write_from(pipe, &mut self.ready, &self.buffer[self.written..]);
-            self.written += outcome.written;
-            if let Some(error) = outcome.failed {
-                return Err(error);
-            }
-        }
-        if self.written == self.buffer.len() {
-            self.buffer.clear();
-            self.written = 0;
-        }
-        Ok(())
-    }
-}
-
-/// A readable pipe with its framer and remembered readiness.
-pub struct LinePipe {
-    pub pipe: Option<Receiver>,
-    pub framer: LineFramer,
-    pub ready: Readiness,
-}
-
-/// What one read from a pipe gave.
-pub enum PipeRead {
-    /// Bytes were fed to the framer.
-    Data,
-    /// Nothing to read now (drained until the next edge).
-    WouldBlock,
-    /// End of file, or the pipe failed.
-    Closed,
-}
-
-impl LinePipe {
-    fn new(pipe: Receiver, max_line: usize) -> Self {
-        LinePipe {
-            pipe: Some(pipe),
-            framer: LineFramer::new(max_line),
-            ready: Readiness::ready(),
-        }
-    }
-
-    /// One `read` into the framer (none when the pipe is not readable, or
-    /// was drained by a short read).
-    pub fn read_once(&mut self, scratch: &mut [u8]) -> PipeRead {
-        let Some(pipe) = self.pipe.as_mut() else {
-            return PipeRead::Closed;
-        };
-        match read_into(pipe, &mut self.ready, scratch) {
-            ReadOutcome::Data(count) => {
-                self.framer.feed(&scratch[..count]);
-                PipeRead::Data
-            }
-            ReadOutcome::Blocked => PipeRead::WouldBlock,
-            ReadOutcome::Eof | ReadOutcome::Failed(_) => PipeRead::Closed,
-        }
-    }
-}
-
-/// A stdio upstream: the session's own child process and its three pipes.
-pub struct ChildIo {
-    pub pid: u32,
-    pub stdin: StdinQueue,
-    pub stdout: LinePipe,
-    pub stderr: LinePipe,
-    /// How it ended, once reaped.
-    pub exit: Option<ExitStatus>,
-}
-
-impl ChildIo {
-    pub fn new(child: SpawnedChild, max_line_bytes: usize) -> Self {
-        ChildIo {
-            pid: child.pid,
-            stdin: StdinQueue::new(child.stdin),
-            stdout: LinePipe::new(child.stdout, max_line_bytes),
-            stderr: LinePipe::new(child.stderr, MAX_STDERR_LINE_BYTES),
-            exit: None,
-        }
-    }
-}
 
 /// A Streamable HTTP upstream: the session's counterpart on the server.
 #[derive(Debug, Default)]
@@ -161,9 +34,13 @@ pub struct HttpSession {
 }
 
 /// What a session talks to upstream.
+// The stdio variant is empty (its child lives in the stdio adapter); a
+// session slot a few hundred bytes larger costs less than an allocation per
+// HTTP session.
+#[allow(clippy::large_enum_variant)]
 pub enum Upstream {
-    /// Its own stdio child.
-    Child(ChildIo),
+    /// Its own stdio child, held by `reactor::stdio_upstream::StdioUpstream`.
+    Stdio,
     /// A session on a Streamable HTTP server, reached through the pool.
     Http(HttpSession),
 }
@@ -182,16 +59,6 @@ pub struct Session {
     pub timer: Option<Instant>,
 }
 
-impl Upstream {
-    /// Bytes queued for the upstream and not yet taken (a child's stdin).
-    pub fn backlog(&self) -> usize {
-        match self {
-            Upstream::Child(child) => child.stdin.unwritten(),
-            Upstream::Http(_) => 0,
-        }
-    }
-}
-
 impl Session {
     pub fn new(core: SessionCore, upstream: Upstream) -> Self {
         Session {
@@ -202,27 +69,11 @@ impl Session {
         }
     }
 
-    /// The stdio child, for a session with one.
-    pub fn child(&self) -> Option<&ChildIo> {
-        match &self.upstream {
-            Upstream::Child(child) => Some(child),
-            Upstream::Http(_) => None,
-        }
-    }
-
-    /// The stdio child, for a session with one.
-    pub fn child_mut(&mut self) -> Option<&mut ChildIo> {
-        match &mut self.upstream {
-            Upstream::Child(child) => Some(child),
-            Upstream::Http(_) => None,
-        }
-    }
-
     /// The HTTP upstream session, for a session with one.
     pub fn http_mut(&mut self) -> Option<&mut HttpSession> {
         match &mut self.upstream {
             Upstream::Http(http) => Some(http),
-            Upstream::Child(_) => None,
+            Upstream::Stdio => None,
         }
     }
 
@@ -230,40 +81,18 @@ impl Session {
     pub fn http(&self) -> Option<&HttpSession> {
         match &self.upstream {
             Upstream::Http(http) => Some(http),
-            Upstream::Child(_) => None,
+            Upstream::Stdio => None,
         }
     }
+}
 
-    /// True once nothing upstream is left to wait for: the child was reaped.
-    pub fn upstream_done(&self) -> bool {
-        match &self.upstream {
-            Upstream::Child(child) => child.exit.is_some(),
-            // Its DELETE goes out when it ends; nothing to wait for.
-            Upstream::Http(_) => true,
-        }
-    }
-
-    /// True when upstream output waits only for the client to read (the
-    /// child's stdout is readable but paused by back-pressure).
-    pub fn upstream_has_backlog(&self) -> bool {
-        match &self.upstream {
-            Upstream::Child(child) => child.stdout.ready.readable(),
-            Upstream::Http(http) => !http.paused.is_empty(),
-        }
-    }
-
-    /// Describes the upstream's end for the session's last log line.
-    pub fn upstream_summary(&self) -> String {
-        match &self.upstream {
-            Upstream::Child(child) => match child.exit {
-                Some(exit) => format!("child pid {} {exit}", child.pid),
-                None => format!("child pid {} not reaped", child.pid),
-            },
-            Upstream::Http(http) => match (&http.upstream_id, http.forgotten) {
-                (_, true) => "the upstream had forgotten its session".to_string(),
-                (Some(_), false) => "upstream session deleted".to_string(),
-                (None, false) => "the upstream kept no session".to_string(),
-            },
+impl HttpSession {
+    /// Describes the upstream session's end for the session's last log line.
+    pub fn summary(&self) -> String {
+        match (&self.upstream_id, self.forgotten) {
+            (_, true) => "the upstream had forgotten its session".to_string(),
+            (Some(_), false) => "upstream session deleted".to_string(),
+            (None, false) => "the upstream kept no session".to_string(),
         }
     }
 }

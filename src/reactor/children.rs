@@ -1,43 +1,28 @@
-//! The stdio upstream side of the loop: a session's child process and its
-//! pipes. Writing queued input to stdin, reading stdout lines into messages
-//! (paused while the session's clients do not keep up), logging stderr,
-//! signalling the process group, and reaping exits on SIGCHLD.
+//! The stdio upstream's glue in the loop. `StdioUpstream` owns the children
+//! and does their pipe I/O; here what it reads is fed to the session cores
+//! (stdout paused while a session's clients do not keep up), a session's end
+//! stops its child (SIGTERM, then SIGKILL, after the grace), and SIGCHLD
+//! reaps children and ends their sessions.
 
-use log::{debug, info, warn};
-use mio::{Interest, Registry};
+use log::{debug, warn};
+use mio::event::Event;
 use serde_json::Value;
 
 use crate::child;
 use crate::jsonrpc;
 use crate::lines::Line;
-use crate::session::{ChildIo, PipeRead, Session, SessionKey};
-use crate::token::Source;
+use crate::session::{Session, SessionKey};
 
+use super::stdio_upstream::{Pipe, PipeRead};
 use super::{trim_ascii, Proxy, Timer, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
-    /// Queues one message for the child's stdin as a single line. `body` is
-    /// the message as the client sent it, reused when it is already one line;
-    /// empty means "serialize `message`".
+    /// Queues one message for the session's child (see `StdioUpstream::send`).
     pub(super) fn send_to_child(&mut self, session_key: SessionKey, body: &[u8], message: &Value) {
-        let Some(child) = self
-            .sessions
-            .get_mut(session_key)
-            .and_then(Session::child_mut)
-        else {
-            return;
-        };
-        let body = trim_ascii(body);
-        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
-            // stdio framing allows no newline inside a message.
-            match serde_json::to_vec(message) {
-                Ok(compact) => child.stdin.push_line(&compact),
-                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
-            }
-        } else {
-            child.stdin.push_line(body);
+        let registry = self.poll.registry();
+        if let Some(stdio) = self.upstream.stdio_mut() {
+            stdio.send(session_key, body, message, registry);
         }
-        self.flush_stdin(session_key);
     }
 
     /// The session ended: the child is told to exit (stdin closed; SIGTERM
@@ -45,16 +30,12 @@ impl Proxy {
     pub(super) fn stop_child(&mut self, session_key: SessionKey) {
         let now = self.now;
         let grace = self.config.child_grace;
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let Some(child) = session.child_mut() else {
-            return;
-        };
-        if let Some(mut pipe) = child.stdin.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-        if child.exit.is_none() {
+        let registry = self.poll.registry();
+        let running = self
+            .upstream
+            .stdio_mut()
+            .is_some_and(|stdio| stdio.stop(session_key, registry));
+        if running {
             self.timers
                 .schedule(now + grace, Timer::ChildTerm(session_key));
             self.timers
@@ -62,21 +43,21 @@ impl Proxy {
         }
     }
 
-    pub(super) fn flush_stdin(&mut self, session_key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
+    /// A readiness event on a child's pipe (`index`: its session's slot).
+    pub(super) fn on_child_event(&mut self, index: usize, pipe: Pipe, event: &Event) {
+        let Some(key) = self.sessions.key_at(index) else {
             return;
         };
-        let short = session.core.short_id().to_string();
-        let Some(child) = session.child_mut() else {
-            return;
-        };
-        if let Err(error) = child.stdin.flush() {
-            // The child stopped reading (it exited, most likely); its exit is
-            // noticed through SIGCHLD and stdout EOF.
-            debug!("session {short}: writing to the child's stdin failed: {error}");
-            if let Some(mut pipe) = child.stdin.pipe.take() {
-                let _ = self.poll.registry().deregister(&mut pipe);
-            }
+        let registry = self.poll.registry();
+        let known = self
+            .upstream
+            .stdio_mut()
+            .is_some_and(|stdio| stdio.on_event(key, pipe, event, registry));
+        match pipe {
+            _ if !known => {}
+            Pipe::Stdin => {}
+            Pipe::Stdout => self.pump_stdout(key),
+            Pipe::Stderr => self.pump_stderr(key),
         }
     }
 
@@ -92,14 +73,10 @@ impl Proxy {
 
     /// A client caught up: let the session's upstream output flow again.
     pub(super) fn resume_upstream_output(&mut self, session_key: SessionKey) {
-        let is_http = self
-            .sessions
-            .get(session_key)
-            .is_some_and(|session| session.http().is_some());
-        if is_http {
-            self.resume_http_output(session_key);
-        } else {
+        if self.upstream.is_pipe() {
             self.pump_stdout(session_key);
+        } else {
+            self.resume_http_output(session_key);
         }
     }
 
@@ -108,23 +85,22 @@ impl Proxy {
             let Some(session) = self.sessions.get(session_key) else {
                 return;
             };
-            let Some(child) = session.child() else {
+            let Some(stdio) = self.upstream.stdio() else {
                 return;
             };
-            if !child.stdout.ready.readable() || child.stdout.pipe.is_none() {
+            if !stdio.stdout_readable(session_key) {
                 return;
             }
             if session.core.is_live() && !self.session_can_emit(session) {
                 return;
             }
-            let Some(child) = self
-                .sessions
-                .get_mut(session_key)
-                .and_then(Session::child_mut)
+            let Some(read) = self
+                .upstream
+                .stdio_mut()
+                .and_then(|stdio| stdio.read_stdout(session_key, &mut self.scratch))
             else {
                 return;
             };
-            let read = child.stdout.read_once(&mut self.scratch);
             self.drain_stdout_lines(session_key);
             match read {
                 PipeRead::Data => {}
@@ -136,35 +112,41 @@ impl Proxy {
             }
         }
         // More may be waiting: come back after the other sources had a turn.
-        let more = self
-            .sessions
-            .get(session_key)
-            .and_then(Session::child)
-            .is_some_and(|child| child.stdout.ready.readable());
-        if more {
-            self.stdout_backlog.push(session_key);
+        if let Some(stdio) = self.upstream.stdio_mut() {
+            if stdio.stdout_readable(session_key) {
+                stdio.push_backlog(session_key);
+            }
         }
     }
 
     /// Routes every complete line the child's stdout framer holds.
     fn drain_stdout_lines(&mut self, session_key: SessionKey) {
         loop {
-            let Some(session) = self.sessions.get_mut(session_key) else {
+            let Some(live) = self
+                .sessions
+                .get(session_key)
+                .map(|session| session.core.is_live())
+            else {
                 return;
             };
-            let live = session.core.is_live();
-            let short = session.core.short_id().to_string();
-            let Some(child) = session.child_mut() else {
+            let Some(line) = self
+                .upstream
+                .stdio_mut()
+                .and_then(|stdio| stdio.next_stdout_line(session_key))
+            else {
                 return;
             };
-            let Some(line) = child.stdout.framer.next_line() else {
-                return;
+            let short = || {
+                self.sessions
+                    .get(session_key)
+                    .map_or("?", |session| session.core.short_id())
             };
             let line = match line {
                 Line::Complete(line) => line,
                 Line::Overlong(length) => {
                     warn!(
-                        "session {short}: skipped a {length}-byte line on the child's stdout (over --max-line)"
+                        "session {}: skipped a {length}-byte line on the child's stdout (over --max-line)",
+                        short()
                     );
                     continue;
                 }
@@ -173,7 +155,7 @@ impl Proxy {
                 continue;
             }
             if !live {
-                debug!("session {short}: discarding output of an ended session");
+                debug!("session {}: discarding output of an ended session", short());
                 continue;
             }
             let parsed = serde_json::from_slice::<Value>(&line)
@@ -186,7 +168,8 @@ impl Proxy {
             match parsed {
                 Ok((message, kind)) => self.deliver_from_upstream(session_key, &message, kind, &line),
                 Err(why) => warn!(
-                    "session {short}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
+                    "session {}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
+                    short(),
                     String::from_utf8_lossy(line.get(..200).unwrap_or(&line))
                 ),
             }
@@ -194,17 +177,17 @@ impl Proxy {
     }
 
     fn on_stdout_closed(&mut self, session_key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
+        let Some(live) = self
+            .sessions
+            .get(session_key)
+            .map(|session| session.core.is_live())
+        else {
             return;
         };
-        let live = session.core.is_live();
-        let Some(child) = session.child_mut() else {
-            return;
-        };
-        if let Some(mut pipe) = child.stdout.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+        let registry = self.poll.registry();
+        if let Some(stdio) = self.upstream.stdio_mut() {
+            stdio.close_stdout(session_key, registry);
         }
-        child.stdout.ready.clear_readable();
         if live {
             self.end_session(session_key, "the child closed its stdout");
         }
@@ -212,72 +195,45 @@ impl Proxy {
     }
 
     pub(super) fn pump_stderr(&mut self, session_key: SessionKey) {
-        loop {
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                return;
-            };
-            let short = session.core.short_id().to_string();
-            let Some(child) = session.child_mut() else {
-                return;
-            };
-            if !child.stderr.ready.readable() {
-                return;
-            }
-            let read = child.stderr.read_once(&mut self.scratch);
-            while let Some(line) = child.stderr.framer.next_line() {
-                match line {
-                    Line::Complete(line) => {
-                        info!("session {short} stderr: {}", String::from_utf8_lossy(&line))
-                    }
-                    Line::Overlong(length) => info!(
-                        "session {short} stderr: ({length} bytes without a newline, not logged)"
-                    ),
-                }
-            }
-            match read {
-                PipeRead::Data => {}
-                PipeRead::WouldBlock => return,
-                PipeRead::Closed => {
-                    if let Some(mut pipe) = child.stderr.pipe.take() {
-                        let _ = self.poll.registry().deregister(&mut pipe);
-                    }
-                    child.stderr.ready.clear_readable();
-                    self.finalize_if_done(session_key);
-                    return;
-                }
-            }
+        let Some(session) = self.sessions.get(session_key) else {
+            return;
+        };
+        let short = session.core.short_id().to_string();
+        let registry = self.poll.registry();
+        let closed = self.upstream.stdio_mut().is_some_and(|stdio| {
+            stdio.pump_stderr(session_key, &short, &mut self.scratch, registry)
+        });
+        if closed {
+            self.finalize_if_done(session_key);
         }
     }
 
     /// Reaps every child that exited and ends or finalizes its session.
     pub(super) fn reap_children(&mut self) {
         while let Some((pid, status)) = child::reap_any() {
-            let Some(session_key) = self.session_pids.remove(&pid) else {
+            let Some(session_key) = self
+                .upstream
+                .stdio_mut()
+                .and_then(|stdio| stdio.exited(pid, status))
+            else {
                 debug!("reaped process {pid} ({status})");
                 continue;
             };
-            let Some(session) = self.sessions.get_mut(session_key) else {
+            let Some(live) = self
+                .sessions
+                .get(session_key)
+                .map(|session| session.core.is_live())
+            else {
                 continue;
             };
-            let live = session.core.is_live();
-            let Some(child) = session.child_mut().filter(|child| child.pid == pid) else {
-                continue;
-            };
-            child.exit = Some(status);
-            // The leader is gone; sweep whatever it left in its group.
-            child::signal_group(pid, libc::SIGKILL);
             if live {
-                // Take what it wrote before dying, then fail the rest: its
-                // end of the pipe is closed, so read to EOF however short
-                // each read is.
-                child.stdout.ready.drain_to_eof();
-                while let Some(child) = self
-                    .sessions
-                    .get_mut(session_key)
-                    .and_then(Session::child_mut)
-                    .filter(|child| child.stdout.pipe.is_some() && child.stdout.ready.readable())
+                // Take what it wrote before dying, then fail the rest.
+                while let Some(read) = self
+                    .upstream
+                    .stdio_mut()
+                    .filter(|stdio| stdio.stdout_readable(session_key))
+                    .and_then(|stdio| stdio.read_stdout(session_key, &mut self.scratch))
                 {
-                    let read = child.stdout.read_once(&mut self.scratch);
                     self.drain_stdout_lines(session_key);
                     if !matches!(read, PipeRead::Data) {
                         break;
@@ -291,75 +247,16 @@ impl Proxy {
 
     /// A session's child lingers after its stdin was closed: signal its group.
     pub(super) fn signal_child(&mut self, key: SessionKey, signal: libc::c_int) {
-        let Some(session) = self.sessions.get(key) else {
+        let (Some(session), Some(stdio)) = (self.sessions.get(key), self.upstream.stdio()) else {
             return;
         };
-        let Some(child) = session.child().filter(|child| child.exit.is_none()) else {
-            return;
-        };
-        let name = if signal == libc::SIGKILL {
-            "SIGKILL"
-        } else {
-            "SIGTERM"
-        };
-        debug!(
-            "session {}: child pid {} still running: {name} to its group",
-            session.core.short_id(),
-            child.pid
-        );
-        child::signal_group(child.pid, signal);
+        stdio.signal(key, session.core.short_id(), signal);
     }
 
     /// SIGKILL to every child's group that has not been reaped.
     pub(super) fn kill_all_children(&mut self) {
-        for (_, session) in self.sessions.iter() {
-            if let Some(child) = session.child().filter(|child| child.exit.is_none()) {
-                child::signal_group(child.pid, libc::SIGKILL);
-            }
+        if let Some(stdio) = self.upstream.stdio() {
+            stdio.kill_all();
         }
     }
-
-    /// Deregisters and drops every pipe a child still has.
-    pub(super) fn close_child_pipes(&self, child: &mut ChildIo) {
-        if let Some(mut pipe) = child.stdin.pipe.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-        for pipe in [child.stdout.pipe.take(), child.stderr.pipe.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut pipe = pipe;
-            let _ = self.poll.registry().deregister(&mut pipe);
-        }
-    }
-}
-
-/// Registers a new child's three pipes with the loop, once.
-pub(super) fn register_child_pipes(
-    registry: &Registry,
-    session_key: SessionKey,
-    child: &mut ChildIo,
-) -> std::io::Result<()> {
-    if let Some(pipe) = child.stdin.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStdin(session_key.index()).token(),
-            Interest::WRITABLE,
-        )?;
-    }
-    if let Some(pipe) = child.stdout.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStdout(session_key.index()).token(),
-            Interest::READABLE,
-        )?;
-    }
-    if let Some(pipe) = child.stderr.pipe.as_mut() {
-        registry.register(
-            pipe,
-            Source::ChildStderr(session_key.index()).token(),
-            Interest::READABLE,
-        )?;
-    }
-    Ok(())
 }

@@ -156,7 +156,7 @@ impl Proxy {
                     && self
                         .sessions
                         .get(session)
-                        .is_some_and(Session::upstream_has_backlog) =>
+                        .is_some_and(|s| self.upstream.has_backlog(session, s)) =>
             {
                 self.resume_upstream_output(session);
             }

@@ -12,7 +12,7 @@ use crate::core::{Action, Forward, Payload, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
 use crate::mcp::router::StreamId;
-use crate::session::{SessionKey, Upstream};
+use crate::session::SessionKey;
 
 use super::streams::StreamHead;
 use super::{Proxy, Timer};
@@ -169,11 +169,7 @@ impl Proxy {
 
     /// Sends messages to the session's upstream, whichever kind it is.
     fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
-        let is_child = self
-            .sessions
-            .get(session_key)
-            .is_some_and(|session| matches!(session.upstream, Upstream::Child(_)));
-        if !is_child {
+        if !self.upstream.is_pipe() {
             self.forward_http(session_key, origin, forward);
             return;
         }
@@ -209,8 +205,7 @@ impl Proxy {
         debug!("session {} ending: {reason}", session.core.short_id());
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
-        let is_child = matches!(session.upstream, Upstream::Child(_));
-        if is_child {
+        if self.upstream.is_pipe() {
             self.stop_child(session_key);
         } else {
             self.end_http_session(session_key);

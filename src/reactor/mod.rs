@@ -38,9 +38,13 @@ mod drive;
 pub(crate) mod edge_io;
 pub(crate) mod http_upstream;
 mod sessions;
+mod stdio_upstream;
 mod streams;
+mod upstreams;
 
 use http_upstream::HttpSide;
+use stdio_upstream::{Pipe, StdioUpstream};
+use upstreams::Upstreams;
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -106,23 +110,19 @@ pub struct Proxy {
     sessions: Arena<Session>,
     /// Live sessions by id.
     session_ids: HashMap<String, SessionKey>,
-    /// Sessions by child pid, until the child is reaped.
-    session_pids: HashMap<u32, SessionKey>,
     timers: TimerQueue<Timer>,
     run_state: RunState,
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
     flush_list: Vec<ConnKey>,
-    /// Sessions whose stdout had more to read when their turn ended.
-    stdout_backlog: Vec<SessionKey>,
     process_list: Vec<ConnKey>,
     scratch: Vec<u8>,
     event_scratch: Vec<u8>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
-    /// The HTTP upstream with its pool, when there is one.
-    http: Option<HttpSide>,
+    /// The upstream kind, with everything it owns.
+    upstream: Upstreams,
 }
 
 /// A pipe that turns the given signals into readable bytes.
@@ -170,9 +170,11 @@ impl Proxy {
             Source::ChildSignal.token(),
             Interest::READABLE,
         )?;
-        let http = match &config.upstream {
-            UpstreamKind::Http { url } => Some(HttpSide::new(url.clone(), config.pool)?),
-            UpstreamKind::Stdio { .. } => None,
+        let upstream = match &config.upstream {
+            UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(url.clone(), config.pool)?),
+            UpstreamKind::Stdio { command } => {
+                Upstreams::Stdio(StdioUpstream::new(command.clone(), config.max_line_bytes))
+            }
         };
         let policy = AccessPolicy::new(
             local_addr.port(),
@@ -193,19 +195,17 @@ impl Proxy {
             conns: Arena::default(),
             sessions: Arena::default(),
             session_ids: HashMap::new(),
-            session_pids: HashMap::new(),
             timers: TimerQueue::default(),
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
             flush_list: Vec::new(),
-            stdout_backlog: Vec::new(),
             process_list: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             event_scratch: Vec::new(),
             local_addr,
             now: Instant::now(),
-            http,
+            upstream,
         })
     }
 
@@ -235,7 +235,11 @@ impl Proxy {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
-            let timeout = if self.stdout_backlog.is_empty() {
+            let backlog = self
+                .upstream
+                .stdio()
+                .is_some_and(StdioUpstream::has_backlog);
+            let timeout = if !backlog {
                 // The clock is read once per turn, after `poll`; a deadline
                 // computed from it is at most one turn's work late.
                 self.timers.poll_timeout(self.now)
@@ -253,7 +257,12 @@ impl Proxy {
                     return Ok(code);
                 }
             }
-            for session_key in std::mem::take(&mut self.stdout_backlog) {
+            let backlog = self
+                .upstream
+                .stdio_mut()
+                .map(StdioUpstream::take_backlog)
+                .unwrap_or_default();
+            for session_key in backlog {
                 self.pump_stdout(session_key);
             }
             self.run_timers(self.now);
@@ -305,31 +314,13 @@ impl Proxy {
                     self.read_conn(key);
                 }
             }
-            Source::ChildStdin(index) => {
-                let key = self.sessions.key_at(index)?;
-                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stdin.ready.on_event(event);
-                    self.flush_stdin(key);
-                }
-            }
-            Source::ChildStdout(index) => {
-                let key = self.sessions.key_at(index)?;
-                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stdout.ready.on_event(event);
-                    self.pump_stdout(key);
-                }
-            }
+            Source::ChildStdin(index) => self.on_child_event(index, Pipe::Stdin, event),
+            Source::ChildStdout(index) => self.on_child_event(index, Pipe::Stdout, event),
             Source::Upstream(index) => {
-                let key = self.http.as_ref()?.conns.key_at(index)?;
+                let key = self.upstream.http()?.conns.key_at(index)?;
                 self.on_upstream_event(key, event);
             }
-            Source::ChildStderr(index) => {
-                let key = self.sessions.key_at(index)?;
-                if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stderr.ready.on_event(event);
-                    self.pump_stderr(key);
-                }
-            }
+            Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
         }
         None
     }
@@ -418,21 +409,21 @@ impl Proxy {
         let Phase::Ending { reason } = session.core.phase() else {
             return;
         };
-        if !session.upstream_done() {
+        if !self.upstream.session_done(session_key) {
             return;
         }
         info!(
             "session {} ended: {reason}; {}; lasted {:.1}s",
             session.core.short_id(),
-            session.upstream_summary(),
+            self.upstream.summary(session_key, session),
             self.now
                 .duration_since(session.core.started())
                 .as_secs_f64()
         );
-        if let Some(mut session) = self.sessions.remove(session_key) {
-            if let Some(child) = session.child_mut() {
-                self.close_child_pipes(child);
-            }
+        self.sessions.remove(session_key);
+        let registry = self.poll.registry();
+        if let Some(stdio) = self.upstream.stdio_mut() {
+            stdio.remove(session_key, registry);
         }
     }
 
@@ -466,10 +457,14 @@ impl Proxy {
                             warn!(
                                 "exiting with session {} unfinished: {}",
                                 session.core.short_id(),
-                                session.upstream_summary()
+                                self.upstream.summary(key, session)
                             );
                         }
                         self.sessions.remove(key);
+                        let registry = self.poll.registry();
+                        if let Some(stdio) = self.upstream.stdio_mut() {
+                            stdio.remove(key, registry);
+                        }
                     }
                     self.abandon_exchanges();
                 }
@@ -511,10 +506,9 @@ impl Proxy {
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
             Timer::ChildTerm(key) | Timer::ChildKill(key) => self
-                .sessions
-                .get(key)
-                .and_then(Session::child)
-                .is_some_and(|child| child.exit.is_none()),
+                .upstream
+                .stdio()
+                .is_some_and(|stdio| stdio.running(key)),
             Timer::Pool => self.pool_timer_is(deadline),
             Timer::Upstream(key) => self
                 .sessions

@@ -6,19 +6,18 @@
 use log::{error, info, warn};
 use serde_json::Value;
 
-use crate::child;
 use crate::client::ConnKey;
-use crate::config::{UpstreamKind, RETRY_AFTER_SECONDS};
+use crate::config::RETRY_AFTER_SECONDS;
 use crate::core::{CoreConfig, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::RouterLimits;
-use crate::session::{ChildIo, HttpSession, Session, SessionKey, Upstream};
+use crate::session::{HttpSession, Session, SessionKey, Upstream};
 use crate::session_id;
 
-use super::children::register_child_pipes;
 use super::drive::{ClientRef, Origin};
+use super::upstreams::Upstreams;
 use super::{Proxy, RunState};
 
 impl Proxy {
@@ -129,10 +128,9 @@ impl Proxy {
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
     fn check_upstream_room(&self, session_key: SessionKey, message: &Value) -> Result<(), Reply> {
-        let full = self
-            .sessions
-            .get(session_key)
-            .is_some_and(|session| session.upstream.backlog() > self.config.max_child_stdin_buffer);
+        let full = self.upstream.stdio().is_some_and(|stdio| {
+            stdio.stdin_backlog(session_key) > self.config.max_child_stdin_buffer
+        });
         if full {
             let id = message.get("id").cloned().unwrap_or(Value::Null);
             return Err(Reply::error(
@@ -172,25 +170,14 @@ impl Proxy {
                 return;
             }
         };
-        let (upstream, description) = match self.start_upstream(&id) {
+        let session_key = self.sessions.next_key();
+        let (upstream, description) = match self.start_upstream(session_key, &id) {
             Ok(started) => started,
             Err(reply) => {
                 self.reply(key, &reply, request.keep_alive);
                 return;
             }
         };
-        let mut upstream = upstream;
-        let session_key = self.sessions.next_key();
-        if let Upstream::Child(child) = &mut upstream {
-            if let Err(error) = register_child_pipes(self.poll.registry(), session_key, child) {
-                error!("cannot watch the pipes of child {}: {error}", child.pid);
-                child::signal_group(child.pid, libc::SIGKILL);
-                let reply = Reply::error(502, &id, jsonrpc::UPSTREAM_GONE, "Bad Gateway");
-                self.reply(key, &reply, request.keep_alive);
-                return;
-            }
-            self.session_pids.insert(child.pid, session_key);
-        }
         let core = SessionCore::new(session_id, self.core_config(), self.now);
         info!(
             "session {} started: {description}, {} live",
@@ -208,34 +195,26 @@ impl Proxy {
 
     /// Starts the upstream of a new session: a child for a command, nothing
     /// yet for an HTTP server (its session starts with the `initialize`
-    /// exchange). Returns it with words for the log.
-    fn start_upstream(&self, id: &Value) -> Result<(Upstream, String), Reply> {
-        let command = match &self.config.upstream {
-            UpstreamKind::Http { url } => {
-                return Ok((
-                    Upstream::Http(HttpSession::default()),
-                    format!("on {}://{}", url.scheme.as_str(), url.authority()),
-                ))
-            }
-            UpstreamKind::Stdio { command } => command,
-        };
-        match child::spawn(command) {
-            Ok(spawned) => {
-                let description = format!("pid {}", spawned.pid);
-                Ok((
-                    Upstream::Child(ChildIo::new(spawned, self.config.max_line_bytes)),
-                    description,
-                ))
-            }
-            Err(error) => {
-                error!("cannot start upstream `{}`: {error}", command.join(" "));
-                Err(Reply::error(
+    /// exchange). Returns its per-session state with words for the log.
+    fn start_upstream(
+        &mut self,
+        session_key: SessionKey,
+        id: &Value,
+    ) -> Result<(Upstream, String), Reply> {
+        match &mut self.upstream {
+            Upstreams::Http(http) => Ok((
+                Upstream::Http(HttpSession::default()),
+                format!("on {}://{}", http.url.scheme.as_str(), http.url.authority()),
+            )),
+            Upstreams::Stdio(stdio) => match stdio.start(session_key, self.poll.registry()) {
+                Ok(pid) => Ok((Upstream::Stdio, format!("pid {pid}"))),
+                Err(error) => Err(Reply::error(
                     502,
                     id,
                     jsonrpc::UPSTREAM_GONE,
                     &format!("Bad Gateway: the upstream server could not be started: {error}"),
-                ))
-            }
+                )),
+            },
         }
     }
 

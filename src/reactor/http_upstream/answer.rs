@@ -23,7 +23,7 @@ impl Proxy {
         exchange: ExchangeKey,
         head: ResponseHead,
     ) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(entry) = http.exchanges.get_mut(exchange) else {
@@ -143,8 +143,8 @@ impl Proxy {
                     return;
                 };
                 let Some(head) = self
-                    .http
-                    .as_ref()
+                    .upstream
+                    .http()
                     .and_then(|h| h.exchanges.get(exchange))
                     .and_then(|entry| entry.life.head().cloned())
                 else {
@@ -186,7 +186,7 @@ impl Proxy {
     }
 
     pub(in crate::reactor) fn on_response_body(&mut self, exchange: ExchangeKey, bytes: &[u8]) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(entry) = http.exchanges.get_mut(exchange) else {
@@ -279,7 +279,7 @@ impl Proxy {
         };
         // The connection first: it may serve the next waiter at once.
         if let Step::Finished { conn, reusable } = entry.life.on(ExchangeEvent::End { clean }) {
-            if let Some(http) = self.http.as_mut() {
+            if let Some(http) = self.upstream.http_mut() {
                 match http.conns.get_mut(conn) {
                     Some(up) if up.pooled => {
                         up.state = UpState::Idle;

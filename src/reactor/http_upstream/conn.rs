@@ -7,7 +7,7 @@ use super::*;
 impl Proxy {
     /// A readiness event on an upstream connection.
     pub(in crate::reactor) fn on_upstream_event(&mut self, key: UpConnKey, event: &Event) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(up) = http.conns.get_mut(key) else {
@@ -34,7 +34,7 @@ impl Proxy {
         exchange: Option<ExchangeKey>,
     ) {
         let now = self.now;
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(up) = http.conns.get_mut(key) else {
@@ -88,7 +88,7 @@ impl Proxy {
 
     /// Anything on an idle pooled connection (EOF, data, error) evicts it.
     pub(in crate::reactor) fn idle_conn_event(&mut self, key: UpConnKey) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(up) = http.conns.get_mut(key) else {
@@ -111,7 +111,7 @@ impl Proxy {
     }
 
     pub(in crate::reactor) fn flush_up_conn(&mut self, key: UpConnKey) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(up) = http.conns.get_mut(key) else {
@@ -160,7 +160,7 @@ impl Proxy {
         // Bytes came after the response: the connection cannot be reused.
         let mut leftover = false;
         loop {
-            let Some(http) = self.http.as_ref() else {
+            let Some(http) = self.upstream.http() else {
                 return;
             };
             let Some(up) = http.conns.get(key) else {
@@ -189,7 +189,7 @@ impl Proxy {
                 }
                 return;
             }
-            let Some(http) = self.http.as_mut() else {
+            let Some(http) = self.upstream.http_mut() else {
                 return;
             };
             let Some(up) = http.conns.get_mut(key) else {
@@ -221,7 +221,7 @@ impl Proxy {
                     for event in events.drain(..) {
                         self.on_response_event(exchange, event, !leftover);
                     }
-                    let still_busy = self.http.as_ref().is_some_and(|http| {
+                    let still_busy = self.upstream.http().is_some_and(|http| {
                         http.conns
                             .get(key)
                             .is_some_and(|up| up.state == UpState::Busy(exchange))
@@ -237,8 +237,8 @@ impl Proxy {
                 }
                 Err(error) => {
                     let started = self
-                        .http
-                        .as_ref()
+                        .upstream
+                        .http()
                         .and_then(|http| http.exchanges.get(exchange))
                         .is_some_and(|entry| entry.life.head().is_some());
                     let why = if started {
@@ -269,7 +269,7 @@ impl Proxy {
     /// An upstream connection failed mid-exchange: it is dropped, and the
     /// exchange is retried if the rules allow, or answered with an error.
     pub(in crate::reactor) fn conn_broke(&mut self, key: UpConnKey, why: &str) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(up) = http.conns.get(key) else {
@@ -294,7 +294,7 @@ impl Proxy {
     /// Retries an exchange if allowed, or gives up on it.
     pub(in crate::reactor) fn exchange_failed(&mut self, exchange: ExchangeKey, why: &str) {
         let now = self.now;
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(entry) = http.exchanges.get_mut(exchange) else {
@@ -334,7 +334,7 @@ impl Proxy {
             _ => None,
         };
         if let Some(conn) = conn {
-            if let Some(http) = self.http.as_mut() {
+            if let Some(http) = self.upstream.http_mut() {
                 if http.conns.get(conn).is_some_and(|up| up.pooled) {
                     http.pool
                         .evict(conn.index(), EvictCause::Error, &mut http.actions);
@@ -343,7 +343,7 @@ impl Proxy {
                 }
             }
         }
-        if let Some(http) = self.http.as_mut() {
+        if let Some(http) = self.upstream.http_mut() {
             http.pool.cancel_waiter(exchange);
         }
         self.run_pool_actions();
@@ -407,7 +407,7 @@ impl Proxy {
     }
 
     pub(in crate::reactor) fn take_exchange(&mut self, exchange: ExchangeKey) -> Option<Exchange> {
-        self.http.as_mut()?.exchanges.remove(exchange)
+        self.upstream.http_mut()?.exchanges.remove(exchange)
     }
 
     /// Answers a client connection that waits for an exchange, if it still does.

@@ -220,7 +220,7 @@ impl ClientHeaders {
 
 impl Proxy {
     fn http(&mut self) -> Option<&mut HttpSide> {
-        self.http.as_mut()
+        self.upstream.http_mut()
     }
 
     /// Starts an exchange: encodes its request and asks the pool for a
@@ -272,7 +272,7 @@ impl Proxy {
                 }
             }
         }
-        let http = self.http.as_mut()?;
+        let http = self.upstream.http_mut()?;
         let header_refs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
@@ -333,7 +333,7 @@ impl Proxy {
             self.open_dedicated(exchange);
         } else {
             let now = self.now;
-            let http = self.http.as_mut()?;
+            let http = self.upstream.http_mut()?;
             let host = http.host.clone();
             http.pool.checkout(&host, exchange, now, &mut http.actions);
             self.run_pool_actions();
@@ -343,7 +343,7 @@ impl Proxy {
 
     /// Opens a connection outside the pool for a long-lived stream.
     fn open_dedicated(&mut self, exchange: ExchangeKey) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         match TcpStream::connect(http.addr) {
@@ -394,8 +394,8 @@ impl Proxy {
     pub(super) fn run_pool_actions(&mut self) {
         // In the order the pool asked; actions taken may ask for more.
         while let Some(batch) = self
-            .http
-            .as_mut()
+            .upstream
+            .http_mut()
             .filter(|http| !http.actions.is_empty())
             .map(|http| std::mem::take(&mut http.actions))
         {
@@ -411,8 +411,8 @@ impl Proxy {
         // now is the one it means (it forgets a connection when it closes).
         let key_at = |proxy: &Proxy, index: usize| {
             proxy
-                .http
-                .as_ref()
+                .upstream
+                .http()
                 .and_then(|http| http.conns.key_at(index))
         };
         {
@@ -460,7 +460,7 @@ impl Proxy {
     }
 
     fn arm_pool_timer(&mut self) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(next) = http.pool.next_deadline() else {
@@ -475,15 +475,15 @@ impl Proxy {
 
     /// True when `deadline` is the armed pool timer's.
     pub(super) fn pool_timer_is(&self, deadline: Instant) -> bool {
-        self.http
-            .as_ref()
+        self.upstream
+            .http()
             .is_some_and(|http| http.timer == Some(deadline))
     }
 
     /// The pool's timer fired.
     pub(super) fn on_pool_timer(&mut self, deadline: Instant) {
         let now = self.now;
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         if http.timer != Some(deadline) {
@@ -496,7 +496,7 @@ impl Proxy {
 
     fn connect_pooled(&mut self, host: &HostKey) {
         let now = self.now;
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let socket = TcpStream::connect(http.addr).and_then(|mut socket| {
@@ -529,7 +529,7 @@ impl Proxy {
     }
 
     fn drop_up_conn(&mut self, key: UpConnKey) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let Some(mut conn) = http.conns.remove(key) else {
@@ -545,7 +545,7 @@ impl Proxy {
     /// The pool gave `conn` to `exchange`.
     fn assign(&mut self, exchange: ExchangeKey, conn: UpConnKey, reused: bool, peek: bool) {
         let now = self.now;
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let alive = http.exchanges.contains(exchange);

@@ -46,7 +46,7 @@ impl Proxy {
         let Some(released) = released else {
             return;
         };
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         let host = http.host.clone();
@@ -147,8 +147,8 @@ impl Proxy {
             last_event_id: Some(continuation.last_event_id),
         });
         if let Some(entry) = exchange.and_then(|exchange| {
-            self.http
-                .as_mut()
+            self.upstream
+                .http_mut()
                 .and_then(|http| http.exchanges.get_mut(exchange))
         }) {
             entry.empty_reconnects = continuation.empty_reconnects;
@@ -185,8 +185,8 @@ impl Proxy {
         let now = self.now;
         // It may have failed already (a refused connect).
         let exchange = exchange.filter(|exchange| {
-            self.http
-                .as_ref()
+            self.upstream
+                .http()
                 .is_some_and(|http| http.exchanges.contains(*exchange))
         });
         if let Some(http) = self
@@ -249,7 +249,7 @@ impl Proxy {
             // A relayed body has no use without its client.
             if let Some(entry) = self.take_exchange(exchange) {
                 if let Some(conn) = entry.life.conn() {
-                    if let Some(http) = self.http.as_mut() {
+                    if let Some(http) = self.upstream.http_mut() {
                         http.pool
                             .evict(conn.index(), EvictCause::NotReusable, &mut http.actions);
                     }
@@ -259,8 +259,8 @@ impl Proxy {
             return;
         }
         let Some(entry) = self
-            .http
-            .as_mut()
+            .upstream
+            .http_mut()
             .and_then(|http| http.exchanges.get_mut(exchange))
         else {
             return;
@@ -323,7 +323,7 @@ impl Proxy {
     /// session; its answer comes back as it is. False without an HTTP
     /// upstream.
     pub(in crate::reactor) fn passthrough(&mut self, key: ConnKey, request: &Request) -> bool {
-        if self.http.is_none() {
+        if self.upstream.http().is_none() {
             return false;
         }
         let mut client = ClientHeaders::of(request, &self.config.forward_headers);
@@ -347,14 +347,14 @@ impl Proxy {
 
     /// Logs the pool's figures (at shutdown).
     pub(in crate::reactor) fn log_pool_summary(&self) {
-        if let Some(http) = self.http.as_ref() {
+        if let Some(http) = self.upstream.http() {
             info!("upstream pool: {}", http.pool.summary());
         }
     }
 
     /// Gives up on every exchange still in flight (the shutdown's last step).
     pub(in crate::reactor) fn abandon_exchanges(&mut self) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(http) = self.upstream.http_mut() else {
             return;
         };
         if !http.exchanges.is_empty() {
@@ -371,8 +371,8 @@ impl Proxy {
 
     /// True while exchanges are in flight (a shutdown waits for DELETEs).
     pub(in crate::reactor) fn exchanges_in_flight(&self) -> bool {
-        self.http
-            .as_ref()
+        self.upstream
+            .http()
             .is_some_and(|http| !http.exchanges.is_empty())
     }
 }

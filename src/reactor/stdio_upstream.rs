@@ -1,0 +1,476 @@
+//! The stdio upstream adapter: each session's own child process and its three
+//! pipes (stdin write queue, stdout and stderr line framers), owned here by
+//! session key, with the I/O on them (through `edge_io`), the record of how
+//! each child ended, and the backlog of stdouts that had more to read when
+//! their turn ended. It never sees a session core: the reactor asks it for
+//! stdout lines and feeds them to the core, and tells it when a session's
+//! upstream is to stop.
+
+use std::collections::HashMap;
+use std::io;
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::unix::pipe::{Receiver, Sender};
+use mio::{Interest, Registry};
+use serde_json::Value;
+
+use crate::child::{self, ExitStatus, SpawnedChild};
+use crate::lines::{Line, LineFramer};
+use crate::session::SessionKey;
+use crate::token::Source;
+
+use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
+
+/// Which pipe of a child an event is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pipe {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+/// Every session's child.
+pub(crate) struct StdioUpstream {
+    command: Vec<String>,
+    max_line_bytes: usize,
+    children: HashMap<SessionKey, ChildIo>,
+    /// Sessions by child pid, until the child is reaped.
+    pids: HashMap<u32, SessionKey>,
+    /// Sessions whose stdout had more to read when their turn ended.
+    backlog: Vec<SessionKey>,
+}
+
+impl StdioUpstream {
+    pub(crate) fn new(command: Vec<String>, max_line_bytes: usize) -> StdioUpstream {
+        StdioUpstream {
+            command,
+            max_line_bytes,
+            children: HashMap::new(),
+            pids: HashMap::new(),
+            backlog: Vec::new(),
+        }
+    }
+
+    /// The command line, for the log.
+    pub(crate) fn describe(&self) -> String {
+        self.command.join(" ")
+    }
+
+    /// Spawns the child of a new session and registers its pipes, once.
+    /// Returns its pid.
+    pub(crate) fn start(&mut self, session: SessionKey, registry: &Registry) -> io::Result<u32> {
+        let spawned = child::spawn(&self.command).inspect_err(|error| {
+            log::error!("cannot start upstream `{}`: {error}", self.describe());
+        })?;
+        let mut io = ChildIo::new(spawned, self.max_line_bytes);
+        if let Err(error) = register_pipes(registry, session, &mut io) {
+            log::error!("cannot watch the pipes of child {}: {error}", io.pid);
+            child::signal_group(io.pid, libc::SIGKILL);
+            return Err(error);
+        }
+        let pid = io.pid;
+        self.pids.insert(pid, session);
+        self.children.insert(session, io);
+        Ok(pid)
+    }
+
+    /// Queues one message for the child's stdin as a single line and writes
+    /// what the pipe takes. `body` is the message as the client sent it,
+    /// reused when it is already one line; empty means "serialize `message`".
+    pub(crate) fn send(
+        &mut self,
+        session: SessionKey,
+        body: &[u8],
+        message: &Value,
+        registry: &Registry,
+    ) {
+        let Some(child) = self.children.get_mut(&session) else {
+            return;
+        };
+        let body = body.trim_ascii();
+        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
+            // stdio framing allows no newline inside a message.
+            match serde_json::to_vec(message) {
+                Ok(compact) => child.stdin.push_line(&compact),
+                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
+            }
+        } else {
+            child.stdin.push_line(body);
+        }
+        self.flush_stdin(session, registry);
+    }
+
+    /// Bytes queued for a session's child and not yet written.
+    pub(crate) fn stdin_backlog(&self, session: SessionKey) -> usize {
+        self.children
+            .get(&session)
+            .map_or(0, |child| child.stdin.unwritten())
+    }
+
+    fn flush_stdin(&mut self, session: SessionKey, registry: &Registry) {
+        let Some(child) = self.children.get_mut(&session) else {
+            return;
+        };
+        if let Err(error) = child.stdin.flush() {
+            // The child stopped reading (it exited, most likely); its exit is
+            // noticed through SIGCHLD and stdout EOF.
+            debug!(
+                "child pid {}: writing to its stdin failed: {error}",
+                child.pid
+            );
+            if let Some(mut pipe) = child.stdin.pipe.take() {
+                let _ = registry.deregister(&mut pipe);
+            }
+        }
+    }
+
+    /// A readiness event on one of a session's pipes: remembered, and the
+    /// stdin queue written. Reading is the reactor's call (`read_stdout`,
+    /// `pump_stderr`), as it depends on the session's clients keeping up.
+    pub(crate) fn on_event(
+        &mut self,
+        session: SessionKey,
+        pipe: Pipe,
+        event: &Event,
+        registry: &Registry,
+    ) -> bool {
+        let Some(child) = self.children.get_mut(&session) else {
+            return false;
+        };
+        match pipe {
+            Pipe::Stdin => {
+                child.stdin.ready.on_event(event);
+                self.flush_stdin(session, registry);
+            }
+            Pipe::Stdout => child.stdout.ready.on_event(event),
+            Pipe::Stderr => child.stderr.ready.on_event(event),
+        }
+        true
+    }
+
+    /// True when the child's stdout may have more to read now.
+    pub(crate) fn stdout_readable(&self, session: SessionKey) -> bool {
+        self.children
+            .get(&session)
+            .is_some_and(|child| child.stdout.pipe.is_some() && child.stdout.ready.readable())
+    }
+
+    /// One read of the child's stdout into its framer; `None` when there is
+    /// no child or no stdout left.
+    pub(crate) fn read_stdout(
+        &mut self,
+        session: SessionKey,
+        scratch: &mut [u8],
+    ) -> Option<PipeRead> {
+        let child = self.children.get_mut(&session)?;
+        child.stdout.pipe.as_ref()?;
+        Some(child.stdout.read_once(scratch))
+    }
+
+    /// The next complete line the child's stdout framer holds.
+    pub(crate) fn next_stdout_line(&mut self, session: SessionKey) -> Option<Line> {
+        self.children.get_mut(&session)?.stdout.framer.next_line()
+    }
+
+    /// The child closed its stdout (or it failed): it is not watched again.
+    pub(crate) fn close_stdout(&mut self, session: SessionKey, registry: &Registry) {
+        let Some(child) = self.children.get_mut(&session) else {
+            return;
+        };
+        if let Some(mut pipe) = child.stdout.pipe.take() {
+            let _ = registry.deregister(&mut pipe);
+        }
+        child.stdout.ready.clear_readable();
+    }
+
+    /// Logs what the child wrote to stderr, until the pipe is drained.
+    /// True once stderr closed.
+    pub(crate) fn pump_stderr(
+        &mut self,
+        session: SessionKey,
+        short_id: &str,
+        scratch: &mut [u8],
+        registry: &Registry,
+    ) -> bool {
+        let Some(child) = self.children.get_mut(&session) else {
+            return false;
+        };
+        while child.stderr.ready.readable() {
+            let read = child.stderr.read_once(scratch);
+            while let Some(line) = child.stderr.framer.next_line() {
+                match line {
+                    Line::Complete(line) => {
+                        info!(
+                            "session {short_id} stderr: {}",
+                            String::from_utf8_lossy(&line)
+                        )
+                    }
+                    Line::Overlong(length) => info!(
+                        "session {short_id} stderr: ({length} bytes without a newline, not logged)"
+                    ),
+                }
+            }
+            match read {
+                PipeRead::Data => {}
+                PipeRead::WouldBlock => return false,
+                PipeRead::Closed => {
+                    if let Some(mut pipe) = child.stderr.pipe.take() {
+                        let _ = registry.deregister(&mut pipe);
+                    }
+                    child.stderr.ready.clear_readable();
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The session ended: the child's stdin is closed, which tells it to
+    /// exit. True while the child runs (SIGTERM and SIGKILL are then due
+    /// after the grace).
+    pub(crate) fn stop(&mut self, session: SessionKey, registry: &Registry) -> bool {
+        let Some(child) = self.children.get_mut(&session) else {
+            return false;
+        };
+        if let Some(mut pipe) = child.stdin.pipe.take() {
+            let _ = registry.deregister(&mut pipe);
+        }
+        child.exit.is_none()
+    }
+
+    /// True while a session's child runs (not reaped).
+    pub(crate) fn running(&self, session: SessionKey) -> bool {
+        self.children
+            .get(&session)
+            .is_some_and(|child| child.exit.is_none())
+    }
+
+    /// Signals the group of a session's child that still runs.
+    pub(crate) fn signal(&self, session: SessionKey, short_id: &str, signal: libc::c_int) {
+        let Some(child) = self.children.get(&session).filter(|c| c.exit.is_none()) else {
+            return;
+        };
+        let name = if signal == libc::SIGKILL {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        };
+        debug!(
+            "session {short_id}: child pid {} still running: {name} to its group",
+            child.pid
+        );
+        child::signal_group(child.pid, signal);
+    }
+
+    /// SIGKILL to every child's group that has not been reaped.
+    pub(crate) fn kill_all(&self) {
+        for child in self.children.values().filter(|child| child.exit.is_none()) {
+            child::signal_group(child.pid, libc::SIGKILL);
+        }
+    }
+
+    /// Records a reaped child's end: its session, if it had one. What it
+    /// wrote before dying is read to EOF however short each read is (its
+    /// end of the pipe is closed).
+    pub(crate) fn exited(&mut self, pid: u32, status: ExitStatus) -> Option<SessionKey> {
+        let session = self.pids.remove(&pid)?;
+        let child = self.children.get_mut(&session).filter(|c| c.pid == pid)?;
+        child.exit = Some(status);
+        // The leader is gone; sweep whatever it left in its group.
+        child::signal_group(pid, libc::SIGKILL);
+        child.stdout.ready.drain_to_eof();
+        Some(session)
+    }
+
+    /// True once nothing is left to wait for: the child was reaped.
+    pub(crate) fn done(&self, session: SessionKey) -> bool {
+        self.children
+            .get(&session)
+            .is_none_or(|child| child.exit.is_some())
+    }
+
+    /// Describes the child's end for the session's last log line.
+    pub(crate) fn summary(&self, session: SessionKey) -> String {
+        match self.children.get(&session) {
+            Some(ChildIo {
+                pid,
+                exit: Some(exit),
+                ..
+            }) => format!("child pid {pid} {exit}"),
+            Some(child) => format!("child pid {} not reaped", child.pid),
+            None => "no child".to_string(),
+        }
+    }
+
+    /// Forgets a finished session's child, deregistering every pipe left.
+    pub(crate) fn remove(&mut self, session: SessionKey, registry: &Registry) {
+        let Some(mut child) = self.children.remove(&session) else {
+            return;
+        };
+        if child.exit.is_none() {
+            self.pids.remove(&child.pid);
+        }
+        if let Some(mut pipe) = child.stdin.pipe.take() {
+            let _ = registry.deregister(&mut pipe);
+        }
+        for pipe in [child.stdout.pipe.take(), child.stderr.pipe.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut pipe = pipe;
+            let _ = registry.deregister(&mut pipe);
+        }
+    }
+
+    /// Notes that a session's stdout had more when its turn ended.
+    pub(crate) fn push_backlog(&mut self, session: SessionKey) {
+        self.backlog.push(session);
+    }
+
+    /// True when some stdout is to be read again without waiting for an edge.
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    pub(crate) fn take_backlog(&mut self) -> Vec<SessionKey> {
+        std::mem::take(&mut self.backlog)
+    }
+}
+
+/// Registers a new child's three pipes with the loop, once.
+fn register_pipes(registry: &Registry, session: SessionKey, child: &mut ChildIo) -> io::Result<()> {
+    let index = session.index();
+    if let Some(pipe) = child.stdin.pipe.as_mut() {
+        registry.register(pipe, Source::ChildStdin(index).token(), Interest::WRITABLE)?;
+    }
+    if let Some(pipe) = child.stdout.pipe.as_mut() {
+        registry.register(pipe, Source::ChildStdout(index).token(), Interest::READABLE)?;
+    }
+    if let Some(pipe) = child.stderr.pipe.as_mut() {
+        registry.register(pipe, Source::ChildStderr(index).token(), Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Longest stderr line logged whole; longer ones are cut.
+const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
+
+/// A child's stdin: a queue of bytes and how much of it is written.
+pub(crate) struct StdinQueue {
+    pub(crate) pipe: Option<Sender>,
+    buffer: Vec<u8>,
+    written: usize,
+    pub(crate) ready: Readiness,
+}
+
+impl StdinQueue {
+    fn new(pipe: Sender) -> Self {
+        StdinQueue {
+            pipe: Some(pipe),
+            buffer: Vec::new(),
+            written: 0,
+            ready: Readiness::ready(),
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.buffer.len() - self.written
+    }
+
+    /// Queues one message as a line; dropped when the child no longer reads
+    /// its stdin (its session is about to end).
+    pub(crate) fn push_line(&mut self, message: &[u8]) {
+        if self.pipe.is_none() {
+            return;
+        }
+        self.buffer.extend_from_slice(message);
+        self.buffer.push(b'\n');
+    }
+
+    /// Writes until done or the pipe would block. An error means the child
+    /// no longer reads its stdin.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(());
+        };
+        if self.written < self.buffer.len() {
+            let outcome = write_from(pipe, &mut self.ready, &self.buffer[self.written..]);
+            self.written += outcome.written;
+            if let Some(error) = outcome.failed {
+                return Err(error);
+            }
+        }
+        if self.written == self.buffer.len() {
+            self.buffer.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A readable pipe with its framer and remembered readiness.
+pub(crate) struct LinePipe {
+    pub(crate) pipe: Option<Receiver>,
+    pub(crate) framer: LineFramer,
+    pub(crate) ready: Readiness,
+}
+
+/// What one read from a pipe gave.
+pub(crate) enum PipeRead {
+    /// Bytes were fed to the framer.
+    Data,
+    /// Nothing to read now (drained until the next edge).
+    WouldBlock,
+    /// End of file, or the pipe failed.
+    Closed,
+}
+
+impl LinePipe {
+    fn new(pipe: Receiver, max_line: usize) -> Self {
+        LinePipe {
+            pipe: Some(pipe),
+            framer: LineFramer::new(max_line),
+            ready: Readiness::ready(),
+        }
+    }
+
+    /// One `read` into the framer (none when the pipe is not readable, or
+    /// was drained by a short read).
+    pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> PipeRead {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return PipeRead::Closed;
+        };
+        match read_into(pipe, &mut self.ready, scratch) {
+            ReadOutcome::Data(count) => {
+                self.framer.feed(&scratch[..count]);
+                PipeRead::Data
+            }
+            ReadOutcome::Blocked => PipeRead::WouldBlock,
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => PipeRead::Closed,
+        }
+    }
+}
+
+/// A stdio upstream: the session's own child process and its three pipes.
+pub(crate) struct ChildIo {
+    pub(crate) pid: u32,
+    pub(crate) stdin: StdinQueue,
+    pub(crate) stdout: LinePipe,
+    pub(crate) stderr: LinePipe,
+    /// How it ended, once reaped.
+    pub(crate) exit: Option<ExitStatus>,
+}
+
+impl ChildIo {
+    pub(crate) fn new(child: SpawnedChild, max_line_bytes: usize) -> Self {
+        ChildIo {
+            pid: child.pid,
+            stdin: StdinQueue::new(child.stdin),
+            stdout: LinePipe::new(child.stdout, max_line_bytes),
+            stderr: LinePipe::new(child.stderr, MAX_STDERR_LINE_BYTES),
+            exit: None,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The upstream side of the proxy: one kind per run, chosen by
+//! `Config::upstream`, each kind a type owning its own state (`StdioUpstream`:
+//! every session's child and pipes; `HttpSide`: the pool, the upstream
+//! connections and the exchanges). The reactor owns the sessions and asks the
+//! kind through these methods; a new kind (legacy SSE) is a new variant and
+//! a new adapter module, with no change to the others.
+
+use crate::session::{Session, SessionKey};
+
+use super::http_upstream::HttpSide;
+use super::stdio_upstream::StdioUpstream;
+
+/// The upstream of every session.
+// One value per proxy: its size does not matter, and boxing would add a
+// pointer chase to every upstream event.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Upstreams {
+    /// A child process per session, over stdio.
+    Stdio(StdioUpstream),
+    /// A Streamable HTTP server, through the keep-alive pool.
+    Http(HttpSide),
+}
+
+impl Upstreams {
+    pub(crate) fn stdio(&self) -> Option<&StdioUpstream> {
+        match self {
+            Upstreams::Stdio(stdio) => Some(stdio),
+            Upstreams::Http(_) => None,
+        }
+    }
+
+    pub(crate) fn stdio_mut(&mut self) -> Option<&mut StdioUpstream> {
+        match self {
+            Upstreams::Stdio(stdio) => Some(stdio),
+            Upstreams::Http(_) => None,
+        }
+    }
+
+    pub(crate) fn http(&self) -> Option<&HttpSide> {
+        match self {
+            Upstreams::Http(http) => Some(http),
+            Upstreams::Stdio(_) => None,
+        }
+    }
+
+    pub(crate) fn http_mut(&mut self) -> Option<&mut HttpSide> {
+        match self {
+            Upstreams::Http(http) => Some(http),
+            Upstreams::Stdio(_) => None,
+        }
+    }
+
+    /// True when a session's upstream takes everything at once (a pipe):
+    /// its answer streams start when the messages go, with no response head
+    /// to wait for.
+    pub(crate) fn is_pipe(&self) -> bool {
+        matches!(self, Upstreams::Stdio(_))
+    }
+
+    /// True once nothing upstream is left to wait for before a session that
+    /// ended is removed: its child was reaped (an HTTP session's DELETE goes
+    /// out when it ends; nothing to wait for).
+    pub(crate) fn session_done(&self, key: SessionKey) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.done(key),
+            Upstreams::Http(_) => true,
+        }
+    }
+
+    /// True when upstream output waits only for the session's clients to
+    /// read (back-pressure).
+    pub(crate) fn has_backlog(&self, key: SessionKey, session: &Session) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.stdout_readable(key),
+            Upstreams::Http(_) => session.http().is_some_and(|http| !http.paused.is_empty()),
+        }
+    }
+
+    /// Describes a session's upstream end for its last log line.
+    pub(crate) fn summary(&self, key: SessionKey, session: &Session) -> String {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.summary(key),
+            Upstreams::Http(_) => session
+                .http()
+                .map_or_else(String::new, |http| http.summary()),
+        }
+    }
+}
