@@ -269,7 +269,7 @@ impl Proxy {
             self.settle();
             if self.run_state == RunState::Draining
                 && self.sessions.is_empty()
-                && !self.exchanges_in_flight()
+                && !self.upstream.in_flight()
             {
                 // Queued responses get a last, short chance to reach their
                 // clients, served by the loop like any other output.
@@ -280,7 +280,7 @@ impl Proxy {
             if let RunState::Exiting { until } = self.run_state {
                 let flushed = self.conns.iter().all(|(_, conn)| conn.unwritten() == 0);
                 if flushed || self.now >= until {
-                    self.log_pool_summary();
+                    self.upstream.log_summary();
                     info!("shutdown complete");
                     return Ok(0);
                 }
@@ -466,7 +466,7 @@ impl Proxy {
                             stdio.remove(key, registry);
                         }
                     }
-                    self.abandon_exchanges();
+                    self.upstream.abandon(self.poll.registry());
                 }
                 Timer::Pool => self.on_pool_timer(deadline),
                 Timer::Upstream(key) => self.on_upstream_timer(key, deadline),

@@ -5,6 +5,8 @@
 //! kind through these methods; a new kind (legacy SSE) is a new variant and
 //! a new adapter module, with no change to the others.
 
+use mio::Registry;
+
 use crate::session::{Session, SessionKey};
 
 use super::http_upstream::HttpSide;
@@ -73,6 +75,28 @@ impl Upstreams {
         match self {
             Upstreams::Stdio(stdio) => stdio.stdout_readable(key),
             Upstreams::Http(_) => session.http().is_some_and(|http| !http.paused.is_empty()),
+        }
+    }
+
+    /// True while upstream requests are in flight (a shutdown waits for
+    /// an HTTP session's DELETE).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.http().is_some_and(HttpSide::in_flight)
+    }
+
+    /// The shutdown's last step: every child's group is killed, every
+    /// exchange given up and every upstream connection closed.
+    pub(crate) fn abandon(&mut self, registry: &Registry) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.kill_all(),
+            Upstreams::Http(http) => http.abandon(registry),
+        }
+    }
+
+    /// Logs what the upstream side has to say at shutdown (the pool's figures).
+    pub(crate) fn log_summary(&self) {
+        if let Some(http) = self.http() {
+            http.log_summary();
         }
     }
 

@@ -11,13 +11,12 @@
 //! request) reaches the client as such.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::arena::{Arena, Key};
+use crate::arena::Key;
 use crate::client::ConnKey;
 use crate::session::SessionKey;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Interest;
@@ -27,12 +26,11 @@ use crate::client::ConnState;
 use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
 use crate::http::request::Request;
 use crate::http::response;
-use crate::http::url::UpstreamUrl;
 use crate::jsonrpc::{self, Kind};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::router::StreamId;
-use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
+use crate::pool::{EvictCause, HostKey, PoolAction};
 use crate::session::Session;
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
@@ -44,6 +42,9 @@ use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 mod answer;
 mod conn;
 mod session;
+mod side;
+
+pub(crate) use side::HttpSide;
 
 use super::drive::{ClientRef, Origin};
 use super::{Proxy, RunState, Timer};
@@ -60,42 +61,6 @@ pub(crate) type UpConnKey = Key<UpConn>;
 
 /// Names an exchange; stale once it ended.
 pub(crate) type ExchangeKey = Key<Exchange>;
-
-/// The HTTP upstream, its pool, its connections and the exchanges in flight.
-pub(super) struct HttpSide {
-    pub url: UpstreamUrl,
-    pub host: HostKey,
-    pub authority: String,
-    pub addr: SocketAddr,
-    pub pool: Pool<ExchangeKey>,
-    pub conns: Arena<UpConn>,
-    pub exchanges: Arena<Exchange>,
-    actions: Vec<PoolAction<ExchangeKey>>,
-    /// The deadline of the armed pool timer.
-    timer: Option<Instant>,
-}
-
-impl HttpSide {
-    /// Resolves the upstream's address once, at start-up.
-    pub fn new(url: UpstreamUrl, config: PoolConfig) -> io::Result<HttpSide> {
-        use std::net::ToSocketAddrs;
-        let addr = (url.host.as_str(), url.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other(format!("{} has no address", url.host)))?;
-        Ok(HttpSide {
-            host: HostKey::new(url.scheme, url.host.clone(), url.port),
-            authority: url.authority(),
-            addr,
-            url,
-            pool: Pool::new(config),
-            conns: Arena::default(),
-            exchanges: Arena::default(),
-            actions: Vec::new(),
-            timer: None,
-        })
-    }
-}
 
 /// What an upstream connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +83,21 @@ pub(crate) struct UpConn {
     output: Vec<u8>,
     written: usize,
     ready: Readiness,
+}
+
+impl UpConn {
+    /// A connection whose connect is in flight (`exchange`: the stream a
+    /// dedicated one is for).
+    fn new(socket: TcpStream, pooled: bool, exchange: Option<ExchangeKey>) -> UpConn {
+        UpConn {
+            socket,
+            state: UpState::Connecting { exchange },
+            pooled,
+            output: Vec::new(),
+            written: 0,
+            ready: Readiness::default(),
+        }
+    }
 }
 
 /// What an exchange is for.
@@ -363,16 +343,8 @@ impl Proxy {
                     return;
                 }
                 let _ = socket.set_nodelay(true);
-                http.conns.insert(UpConn {
-                    socket,
-                    state: UpState::Connecting {
-                        exchange: Some(exchange),
-                    },
-                    pooled: false,
-                    output: Vec::new(),
-                    written: 0,
-                    ready: Readiness::default(),
-                });
+                http.conns
+                    .insert(UpConn::new(socket, false, Some(exchange)));
                 let host = http.host.clone();
                 http.pool.stream_opened(&host);
                 if let Some(entry) = http.exchanges.get_mut(exchange) {
@@ -496,49 +468,16 @@ impl Proxy {
 
     fn connect_pooled(&mut self, host: &HostKey) {
         let now = self.now;
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let socket = TcpStream::connect(http.addr).and_then(|mut socket| {
-            let key = http.conns.next_key();
-            self.poll.registry().register(
-                &mut socket,
-                Source::Upstream(key.index()).token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(socket)
-        });
-        match socket {
-            Ok(socket) => {
-                let _ = socket.set_nodelay(true);
-                let key = http.conns.insert(UpConn {
-                    socket,
-                    state: UpState::Connecting { exchange: None },
-                    pooled: true,
-                    output: Vec::new(),
-                    written: 0,
-                    ready: Readiness::default(),
-                });
-                http.pool.connecting(host, key.index(), now);
-            }
-            Err(error) => {
-                warn!("cannot open a connection to the upstream {host}: {error}");
-                http.pool.open_failed(host, &mut http.actions);
-            }
+        let registry = self.poll.registry();
+        if let Some(http) = self.upstream.http_mut() {
+            http.connect_pooled(host, registry, now);
         }
     }
 
     fn drop_up_conn(&mut self, key: UpConnKey) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(mut conn) = http.conns.remove(key) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
-        if !conn.pooled {
-            let host = http.host.clone();
-            http.pool.stream_closed(&host);
+        let registry = self.poll.registry();
+        if let Some(http) = self.upstream.http_mut() {
+            http.drop_conn(key, registry);
         }
     }
 

@@ -344,35 +344,4 @@ impl Proxy {
         });
         true
     }
-
-    /// Logs the pool's figures (at shutdown).
-    pub(in crate::reactor) fn log_pool_summary(&self) {
-        if let Some(http) = self.upstream.http() {
-            info!("upstream pool: {}", http.pool.summary());
-        }
-    }
-
-    /// Gives up on every exchange still in flight (the shutdown's last step).
-    pub(in crate::reactor) fn abandon_exchanges(&mut self) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        if !http.exchanges.is_empty() {
-            warn!(
-                "exiting with {} upstream request(s) unfinished",
-                http.exchanges.len()
-            );
-        }
-        http.exchanges.clear();
-        for key in http.conns.keys() {
-            self.drop_up_conn(key);
-        }
-    }
-
-    /// True while exchanges are in flight (a shutdown waits for DELETEs).
-    pub(in crate::reactor) fn exchanges_in_flight(&self) -> bool {
-        self.upstream
-            .http()
-            .is_some_and(|http| !http.exchanges.is_empty())
-    }
 }
