@@ -61,21 +61,19 @@ impl<K: Ord> TimerQueue<K> {
         }
     }
 
-    /// How long `poll` may sleep: until the next deadline, rounded up to a whole
-    /// millisecond so an early wake-up does not spin; `None` when nothing is armed.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        self.next_deadline().map(|deadline| {
-            let wait = deadline.saturating_duration_since(now);
-            let millis = wait.as_nanos().div_ceil(1_000_000);
-            Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
-        })
-    }
-
     /// Number of armed entries, stale ones included.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
+}
+
+/// How long `poll` may sleep at `now` for `deadline`: rounded up to a whole
+/// millisecond (epoll's unit) so an early wake-up does not spin.
+pub fn wait_until(now: Instant, deadline: Instant) -> Duration {
+    let wait = deadline.saturating_duration_since(now);
+    let millis = wait.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -101,13 +99,18 @@ mod tests {
     fn poll_timeout_rounds_up_to_a_millisecond() {
         let start = Instant::now();
         let mut timers = TimerQueue::default();
-        assert_eq!(timers.poll_timeout(start), None);
+        let poll_timeout = |timers: &TimerQueue<u8>, now| {
+            timers
+                .next_deadline()
+                .map(|deadline| wait_until(now, deadline))
+        };
+        assert_eq!(poll_timeout(&timers, start), None);
         timers.schedule(start + Duration::from_micros(1500), 1u8);
-        assert_eq!(timers.poll_timeout(start), Some(Duration::from_millis(2)));
+        assert_eq!(poll_timeout(&timers, start), Some(Duration::from_millis(2)));
         timers.schedule(start + Duration::from_micros(10), 2u8);
-        assert_eq!(timers.poll_timeout(start), Some(Duration::from_millis(1)));
+        assert_eq!(poll_timeout(&timers, start), Some(Duration::from_millis(1)));
         assert_eq!(
-            timers.poll_timeout(start + Duration::from_secs(9)),
+            poll_timeout(&timers, start + Duration::from_secs(9)),
             Some(Duration::ZERO)
         );
     }

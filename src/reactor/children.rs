@@ -14,7 +14,7 @@ use crate::lines::Line;
 use crate::session::{Session, SessionKey};
 
 use super::stdio_upstream::{Pipe, PipeRead};
-use super::{trim_ascii, Proxy, Timer, MAX_STDOUT_READS_PER_TURN};
+use super::{trim_ascii, Proxy, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
     /// Queues one message for the session's child (see `StdioUpstream::send`).
@@ -29,17 +29,9 @@ impl Proxy {
     /// and SIGKILL follow if it lingers).
     pub(super) fn stop_child(&mut self, session_key: SessionKey) {
         let now = self.now;
-        let grace = self.config.child_grace;
         let registry = self.poll.registry();
-        let running = self
-            .upstream
-            .stdio_mut()
-            .is_some_and(|stdio| stdio.stop(session_key, registry));
-        if running {
-            self.timers
-                .schedule(now + grace, Timer::ChildTerm(session_key));
-            self.timers
-                .schedule(now + grace + grace, Timer::ChildKill(session_key));
+        if let Some(stdio) = self.upstream.stdio_mut() {
+            stdio.stop(session_key, registry, now);
         }
     }
 
@@ -243,14 +235,6 @@ impl Proxy {
             }
             self.finalize_if_done(session_key);
         }
-    }
-
-    /// A session's child lingers after its stdin was closed: signal its group.
-    pub(super) fn signal_child(&mut self, key: SessionKey, signal: libc::c_int) {
-        let (Some(session), Some(stdio)) = (self.sessions.get(key), self.upstream.stdio()) else {
-            return;
-        };
-        stdio.signal(key, session.core.short_id(), signal);
     }
 
     /// SIGKILL to every child's group that has not been reaped.

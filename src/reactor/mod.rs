@@ -29,7 +29,7 @@ use crate::http::response;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
-use crate::timers::TimerQueue;
+use crate::timers::{self, TimerQueue};
 use crate::token::Source;
 
 mod children;
@@ -72,8 +72,6 @@ enum Timer {
     Heartbeat(ConnKey),
     /// A session core's `poll_timeout`.
     Session(SessionKey),
-    ChildTerm(SessionKey),
-    ChildKill(SessionKey),
     ShutdownGrace,
     FinalExit,
     /// Wakes the loop when the last flush before exit is over.
@@ -172,9 +170,11 @@ impl Proxy {
         )?;
         let upstream = match &config.upstream {
             UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(url.clone(), config.pool)?),
-            UpstreamKind::Stdio { command } => {
-                Upstreams::Stdio(StdioUpstream::new(command.clone(), config.max_line_bytes))
-            }
+            UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
+                command.clone(),
+                config.max_line_bytes,
+                config.child_grace,
+            )),
         };
         let policy = AccessPolicy::new(
             local_addr.port(),
@@ -241,8 +241,16 @@ impl Proxy {
                 .is_some_and(StdioUpstream::has_backlog);
             let timeout = if !backlog {
                 // The clock is read once per turn, after `poll`; a deadline
-                // computed from it is at most one turn's work late.
-                self.timers.poll_timeout(self.now)
+                // computed from it is at most one turn's work late. The
+                // upstream side reports its own next deadline.
+                let upstream = self.upstream.next_deadline();
+                let deadline = self
+                    .timers
+                    .next_deadline()
+                    .into_iter()
+                    .chain(upstream)
+                    .min();
+                deadline.map(|deadline| timers::wait_until(self.now, deadline))
             } else {
                 Some(Duration::ZERO)
             };
@@ -430,13 +438,12 @@ impl Proxy {
     // ----- timers -----------------------------------------------------------
 
     fn run_timers(&mut self, now: Instant) {
+        self.upstream.handle_timeout(now);
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
                 Timer::Heartbeat(key) => self.on_heartbeat(key, deadline),
                 Timer::Session(key) => self.on_session_timer(key, deadline),
-                Timer::ChildTerm(key) => self.signal_child(key, libc::SIGTERM),
-                Timer::ChildKill(key) => self.signal_child(key, libc::SIGKILL),
                 Timer::ShutdownGrace => {
                     let live: Vec<SessionKey> = self.session_ids.values().copied().collect();
                     if !live.is_empty() {
@@ -505,10 +512,6 @@ impl Proxy {
                 .sessions
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
-            Timer::ChildTerm(key) | Timer::ChildKill(key) => self
-                .upstream
-                .stdio()
-                .is_some_and(|stdio| stdio.running(key)),
             Timer::Pool => self.pool_timer_is(deadline),
             Timer::Upstream(key) => self
                 .sessions

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use crate::child::{self, ExitStatus, SpawnedChild};
 use crate::lines::{Line, LineFramer};
 use crate::session::SessionKey;
+use crate::timers::TimerQueue;
 use crate::token::Source;
 
 use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
@@ -39,16 +41,28 @@ pub(crate) struct StdioUpstream {
     pids: HashMap<u32, SessionKey>,
     /// Sessions whose stdout had more to read when their turn ended.
     backlog: Vec<SessionKey>,
+    /// How long a child may linger after its stdin closed before SIGTERM,
+    /// and again before SIGKILL.
+    child_grace: Duration,
+    /// Signals due to children that linger; an entry for a child reaped
+    /// since is stale and skipped.
+    lingering: TimerQueue<(SessionKey, libc::c_int)>,
 }
 
 impl StdioUpstream {
-    pub(crate) fn new(command: Vec<String>, max_line_bytes: usize) -> StdioUpstream {
+    pub(crate) fn new(
+        command: Vec<String>,
+        max_line_bytes: usize,
+        child_grace: Duration,
+    ) -> StdioUpstream {
         StdioUpstream {
             command,
             max_line_bytes,
             children: HashMap::new(),
             pids: HashMap::new(),
             backlog: Vec::new(),
+            child_grace,
+            lingering: TimerQueue::default(),
         }
     }
 
@@ -227,27 +241,53 @@ impl StdioUpstream {
     }
 
     /// The session ended: the child's stdin is closed, which tells it to
-    /// exit. True while the child runs (SIGTERM and SIGKILL are then due
-    /// after the grace).
-    pub(crate) fn stop(&mut self, session: SessionKey, registry: &Registry) -> bool {
+    /// exit; if it lingers, SIGTERM goes to its group after the grace, and
+    /// SIGKILL after another.
+    pub(crate) fn stop(&mut self, session: SessionKey, registry: &Registry, now: Instant) {
         let Some(child) = self.children.get_mut(&session) else {
-            return false;
+            return;
         };
         if let Some(mut pipe) = child.stdin.pipe.take() {
             let _ = registry.deregister(&mut pipe);
         }
-        child.exit.is_none()
+        if child.exit.is_none() {
+            let grace = self.child_grace;
+            self.lingering
+                .schedule(now + grace, (session, libc::SIGTERM));
+            self.lingering
+                .schedule(now + grace + grace, (session, libc::SIGKILL));
+        }
+    }
+
+    /// The next moment a signal is due to a lingering child. Entries for
+    /// children reaped since are dropped first: an idle proxy never wakes
+    /// for them.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some((_, (session, _))) = self.lingering.peek() {
+            if self.running(*session) {
+                break;
+            }
+            self.lingering.pop();
+        }
+        self.lingering.next_deadline()
+    }
+
+    /// Sends the signals due at `now` to children that still run.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, (session, signal))) = self.lingering.pop_expired(now) {
+            self.signal(session, signal);
+        }
     }
 
     /// True while a session's child runs (not reaped).
-    pub(crate) fn running(&self, session: SessionKey) -> bool {
+    fn running(&self, session: SessionKey) -> bool {
         self.children
             .get(&session)
             .is_some_and(|child| child.exit.is_none())
     }
 
     /// Signals the group of a session's child that still runs.
-    pub(crate) fn signal(&self, session: SessionKey, short_id: &str, signal: libc::c_int) {
+    fn signal(&self, session: SessionKey, signal: libc::c_int) {
         let Some(child) = self.children.get(&session).filter(|c| c.exit.is_none()) else {
             return;
         };
@@ -257,7 +297,7 @@ impl StdioUpstream {
             "SIGTERM"
         };
         debug!(
-            "session {short_id}: child pid {} still running: {name} to its group",
+            "child pid {} still running after its stdin closed: {name} to its group",
             child.pid
         );
         child::signal_group(child.pid, signal);

@@ -5,6 +5,8 @@
 //! kind through these methods; a new kind (legacy SSE) is a new variant and
 //! a new adapter module, with no change to the others.
 
+use std::time::Instant;
+
 use mio::Registry;
 
 use crate::session::{Session, SessionKey};
@@ -75,6 +77,25 @@ impl Upstreams {
         match self {
             Upstreams::Stdio(stdio) => stdio.stdout_readable(key),
             Upstreams::Http(_) => session.http().is_some_and(|http| !http.paused.is_empty()),
+        }
+    }
+
+    /// The next moment the upstream side has something to do on its own
+    /// (the stdio side: a signal to a lingering child). The HTTP side's pool
+    /// and stream timers are still the reactor's (`Timer::Pool`,
+    /// `Timer::Upstream`).
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.next_deadline(),
+            Upstreams::Http(_) => None,
+        }
+    }
+
+    /// Does what is due at `now` (see `next_deadline`).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.handle_timeout(now),
+            Upstreams::Http(_) => {}
         }
     }
 
