@@ -57,7 +57,8 @@ impl Proxy {
     /// more output; otherwise the child's stdout waits (back-pressure).
     pub(super) fn session_can_emit(&self, session: &Session) -> bool {
         session.stream_conns.values().all(|conn_key| {
-            self.conns
+            self.front
+                .conns
                 .get(*conn_key)
                 .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
         })

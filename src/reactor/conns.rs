@@ -5,17 +5,8 @@
 use super::*;
 
 impl Proxy {
-    pub(super) fn mark_dirty(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.flush_list.push(key);
-            }
-        }
-    }
-
     pub(super) fn set_conn_deadline(&mut self, key: ConnKey, kind: DeadlineKind, after: Duration) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         let at = self.now + after;
@@ -34,7 +25,7 @@ impl Proxy {
 
     pub(super) fn read_conn(&mut self, key: ConnKey) {
         let max_input = self.max_conn_input();
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         let outcome = conn.read_available(max_input, &mut self.scratch);
@@ -46,7 +37,7 @@ impl Proxy {
             self.close_conn(key);
             return;
         }
-        self.process_list.push(key);
+        self.front.process_list.push(key);
     }
 
     /// Decodes and handles buffered requests while the connection is free to
@@ -54,7 +45,7 @@ impl Proxy {
     pub(super) fn process_conn(&mut self, key: ConnKey) {
         loop {
             let max_buffer = self.config.max_client_buffer;
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = self.front.conns.get_mut(key) else {
                 return;
             };
             if conn.state != ConnState::Requests
@@ -71,7 +62,7 @@ impl Proxy {
                 Ok(Decoded::Incomplete) => {
                     if conn.decoder.take_expect_continue() {
                         response::write_continue(conn.output());
-                        self.mark_dirty(key);
+                        self.front.mark_dirty(key);
                     }
                     break;
                 }
@@ -92,7 +83,7 @@ impl Proxy {
                     );
                     conn.close_after_flush = true;
                     conn.deadline = None;
-                    self.mark_dirty(key);
+                    self.front.mark_dirty(key);
                     return;
                 }
             }
@@ -103,7 +94,7 @@ impl Proxy {
     /// Sets the deadline a connection is now under, and closes it if the
     /// client is gone and nothing is left to do.
     pub(super) fn after_processing(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         if conn.state != ConnState::Requests {
@@ -134,7 +125,7 @@ impl Proxy {
     }
 
     pub(super) fn flush_conn(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         conn.dirty = false;
@@ -161,14 +152,14 @@ impl Proxy {
                 self.resume_upstream_output(session);
             }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {
-                self.process_list.push(key);
+                self.front.process_list.push(key);
             }
             _ => {}
         }
     }
 
     pub(super) fn close_conn(&mut self, key: ConnKey) {
-        let Some(mut conn) = self.conns.remove(key) else {
+        let Some(mut conn) = self.front.conns.remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
@@ -183,30 +174,10 @@ impl Proxy {
         debug!("connection {key} closed");
     }
 
-    /// Queues an immediate response on a connection.
+    /// Queues an immediate response on a connection; it is the last one
+    /// while mcphop shuts down.
     pub(super) fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
         let keep_alive = keep_alive && self.run_state == RunState::Serving;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let mut headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        if !reply.body.is_empty() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        response::write_full(
-            conn.output(),
-            reply.status,
-            &headers,
-            &reply.body,
-            keep_alive,
-        );
-        if !keep_alive {
-            conn.close_after_flush = true;
-        }
-        self.mark_dirty(key);
+        self.front.reply(key, reply, keep_alive);
     }
 }

@@ -15,7 +15,7 @@ use crate::mcp::router::StreamId;
 use crate::session::SessionKey;
 
 use super::streams::StreamHead;
-use super::{Proxy, Timer};
+use super::{Proxy, RunState, Timer};
 
 /// A client connection a core's actions may answer.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +144,13 @@ impl Proxy {
                         Payload::Input => origin.input,
                         Payload::Owned(bytes) => bytes,
                     };
-                    self.write_event(conn_key, seq.map(|seq| (stream, seq)), data);
+                    let heartbeat_at = self.now + self.config.sse_keepalive;
+                    self.front.write_event(
+                        conn_key,
+                        seq.map(|seq| (stream, seq)),
+                        data,
+                        heartbeat_at,
+                    );
                 }
             }
             Action::EndStream { stream } => {
@@ -153,7 +159,8 @@ impl Proxy {
                     .get_mut(session_key)
                     .and_then(|session| session.stream_conns.remove(&stream));
                 if let Some(conn_key) = conn_key {
-                    self.finish_stream(conn_key);
+                    let serving = self.run_state == RunState::Serving;
+                    self.front.finish_stream(conn_key, serving);
                 }
             }
             Action::Reply(reply) => {

@@ -36,12 +36,14 @@ mod children;
 mod conns;
 mod drive;
 pub(crate) mod edge_io;
+mod front_door;
 pub(crate) mod http_upstream;
 mod sessions;
 mod stdio_upstream;
 mod streams;
 mod upstreams;
 
+use front_door::HttpFrontDoor;
 use http_upstream::HttpSide;
 use stdio_upstream::{Pipe, StdioUpstream};
 use upstreams::Upstreams;
@@ -100,11 +102,8 @@ enum RunState {
 pub struct Proxy {
     config: Config,
     poll: Poll,
-    listener: Option<TcpListener>,
-    listener_readable: bool,
-    policy: AccessPolicy,
-    limits: Limits,
-    conns: Arena<Conn>,
+    /// The Streamable HTTP front door: listener and client connections.
+    front: HttpFrontDoor,
     sessions: Arena<Session>,
     /// Live sessions by id.
     session_ids: HashMap<String, SessionKey>,
@@ -112,10 +111,7 @@ pub struct Proxy {
     run_state: RunState,
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
-    flush_list: Vec<ConnKey>,
-    process_list: Vec<ConnKey>,
     scratch: Vec<u8>,
-    event_scratch: Vec<u8>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
@@ -188,21 +184,14 @@ impl Proxy {
         Ok(Proxy {
             config,
             poll,
-            listener: Some(listener),
-            listener_readable: true,
-            policy,
-            limits,
-            conns: Arena::default(),
+            front: HttpFrontDoor::new(listener, policy, limits),
             sessions: Arena::default(),
             session_ids: HashMap::new(),
             timers: TimerQueue::default(),
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
-            flush_list: Vec::new(),
-            process_list: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
-            event_scratch: Vec::new(),
             local_addr,
             now: Instant::now(),
             upstream,
@@ -286,7 +275,11 @@ impl Proxy {
                 self.timers.schedule(until, Timer::ExitFlush);
             }
             if let RunState::Exiting { until } = self.run_state {
-                let flushed = self.conns.iter().all(|(_, conn)| conn.unwritten() == 0);
+                let flushed = self
+                    .front
+                    .conns
+                    .iter()
+                    .all(|(_, conn)| conn.unwritten() == 0);
                 if flushed || self.now >= until {
                     self.upstream.log_summary();
                     info!("shutdown complete");
@@ -300,7 +293,7 @@ impl Proxy {
     fn dispatch(&mut self, event: &Event) -> Option<i32> {
         match Source::of(event.token())? {
             Source::Listener => {
-                self.listener_readable = true;
+                self.front.listener_readable = true;
                 self.accept_all();
             }
             Source::ShutdownSignal => {
@@ -313,11 +306,11 @@ impl Proxy {
                 self.reap_children();
             }
             Source::Client(index) => {
-                let key = self.conns.key_at(index)?;
-                if let Some(conn) = self.conns.get_mut(key) {
+                let key = self.front.conns.key_at(index)?;
+                if let Some(conn) = self.front.conns.get_mut(key) {
                     conn.ready.on_event(event);
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
-                        self.mark_dirty(key);
+                        self.front.mark_dirty(key);
                     }
                     self.read_conn(key);
                 }
@@ -337,11 +330,11 @@ impl Proxy {
     /// buffered requests, and flushing connections with queued output.
     fn settle(&mut self) {
         loop {
-            if let Some(key) = self.process_list.pop() {
+            if let Some(key) = self.front.process_list.pop() {
                 self.process_conn(key);
                 continue;
             }
-            if let Some(key) = self.flush_list.pop() {
+            if let Some(key) = self.front.flush_list.pop() {
                 self.flush_conn(key);
                 continue;
             }
@@ -352,14 +345,14 @@ impl Proxy {
     // ----- accepting -------------------------------------------------------
 
     fn accept_all(&mut self) {
-        while self.listener_readable {
-            let Some(listener) = self.listener.as_ref() else {
+        while self.front.listener_readable {
+            let Some(listener) = self.front.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((socket, peer)) => self.add_conn(socket, peer),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_readable = false
+                    self.front.listener_readable = false
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -375,7 +368,7 @@ impl Proxy {
     }
 
     fn add_conn(&mut self, mut socket: TcpStream, peer: std::net::SocketAddr) {
-        if self.conns.len() >= DEFAULT_MAX_CONNECTIONS {
+        if self.front.conns.len() >= DEFAULT_MAX_CONNECTIONS {
             warn!("refusing connection from {peer}: {DEFAULT_MAX_CONNECTIONS} connections open");
             let mut out = Vec::new();
             response::write_full(
@@ -390,7 +383,7 @@ impl Proxy {
             return;
         }
         let _ = socket.set_nodelay(true);
-        let key = self.conns.next_key();
+        let key = self.front.conns.next_key();
         if let Err(error) = self.poll.registry().register(
             &mut socket,
             Source::Client(key.index()).token(),
@@ -400,7 +393,9 @@ impl Proxy {
             return;
         }
         debug!("connection {key} from {peer}");
-        self.conns.insert(Conn::new(socket, self.limits));
+        self.front
+            .conns
+            .insert(Conn::new(socket, self.front.limits));
         self.set_conn_deadline(key, DeadlineKind::Request, self.config.head_timeout);
     }
 
@@ -479,7 +474,7 @@ impl Proxy {
                 Timer::Upstream(key) => self.on_upstream_timer(key, deadline),
                 Timer::ExitFlush => {}
                 Timer::RetryAccept => {
-                    self.listener_readable = true;
+                    self.front.listener_readable = true;
                     self.accept_all();
                 }
             }
@@ -501,10 +496,12 @@ impl Proxy {
     fn timer_is_live(&self, deadline: Instant, timer: Timer) -> bool {
         match timer {
             Timer::Conn(key) => self
+                .front
                 .conns
                 .get(key)
                 .is_some_and(|conn| conn.deadline.map(|(at, _)| at) == Some(deadline)),
             Timer::Heartbeat(key) => self
+                .front
                 .conns
                 .get(key)
                 .is_some_and(|conn| conn.heartbeat_timer == Some(deadline)),
@@ -523,7 +520,7 @@ impl Proxy {
     }
 
     fn on_conn_deadline(&mut self, key: ConnKey, deadline: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         if conn.deadline.map(|(at, _)| at) != Some(deadline) {
@@ -566,7 +563,7 @@ impl Proxy {
             self.config.shutdown_grace
         );
         self.run_state = RunState::Draining;
-        if let Some(mut listener) = self.listener.take() {
+        if let Some(mut listener) = self.front.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let now = self.now;
@@ -585,6 +582,7 @@ impl Proxy {
             self.drive(session_key, drive::Origin::NONE, SessionCore::drain);
         }
         let idle: Vec<ConnKey> = self
+            .front
             .conns
             .iter()
             .filter(|(_, conn)| {

@@ -48,7 +48,7 @@ impl Proxy {
             self.reply(key, &reply, false);
             return;
         }
-        let intent = endpoint::interpret(&request, &self.config.path, &self.policy);
+        let intent = endpoint::interpret(&request, &self.config.path, &self.front.policy);
         let session_id = match &intent {
             Intent::Reply(reply) => {
                 self.reply(key, reply, request.keep_alive);

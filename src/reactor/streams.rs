@@ -1,16 +1,16 @@
-//! SSE streams on client connections: starting one (head, priming event),
-//! writing events and heartbeats to it, and ending it so the connection takes
-//! its next request. Which stream a message belongs to is the router's
-//! business; this part only puts bytes on the right connection.
+//! SSE streams on client connections, the reactor's side: starting one
+//! (head on the connection, the session's stream map, the heartbeat timer)
+//! and the heartbeat timer firing. Writing events, heartbeats and a stream's
+//! end is `HttpFrontDoor`'s. Which stream a message belongs to is the
+//! router's business; this part only puts bytes on the right connection.
 
 use std::time::Instant;
 
 use crate::client::ConnState;
 use crate::http::response;
-use crate::mcp::router::{event_id, StreamId};
-use crate::sse;
+use crate::mcp::router::StreamId;
 
-use super::{Proxy, RunState, Timer};
+use super::{Proxy, Timer};
 use crate::client::ConnKey;
 use crate::session::SessionKey;
 
@@ -41,7 +41,7 @@ impl Proxy {
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(conn_key) else {
+        let Some(conn) = self.front.conns.get_mut(conn_key) else {
             return;
         };
         session.stream_conns.insert(stream, conn_key);
@@ -70,67 +70,18 @@ impl Proxy {
         }
         conn.deadline = None;
         conn.heartbeat_at = Some(heartbeat_at);
-        if head.priming {
-            self.event_scratch.clear();
-            sse::write_priming(&mut self.event_scratch, &event_id(stream, 0), retry_millis);
-            put_on_stream(conn.output(), chunked, &self.event_scratch);
-        }
         // One heartbeat timer per connection: an armed one (from an earlier
         // stream) is due no later than this one and re-arms itself.
-        if conn.heartbeat_timer.is_none() {
+        let arm_heartbeat = conn.heartbeat_timer.is_none();
+        if arm_heartbeat {
             conn.heartbeat_timer = Some(heartbeat_at);
             self.timers
                 .schedule(heartbeat_at, Timer::Heartbeat(conn_key));
         }
-        self.mark_dirty(conn_key);
-    }
-
-    /// Writes one message as an SSE event, with the event id that names its
-    /// place in its stream (none for the errors of a session that ends).
-    pub(super) fn write_event(
-        &mut self,
-        conn_key: ConnKey,
-        id: Option<(StreamId, u64)>,
-        data: &[u8],
-    ) {
-        let Some(conn) = self.conns.get_mut(conn_key) else {
-            return;
-        };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
-            return;
-        };
-        self.event_scratch.clear();
-        let id = id.map(|(stream, seq)| event_id(stream, seq));
-        sse::write_event(
-            &mut self.event_scratch,
-            Some("message"),
-            id.as_deref(),
-            data,
-        );
-        put_on_stream(conn.output(), chunked, &self.event_scratch);
-        conn.heartbeat_at = Some(self.now + self.config.sse_keepalive);
-        self.mark_dirty(conn_key);
-    }
-
-    /// Ends the stream a connection carries; the connection then takes its
-    /// next request (or closes, for HTTP/1.0 and `Connection: close`).
-    pub(super) fn finish_stream(&mut self, conn_key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(conn_key) else {
-            return;
-        };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
-            return;
-        };
-        if chunked {
-            response::write_last_chunk(conn.output());
+        if head.priming {
+            self.front.write_priming(conn_key, stream, retry_millis);
         }
-        conn.state = ConnState::Requests;
-        conn.heartbeat_at = None;
-        if conn.wants_close_when_idle() || self.run_state != RunState::Serving {
-            conn.close_after_flush = true;
-        }
-        self.mark_dirty(conn_key);
-        self.process_list.push(conn_key);
+        self.front.mark_dirty(conn_key);
     }
 
     /// A connection's heartbeat timer fired: comment on its stream if the
@@ -139,29 +90,26 @@ impl Proxy {
     pub(super) fn on_heartbeat(&mut self, conn_key: ConnKey, deadline: Instant) {
         let interval = self.config.sse_keepalive;
         let now = self.now;
-        let Some(conn) = self.conns.get_mut(conn_key) else {
+        let Some(conn) = self.front.conns.get_mut(conn_key) else {
             return;
         };
         if conn.heartbeat_timer != Some(deadline) {
             return;
         }
         conn.heartbeat_timer = None;
-        let ConnState::Streaming { chunked, .. } = conn.state else {
+        if !matches!(conn.state, ConnState::Streaming { .. }) {
             return;
-        };
+        }
         let Some(due) = conn.heartbeat_at else {
             return;
         };
         let next = if due > deadline {
             due
         } else {
-            self.event_scratch.clear();
-            sse::write_comment(&mut self.event_scratch, "keepalive");
-            put_on_stream(conn.output(), chunked, &self.event_scratch);
-            self.mark_dirty(conn_key);
+            self.front.write_heartbeat(conn_key);
             now + interval
         };
-        let Some(conn) = self.conns.get_mut(conn_key) else {
+        let Some(conn) = self.front.conns.get_mut(conn_key) else {
             return;
         };
         conn.heartbeat_at = Some(next);
@@ -171,7 +119,7 @@ impl Proxy {
 }
 
 /// Appends SSE bytes to a stream's body: as a chunk, or raw for HTTP/1.0.
-fn put_on_stream(out: &mut Vec<u8>, chunked: bool, bytes: &[u8]) {
+pub(super) fn put_on_stream(out: &mut Vec<u8>, chunked: bool, bytes: &[u8]) {
     if chunked {
         response::write_chunk(out, bytes);
     } else {

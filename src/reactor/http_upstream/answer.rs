@@ -150,7 +150,7 @@ impl Proxy {
                 else {
                     return;
                 };
-                let Some(conn) = self.conns.get_mut(wait.key) else {
+                let Some(conn) = self.front.conns.get_mut(wait.key) else {
                     return;
                 };
                 let mut headers: Vec<(&str, &str)> = Vec::new();
@@ -172,7 +172,7 @@ impl Proxy {
                 if !wait.keep_alive {
                     conn.close_after_flush_when_idle();
                 }
-                self.mark_dirty(wait.key);
+                self.front.mark_dirty(wait.key);
             }
             // Other statuses: the body is collected and relayed at its end.
             _ => {}
@@ -180,7 +180,8 @@ impl Proxy {
     }
 
     pub(in crate::reactor) fn client_waits(&self, wait: ClientWait, exchange: ExchangeKey) -> bool {
-        self.conns
+        self.front
+            .conns
             .get(wait.key)
             .is_some_and(|conn| conn.state == ConnState::AwaitingUpstream { exchange })
     }
@@ -198,14 +199,14 @@ impl Proxy {
         });
         if entry.purpose == Purpose::Passthrough {
             if let Some(wait) = entry.client {
-                if let Some(conn) = self.conns.get_mut(wait.key) {
+                if let Some(conn) = self.front.conns.get_mut(wait.key) {
                     if let ConnState::Relaying { chunked, .. } = conn.state {
                         if chunked {
                             response::write_chunk(conn.output(), bytes);
                         } else {
                             conn.output().extend_from_slice(bytes);
                         }
-                        self.mark_dirty(wait.key);
+                        self.front.mark_dirty(wait.key);
                     }
                 }
             }
@@ -303,7 +304,7 @@ impl Proxy {
             }
             Purpose::Passthrough => {
                 if let Some(wait) = entry.client {
-                    if let Some(conn) = self.conns.get_mut(wait.key) {
+                    if let Some(conn) = self.front.conns.get_mut(wait.key) {
                         {
                             if let ConnState::Relaying { chunked, .. } = conn.state {
                                 if chunked {
@@ -313,8 +314,8 @@ impl Proxy {
                                 if conn.wants_close_when_idle() {
                                     conn.close_after_flush = true;
                                 }
-                                self.mark_dirty(wait.key);
-                                self.process_list.push(wait.key);
+                                self.front.mark_dirty(wait.key);
+                                self.front.process_list.push(wait.key);
                             } else {
                                 self.reply_to_waiting(wait, &relayed_reply(status, &entry.body));
                             }

@@ -149,7 +149,7 @@ impl Proxy {
         self.sessions
             .get(session_key)
             .and_then(|session| session.stream_conns.get(&stream))
-            .and_then(|conn_key| self.conns.get(*conn_key))
+            .and_then(|conn_key| self.front.conns.get(*conn_key))
             .is_some_and(|conn| conn.unwritten() > self.config.max_client_buffer)
     }
 
@@ -412,7 +412,7 @@ impl Proxy {
 
     /// Answers a client connection that waits for an exchange, if it still does.
     pub(in crate::reactor) fn reply_to_waiting(&mut self, wait: ClientWait, reply: &Reply) {
-        let Some(conn) = self.conns.get_mut(wait.key) else {
+        let Some(conn) = self.front.conns.get_mut(wait.key) else {
             return;
         };
         if !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
@@ -420,6 +420,6 @@ impl Proxy {
         }
         conn.state = ConnState::Requests;
         self.reply(wait.key, reply, wait.keep_alive);
-        self.process_list.push(wait.key);
+        self.front.process_list.push(wait.key);
     }
 }

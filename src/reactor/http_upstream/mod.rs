@@ -288,7 +288,7 @@ impl Proxy {
             empty_reconnects: 0,
         });
         if let Some(wait) = client {
-            if let Some(conn) = self.conns.get_mut(wait.key) {
+            if let Some(conn) = self.front.conns.get_mut(wait.key) {
                 conn.state = ConnState::AwaitingUpstream { exchange };
                 conn.deadline = None;
                 if let Some(exchange) = self.http().and_then(|h| h.exchanges.get_mut(exchange)) {
