@@ -1,6 +1,10 @@
-//! Poll tokens: which source an event is for. A token packs a slab key with the
-//! end it names (a client socket, or a child's stdin, stdout or stderr), so one
-//! `usize` leads straight to the entry without a lookup table.
+//! Poll tokens: which source an event is for. A token packs a slab index with
+//! the kind of end it names (a client socket, a child's stdin, stdout or
+//! stderr, an upstream socket), so one `usize` leads straight to the entry
+//! without a lookup table. It has no room for the entry's generation: the
+//! reactor takes the key of whatever lives at the index now
+//! (`Arena::key_at`), so a stale event only sets readiness flags on the slot's
+//! new occupant, which is harmless.
 
 use mio::Token;
 
