@@ -224,11 +224,7 @@ impl Proxy {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
-            let backlog = self
-                .upstream
-                .stdio()
-                .is_some_and(StdioUpstream::has_backlog);
-            let timeout = if !backlog {
+            let timeout = if !self.upstream.has_pending_reads() {
                 // The clock is read once per turn, after `poll`; a deadline
                 // computed from it is at most one turn's work late. The
                 // upstream side reports its own next deadline.
@@ -254,12 +250,7 @@ impl Proxy {
                     return Ok(code);
                 }
             }
-            let backlog = self
-                .upstream
-                .stdio_mut()
-                .map(StdioUpstream::take_backlog)
-                .unwrap_or_default();
-            for session_key in backlog {
+            for session_key in self.upstream.take_pending_reads() {
                 self.pump_stdout(session_key);
             }
             self.run_timers(self.now);
@@ -424,10 +415,7 @@ impl Proxy {
                 .as_secs_f64()
         );
         self.sessions.remove(session_key);
-        let registry = self.poll.registry();
-        if let Some(stdio) = self.upstream.stdio_mut() {
-            stdio.remove(session_key, registry);
-        }
+        self.upstream.forget(session_key, self.poll.registry());
     }
 
     // ----- timers -----------------------------------------------------------
@@ -463,10 +451,7 @@ impl Proxy {
                             );
                         }
                         self.sessions.remove(key);
-                        let registry = self.poll.registry();
-                        if let Some(stdio) = self.upstream.stdio_mut() {
-                            stdio.remove(key, registry);
-                        }
+                        self.upstream.forget(key, self.poll.registry());
                     }
                     self.upstream.abandon(self.poll.registry());
                 }

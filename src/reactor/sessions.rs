@@ -13,11 +13,10 @@ use crate::http::request::Request;
 use crate::jsonrpc;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::RouterLimits;
-use crate::session::{HttpSession, Session, SessionKey, Upstream};
+use crate::session::{Session, SessionKey};
 use crate::session_id;
 
 use super::drive::{ClientRef, Origin};
-use super::upstreams::Upstreams;
 use super::{Proxy, RunState};
 
 impl Proxy {
@@ -128,9 +127,7 @@ impl Proxy {
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
     fn check_upstream_room(&self, session_key: SessionKey, message: &Value) -> Result<(), Reply> {
-        let full = self.upstream.stdio().is_some_and(|stdio| {
-            stdio.stdin_backlog(session_key) > self.config.max_child_stdin_buffer
-        });
+        let full = self.upstream.input_backlog(session_key) > self.config.max_child_stdin_buffer;
         if full {
             let id = message.get("id").cloned().unwrap_or(Value::Null);
             return Err(Reply::error(
@@ -171,9 +168,15 @@ impl Proxy {
             }
         };
         let session_key = self.sessions.next_key();
-        let (upstream, description) = match self.start_upstream(session_key, &id) {
+        let (upstream, description) = match self.upstream.start(session_key, self.poll.registry()) {
             Ok(started) => started,
-            Err(reply) => {
+            Err(error) => {
+                let reply = Reply::error(
+                    502,
+                    &id,
+                    jsonrpc::UPSTREAM_GONE,
+                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
+                );
                 self.reply(key, &reply, request.keep_alive);
                 return;
             }
@@ -191,31 +194,6 @@ impl Proxy {
         self.drive(session_key, origin, |core| {
             core.client_initialize(message, now)
         });
-    }
-
-    /// Starts the upstream of a new session: a child for a command, nothing
-    /// yet for an HTTP server (its session starts with the `initialize`
-    /// exchange). Returns its per-session state with words for the log.
-    fn start_upstream(
-        &mut self,
-        session_key: SessionKey,
-        id: &Value,
-    ) -> Result<(Upstream, String), Reply> {
-        match &mut self.upstream {
-            Upstreams::Http(http) => Ok((
-                Upstream::Http(HttpSession::default()),
-                format!("on {}://{}", http.url.scheme.as_str(), http.url.authority()),
-            )),
-            Upstreams::Stdio(stdio) => match stdio.start(session_key, self.poll.registry()) {
-                Ok(pid) => Ok((Upstream::Stdio, format!("pid {pid}"))),
-                Err(error) => Err(Reply::error(
-                    502,
-                    id,
-                    jsonrpc::UPSTREAM_GONE,
-                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
-                )),
-            },
-        }
     }
 
     /// Ends a live session (see `SessionCore::end`).

@@ -5,11 +5,12 @@
 //! kind through these methods; a new kind (legacy SSE) is a new variant and
 //! a new adapter module, with no change to the others.
 
+use std::io;
 use std::time::Instant;
 
 use mio::Registry;
 
-use crate::session::{Session, SessionKey};
+use crate::session::{HttpSession, Session, SessionKey, Upstream};
 
 use super::http_upstream::HttpSide;
 use super::stdio_upstream::StdioUpstream;
@@ -51,6 +52,53 @@ impl Upstreams {
         match self {
             Upstreams::Http(http) => Some(http),
             Upstreams::Stdio(_) => None,
+        }
+    }
+
+    /// Starts a new session's upstream: its child for a command (its pipes
+    /// registered under `session`'s index), nothing yet for an HTTP server
+    /// (its session starts with the `initialize` exchange). Returns the
+    /// session's per-upstream state and words for the log.
+    pub(crate) fn start(
+        &mut self,
+        session: SessionKey,
+        registry: &Registry,
+    ) -> io::Result<(Upstream, String)> {
+        match self {
+            Upstreams::Http(http) => Ok((
+                Upstream::Http(HttpSession::default()),
+                format!("on {}://{}", http.url.scheme.as_str(), http.url.authority()),
+            )),
+            Upstreams::Stdio(stdio) => {
+                let pid = stdio.start(session, registry)?;
+                Ok((Upstream::Stdio, format!("pid {pid}")))
+            }
+        }
+    }
+
+    /// Bytes queued for a session's upstream and not yet taken (a child's
+    /// stdin; a socket's output is the pool's business).
+    pub(crate) fn input_backlog(&self, session: SessionKey) -> usize {
+        self.stdio().map_or(0, |stdio| stdio.stdin_backlog(session))
+    }
+
+    /// True when some upstream output is to be read again this turn without
+    /// waiting for an edge (a child's stdout cut short by the per-turn cap).
+    pub(crate) fn has_pending_reads(&self) -> bool {
+        self.stdio().is_some_and(StdioUpstream::has_backlog)
+    }
+
+    /// The sessions whose upstream output is to be read again now.
+    pub(crate) fn take_pending_reads(&mut self) -> Vec<SessionKey> {
+        self.stdio_mut()
+            .map(StdioUpstream::take_backlog)
+            .unwrap_or_default()
+    }
+
+    /// Forgets a removed session's upstream state (a child's pipes).
+    pub(crate) fn forget(&mut self, session: SessionKey, registry: &Registry) {
+        if let Some(stdio) = self.stdio_mut() {
+            stdio.remove(session, registry);
         }
     }
 
