@@ -2,13 +2,14 @@
 //! the request decoder, the readiness remembered from edge-triggered events,
 //! and what the connection is doing (between requests, or carrying a stream).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use crate::http::request::{Limits, RequestDecoder};
 use crate::mcp::router::StreamId;
+use crate::reactor::edge_io::{read_into, write_from, ReadOutcome as Read, Readiness};
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -70,9 +71,8 @@ pub struct Conn {
     pub input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
-    /// Readiness remembered from the last edge: true until a call would block.
-    pub readable: bool,
-    pub writable: bool,
+    /// Readiness remembered from the last edges.
+    pub ready: Readiness,
     pub peer_closed: bool,
     pub state: ConnState,
     pub deadline: Option<(Instant, DeadlineKind)>,
@@ -97,8 +97,7 @@ impl Conn {
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
-            readable: false,
-            writable: false,
+            ready: Readiness::default(),
             peer_closed: false,
             state: ConnState::Requests,
             deadline: None,
@@ -110,21 +109,15 @@ impl Conn {
         }
     }
 
-    /// Reads until the socket would block, the peer closes, or `input` holds
-    /// `max_input` bytes (then `readable` stays set, to resume later).
+    /// Reads until the socket is drained for now (a short read or
+    /// `WouldBlock`), the peer closes, or `input` holds `max_input` bytes
+    /// (then readiness stays set, to resume later).
     pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> ReadOutcome {
-        while self.readable && self.input.len() < max_input {
-            match self.socket.read(scratch) {
-                Ok(0) => {
-                    self.readable = false;
-                    self.peer_closed = true;
-                    return ReadOutcome::Closed;
-                }
-                Ok(count) => self.input.extend_from_slice(&scratch[..count]),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.readable = false;
+        while self.input.len() < max_input {
+            match read_into(&mut self.socket, &mut self.ready, scratch) {
+                Read::Data(count) => self.input.extend_from_slice(&scratch[..count]),
+                Read::Blocked => break,
+                Read::Eof | Read::Failed(_) => {
                     self.peer_closed = true;
                     return ReadOutcome::Closed;
                 }
@@ -156,13 +149,15 @@ impl Conn {
     /// Writes queued output until done or the socket would block. An error
     /// means the connection is dead.
     pub fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.output.len() && self.writable {
-            match self.socket.write(&self.output[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(count) => self.written += count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
+        if self.written < self.output.len() {
+            let outcome = write_from(
+                &mut self.socket,
+                &mut self.ready,
+                &self.output[self.written..],
+            );
+            self.written += outcome.written;
+            if let Some(error) = outcome.failed {
+                return Err(error);
             }
         }
         if self.written == self.output.len() {

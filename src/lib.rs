@@ -23,4 +23,5 @@ pub(crate) mod sse;
 pub(crate) mod sse_decoder;
 pub(crate) mod timers;
 pub(crate) mod token;
+mod upstream;
 mod upstream_retry;

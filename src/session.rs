@@ -3,7 +3,7 @@
 //! and its lifecycle from start to reaping.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use mio::unix::pipe::{Receiver, Sender};
@@ -12,6 +12,7 @@ use crate::child::{ExitStatus, SpawnedChild};
 use crate::core::SessionCore;
 use crate::lines::LineFramer;
 use crate::mcp::router::StreamId;
+use crate::reactor::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 
 /// Longest stderr line logged whole; longer ones are cut.
 pub const MAX_STDERR_LINE_BYTES: usize = 64 * 1024;
@@ -21,7 +22,7 @@ pub struct StdinQueue {
     pub pipe: Option<Sender>,
     buffer: Vec<u8>,
     written: usize,
-    pub writable: bool,
+    pub ready: Readiness,
 }
 
 impl StdinQueue {
@@ -30,7 +31,7 @@ impl StdinQueue {
             pipe: Some(pipe),
             buffer: Vec::new(),
             written: 0,
-            writable: true,
+            ready: Readiness::ready(),
         }
     }
 
@@ -55,13 +56,11 @@ impl StdinQueue {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(());
         };
-        while self.written < self.buffer.len() && self.writable {
-            match pipe.write(&self.buffer[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(count) => self.written += count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
+        if self.written < self.buffer.len() {
+            let outcome = write_from(pipe, &mut self.ready, &self.buffer[self.written..]);
+            self.written += outcome.written;
+            if let Some(error) = outcome.failed {
+                return Err(error);
             }
         }
         if self.written == self.buffer.len() {
@@ -76,14 +75,14 @@ impl StdinQueue {
 pub struct LinePipe {
     pub pipe: Option<Receiver>,
     pub framer: LineFramer,
-    pub readable: bool,
+    pub ready: Readiness,
 }
 
 /// What one read from a pipe gave.
 pub enum PipeRead {
     /// Bytes were fed to the framer.
     Data,
-    /// Nothing to read now.
+    /// Nothing to read now (drained until the next edge).
     WouldBlock,
     /// End of file, or the pipe failed.
     Closed,
@@ -94,29 +93,23 @@ impl LinePipe {
         LinePipe {
             pipe: Some(pipe),
             framer: LineFramer::new(max_line),
-            readable: true,
+            ready: Readiness::ready(),
         }
     }
 
-    /// One `read` into the framer.
+    /// One `read` into the framer (none when the pipe is not readable, or
+    /// was drained by a short read).
     pub fn read_once(&mut self, scratch: &mut [u8]) -> PipeRead {
         let Some(pipe) = self.pipe.as_mut() else {
             return PipeRead::Closed;
         };
-        loop {
-            match pipe.read(scratch) {
-                Ok(0) => return PipeRead::Closed,
-                Ok(count) => {
-                    self.framer.feed(&scratch[..count]);
-                    return PipeRead::Data;
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    return PipeRead::WouldBlock;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return PipeRead::Closed,
+        match read_into(pipe, &mut self.ready, scratch) {
+            ReadOutcome::Data(count) => {
+                self.framer.feed(&scratch[..count]);
+                PipeRead::Data
             }
+            ReadOutcome::Blocked => PipeRead::WouldBlock,
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => PipeRead::Closed,
         }
     }
 }
@@ -293,7 +286,7 @@ impl Session {
     /// child's stdout is readable but paused by back-pressure).
     pub fn upstream_has_backlog(&self) -> bool {
         match &self.upstream {
-            Upstream::Child(child) => child.stdout.readable,
+            Upstream::Child(child) => child.stdout.ready.readable(),
             Upstream::Http(http) => !http.paused.is_empty(),
         }
     }

@@ -16,17 +16,14 @@ const KIND_CHILD_STDERR: usize = 4;
 const KIND_UPSTREAM: usize = 5;
 
 const FIXED_LISTENER: usize = 0;
-const FIXED_WAKER: usize = 1;
-const FIXED_SHUTDOWN_SIGNAL: usize = 2;
-const FIXED_CHILD_SIGNAL: usize = 3;
+const FIXED_SHUTDOWN_SIGNAL: usize = 1;
+const FIXED_CHILD_SIGNAL: usize = 2;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The listening socket.
     Listener,
-    /// The waker that worker threads use to hand results back.
-    Waker,
     /// SIGINT or SIGTERM arrived.
     ShutdownSignal,
     /// SIGCHLD arrived: some child changed state.
@@ -48,7 +45,6 @@ impl Source {
     pub fn token(self) -> Token {
         let (index, kind) = match self {
             Source::Listener => (FIXED_LISTENER, KIND_FIXED),
-            Source::Waker => (FIXED_WAKER, KIND_FIXED),
             Source::ShutdownSignal => (FIXED_SHUTDOWN_SIGNAL, KIND_FIXED),
             Source::ChildSignal => (FIXED_CHILD_SIGNAL, KIND_FIXED),
             Source::Client(key) => (key, KIND_CLIENT),
@@ -65,7 +61,6 @@ impl Source {
         let index = token.0 >> KIND_BITS;
         match (token.0 & KIND_MASK, index) {
             (KIND_FIXED, FIXED_LISTENER) => Some(Source::Listener),
-            (KIND_FIXED, FIXED_WAKER) => Some(Source::Waker),
             (KIND_FIXED, FIXED_SHUTDOWN_SIGNAL) => Some(Source::ShutdownSignal),
             (KIND_FIXED, FIXED_CHILD_SIGNAL) => Some(Source::ChildSignal),
             (KIND_CLIENT, key) => Some(Source::Client(key)),
@@ -86,7 +81,6 @@ mod tests {
     fn every_source_round_trips() {
         let sources = [
             Source::Listener,
-            Source::Waker,
             Source::ShutdownSignal,
             Source::ChildSignal,
             Source::Client(0),

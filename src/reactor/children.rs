@@ -122,7 +122,7 @@ impl Proxy {
             let Some(child) = session.child() else {
                 return;
             };
-            if !child.stdout.readable || child.stdout.pipe.is_none() {
+            if !child.stdout.ready.readable() || child.stdout.pipe.is_none() {
                 return;
             }
             if session.core.is_live() && !self.session_can_emit(session) {
@@ -147,7 +147,14 @@ impl Proxy {
             }
         }
         // More may be waiting: come back after the other sources had a turn.
-        self.stdout_backlog.push(session_key);
+        let more = self
+            .sessions
+            .get(session_key)
+            .and_then(Session::child)
+            .is_some_and(|child| child.stdout.ready.readable());
+        if more {
+            self.stdout_backlog.push(session_key);
+        }
     }
 
     /// Routes every complete line the child's stdout framer holds.
@@ -208,7 +215,7 @@ impl Proxy {
         if let Some(mut pipe) = child.stdout.pipe.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
-        child.stdout.readable = false;
+        child.stdout.ready.clear_readable();
         if live {
             self.end_session(session_key, "the child closed its stdout");
         }
@@ -224,7 +231,7 @@ impl Proxy {
             let Some(child) = session.child_mut() else {
                 return;
             };
-            if !child.stderr.readable {
+            if !child.stderr.ready.readable() {
                 return;
             }
             let read = child.stderr.read_once(&mut self.scratch);
@@ -245,7 +252,7 @@ impl Proxy {
                     if let Some(mut pipe) = child.stderr.pipe.take() {
                         let _ = self.poll.registry().deregister(&mut pipe);
                     }
-                    child.stderr.readable = false;
+                    child.stderr.ready.clear_readable();
                     self.finalize_if_done(session_key);
                     return;
                 }
@@ -271,13 +278,15 @@ impl Proxy {
             // The leader is gone; sweep whatever it left in its group.
             child::signal_group(pid, libc::SIGKILL);
             if live {
-                // Take what it wrote before dying, then fail the rest.
-                child.stdout.readable = true;
+                // Take what it wrote before dying, then fail the rest: its
+                // end of the pipe is closed, so read to EOF however short
+                // each read is.
+                child.stdout.ready.drain_to_eof();
                 while let Some(child) = self
                     .sessions
                     .get_mut(session_key)
                     .and_then(Session::child_mut)
-                    .filter(|child| child.stdout.pipe.is_some() && child.stdout.readable)
+                    .filter(|child| child.stdout.pipe.is_some() && child.stdout.ready.readable())
                 {
                     let read = child.stdout.read_once(&mut self.scratch);
                     self.drain_stdout_lines(session_key);

@@ -4,20 +4,20 @@
 //! on the sans-IO parts (HTTP codec, endpoint rules, router, line framer).
 //!
 //! Edge-triggered discipline: each source is registered once; readiness is
-//! remembered in user space (`readable`/`writable` flags) and cleared only when
-//! a call returns `WouldBlock`; output queued anywhere marks its connection
-//! dirty, and every dirty connection is flushed before the loop sleeps again.
+//! remembered in user space (`edge_io::Readiness`) and cleared when a call returns
+//! `WouldBlock` or a read comes back short (`edge_io`); output queued anywhere
+//! marks its connection dirty, and every dirty connection is flushed before
+//! the loop sleeps again.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Waker};
+use mio::{Events, Interest, Poll};
 use serde_json::Value;
 use slab::Slab;
 
@@ -35,6 +35,7 @@ use crate::token::Source;
 mod children;
 mod conns;
 mod drive;
+pub(crate) mod edge_io;
 mod http_upstream;
 mod sessions;
 mod streams;
@@ -130,9 +131,6 @@ pub struct Proxy {
     run_state: RunState,
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
-    /// Held for the health-check workers of a later version, which wake the
-    /// loop through it.
-    _waker: Arc<Waker>,
     flush_list: Vec<usize>,
     /// Sessions whose stdout had more to read when their turn ended.
     stdout_backlog: Vec<usize>,
@@ -191,7 +189,6 @@ impl Proxy {
             Source::ChildSignal.token(),
             Interest::READABLE,
         )?;
-        let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         let http = match &config.upstream {
             UpstreamKind::Http { url } => Some(HttpSide::new(url.clone(), config.pool)?),
             UpstreamKind::Stdio { .. } => None,
@@ -221,7 +218,6 @@ impl Proxy {
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
-            _waker: waker,
             flush_list: Vec::new(),
             stdout_backlog: Vec::new(),
             process_list: Vec::new(),
@@ -315,7 +311,6 @@ impl Proxy {
                 self.listener_readable = true;
                 self.accept_all();
             }
-            Source::Waker => {}
             Source::ShutdownSignal => {
                 if drain_signal_pipe(&mut self.shutdown_signal) > 0 {
                     return self.on_shutdown_signal();
@@ -327,11 +322,8 @@ impl Proxy {
             }
             Source::Client(key) => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        conn.readable = true;
-                    }
+                    conn.ready.on_event(event);
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
-                        conn.writable = true;
                         self.mark_dirty(key);
                     }
                     self.read_conn(key);
@@ -339,20 +331,20 @@ impl Proxy {
             }
             Source::ChildStdin(key) => {
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stdin.writable = true;
+                    child.stdin.ready.on_event(event);
                     self.flush_stdin(key);
                 }
             }
             Source::ChildStdout(key) => {
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stdout.readable = true;
+                    child.stdout.ready.on_event(event);
                     self.pump_stdout(key);
                 }
             }
             Source::Upstream(key) => self.on_upstream_event(key, event),
             Source::ChildStderr(key) => {
                 if let Some(child) = self.sessions.get_mut(key).and_then(Session::child_mut) {
-                    child.stderr.readable = true;
+                    child.stderr.ready.on_event(event);
                     self.pump_stderr(key);
                 }
             }

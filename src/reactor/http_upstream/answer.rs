@@ -9,11 +9,12 @@ impl Proxy {
         &mut self,
         exchange: ExchangeRef,
         event: ResponseEvent,
+        clean: bool,
     ) {
         match event {
             ResponseEvent::Head(head) => self.on_response_head(exchange, head),
             ResponseEvent::Body(bytes) => self.on_response_body(exchange, &bytes),
-            ResponseEvent::End => self.on_response_end(exchange),
+            ResponseEvent::End => self.on_response_end(exchange, clean),
         }
     }
 
@@ -33,7 +34,20 @@ impl Proxy {
             .header("content-type")
             .is_some_and(|value| value.to_ascii_lowercase().starts_with("text/event-stream"));
         let upstream_id = head.header(SESSION_HEADER).map(str::to_string);
-        entry.head = Some(head);
+        // Whether the body flows as it arrives, or is collected for its end.
+        let flows = match entry.purpose {
+            Purpose::Initialize | Purpose::Messages { has_requests: true } => status == 200,
+            Purpose::GetStream | Purpose::Continue => status == 200 && is_sse,
+            Purpose::Passthrough => true,
+            Purpose::Messages {
+                has_requests: false,
+            }
+            | Purpose::Delete => false,
+        };
+        entry.life.on(ExchangeEvent::Head {
+            head,
+            stream: flows,
+        });
         let session_key = entry
             .session
             .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
@@ -43,8 +57,6 @@ impl Proxy {
         let stream = entry.stream;
         match purpose {
             Purpose::Initialize | Purpose::Messages { has_requests: true } if status == 200 => {
-                entry.streaming = true;
-                let _ = is_sse;
                 let (Some(session_key), Some(stream)) = (session_key, stream) else {
                     return;
                 };
@@ -109,7 +121,6 @@ impl Proxy {
             Purpose::GetStream => {
                 if status == 200 && is_sse {
                     debug!("the upstream opened a GET stream");
-                    entry.streaming = true;
                 } else {
                     debug!("the upstream refused a GET stream ({status})");
                     if let Some(http_session) = session_key
@@ -124,8 +135,8 @@ impl Proxy {
                 }
             }
             Purpose::Continue => {
-                if status == 200 && is_sse {
-                    entry.streaming = true;
+                if flows {
+                    // Its events continue the answer stream.
                 } else if let (Some(session_key), Some(stream)) = (session_key, stream) {
                     self.fail_stream_requests(
                         session_key,
@@ -135,7 +146,6 @@ impl Proxy {
                 }
             }
             Purpose::Passthrough => {
-                entry.streaming = true;
                 let Some(wait) = client.filter(|wait| self.client_waits(*wait, exchange)) else {
                     return;
                 };
@@ -143,7 +153,7 @@ impl Proxy {
                     .http
                     .as_ref()
                     .and_then(|h| h.exchanges.get(exchange.0))
-                    .and_then(|entry| entry.head.clone())
+                    .and_then(|entry| entry.life.head().cloned())
                 else {
                     return;
                 };
@@ -195,7 +205,7 @@ impl Proxy {
         let Some(entry) = http.exchanges.get_mut(exchange.0) else {
             return;
         };
-        let is_sse = entry.head.as_ref().is_some_and(|head| {
+        let is_sse = entry.life.head().is_some_and(|head| {
             head.header("content-type")
                 .is_some_and(|value| value.to_ascii_lowercase().starts_with("text/event-stream"))
         });
@@ -214,7 +224,7 @@ impl Proxy {
             }
             return;
         }
-        if entry.streaming && is_sse {
+        if entry.life.streaming() && is_sse {
             let mut events = Vec::new();
             if entry.sse.feed(bytes, &mut events).is_err() {
                 warn!("the upstream sent an SSE event over the size limit; skipped");
@@ -271,15 +281,13 @@ impl Proxy {
         }
     }
 
-    pub(in crate::reactor) fn on_response_end(&mut self, exchange: ExchangeRef) {
+    pub(in crate::reactor) fn on_response_end(&mut self, exchange: ExchangeRef, clean: bool) {
         let now = self.now;
-        let Some(entry) = self.take_exchange(exchange) else {
+        let Some(mut entry) = self.take_exchange(exchange) else {
             return;
         };
         // The connection first: it may serve the next waiter at once.
-        if let Some(conn) = entry.conn {
-            let reusable =
-                entry.head.as_ref().is_some_and(|head| head.keep_alive) && !entry.leftover;
+        if let Step::Finished { conn, reusable } = entry.life.on(ExchangeEvent::End { clean }) {
             if let Some(http) = self.http.as_mut() {
                 match http.conns.get_mut(conn) {
                     Some(up) if up.pooled => {
@@ -296,7 +304,7 @@ impl Proxy {
             .session
             .filter(|(key, serial)| self.sessions.get(*key).is_some_and(|s| s.serial == *serial))
             .map(|(key, _)| key);
-        let status = entry.head.as_ref().map_or(502, |head| head.status);
+        let status = entry.life.head().map_or(502, |head| head.status);
         match entry.purpose {
             Purpose::Delete => {}
             Purpose::GetStream => {
@@ -332,13 +340,13 @@ impl Proxy {
                 }
             }
             Purpose::Continue => {
-                if let (true, Some(session_key)) = (entry.streaming, session_key) {
+                if let (true, Some(session_key)) = (entry.life.streaming(), session_key) {
                     self.answer_stream_closed(session_key, &entry, true);
                 }
             }
             Purpose::Initialize | Purpose::Messages { .. } => {
-                if entry.streaming {
-                    let is_sse = entry.head.as_ref().is_some_and(|head| {
+                if entry.life.streaming() {
+                    let is_sse = entry.life.head().is_some_and(|head| {
                         head.header("content-type").is_some_and(|value| {
                             value.to_ascii_lowercase().starts_with("text/event-stream")
                         })

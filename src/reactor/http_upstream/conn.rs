@@ -13,16 +13,11 @@ impl Proxy {
         let Some(up) = http.conns.get_mut(key) else {
             return;
         };
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            up.readable = true;
-        }
-        if event.is_writable() || event.is_write_closed() || event.is_error() {
-            up.writable = true;
-        }
+        up.ready.on_event(event);
         match up.state {
             UpState::Connecting { exchange } => self.finish_connect(key, exchange),
             UpState::Idle => {
-                if up.readable {
+                if up.ready.readable() {
                     self.idle_conn_event(key);
                 }
             }
@@ -41,7 +36,7 @@ impl Proxy {
         let Some(up) = http.conns.get_mut(key) else {
             return;
         };
-        if !up.writable && !up.readable {
+        if !up.ready.writable() && !up.ready.readable() {
             return;
         }
         let outcome = match up.socket.take_error() {
@@ -101,7 +96,7 @@ impl Proxy {
         let mut byte = [0u8; 1];
         let cause = match up.socket.peek(&mut byte) {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                up.readable = false;
+                up.ready.clear_readable();
                 return;
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
@@ -125,25 +120,16 @@ impl Proxy {
             return;
         };
         let mut failed = None;
-        while up.written < up.output.len() && up.writable {
-            match up.socket.write(&up.output[up.written..]) {
-                Ok(0) => {
-                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
-                }
-                Ok(count) => {
-                    up.written += count;
-                    if let Some(entry) = http.exchanges.get_mut(exchange.0) {
-                        entry.written_any = true;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => up.writable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
+        if up.written < up.output.len() {
+            let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
+            up.written += outcome.written;
+            if let Some(entry) = http.exchanges.get_mut(exchange.0) {
+                entry.life.on(ExchangeEvent::Wrote {
+                    written: outcome.written,
+                    all_out: up.written == up.output.len(),
+                });
             }
+            failed = outcome.failed;
         }
         if up.written == up.output.len() {
             up.output.clear();
@@ -170,6 +156,8 @@ impl Proxy {
     /// block, the response ends, or the client stream it feeds is full.
     pub(in crate::reactor) fn read_up_conn(&mut self, key: usize) {
         let mut events = Vec::new();
+        // Bytes came after the response: the connection cannot be reused.
+        let mut leftover = false;
         loop {
             let Some(http) = self.http.as_ref() else {
                 return;
@@ -180,7 +168,7 @@ impl Proxy {
             let UpState::Busy(exchange) = up.state else {
                 return;
             };
-            if !up.readable {
+            if !up.ready.readable() {
                 return;
             }
             let Some(entry) = http
@@ -214,26 +202,19 @@ impl Proxy {
                 return;
             };
             events.clear();
-            let outcome = match up.socket.read(&mut self.scratch) {
-                Ok(0) => {
-                    up.readable = false;
-                    entry.decoder.eof(&mut events).map(|()| true)
-                }
-                Ok(count) => {
+            let outcome = match read_into(&mut up.socket, &mut up.ready, &mut self.scratch) {
+                ReadOutcome::Eof => entry.decoder.eof(&mut events).map(|()| true),
+                ReadOutcome::Data(count) => {
                     let bytes = &self.scratch[..count];
                     entry.decoder.decode(bytes, &mut events).map(|used| {
                         if used < count {
-                            entry.leftover = true;
+                            leftover = true;
                         }
                         false
                     })
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    up.readable = false;
-                    return;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
+                ReadOutcome::Blocked => return,
+                ReadOutcome::Failed(error) => {
                     self.conn_broke(key, &format!("reading from the upstream failed: {error}"));
                     return;
                 }
@@ -241,7 +222,7 @@ impl Proxy {
             match outcome {
                 Ok(at_eof) => {
                     for event in events.drain(..) {
-                        self.on_response_event(exchange, event);
+                        self.on_response_event(exchange, event, !leftover);
                     }
                     let still_busy = self.http.as_ref().is_some_and(|http| {
                         http.conns
@@ -262,7 +243,7 @@ impl Proxy {
                         .http
                         .as_ref()
                         .and_then(|http| http.exchanges.get(exchange.0))
-                        .is_some_and(|entry| entry.head.is_some());
+                        .is_some_and(|entry| entry.life.head().is_some());
                     let why = if started {
                         format!("the upstream response broke off: {error}")
                     } else {
@@ -325,24 +306,14 @@ impl Proxy {
         else {
             return;
         };
-        entry.conn = None;
-        let retry = !matches!(entry.purpose, Purpose::GetStream | Purpose::Continue)
-            && upstream_retry::may_retry(
-                entry.reused,
-                entry.retried,
-                entry.written_any,
-                entry.decoder.started(),
-                entry.mcp_method.as_deref(),
-            );
-        if retry {
+        // Its connection is gone already (evicted or dropped by the caller).
+        let step = entry.life.on(ExchangeEvent::Broke {
+            response_started: entry.decoder.started(),
+        });
+        if step == Step::Retry {
             debug!("retrying an upstream request on a fresh connection: {why}");
-            entry.retried = true;
-            entry.reused = false;
-            entry.written_any = false;
             entry.decoder = ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, false);
-            entry.head = None;
             entry.body.clear();
-            entry.leftover = false;
             let host = http.host.clone();
             http.pool.note_retry();
             http.pool
@@ -361,10 +332,14 @@ impl Proxy {
         status: u16,
         why: &str,
     ) {
-        let Some(entry) = self.take_exchange(exchange) else {
+        let Some(mut entry) = self.take_exchange(exchange) else {
             return;
         };
-        if let Some(conn) = entry.conn {
+        let conn = match entry.life.on(ExchangeEvent::Abandoned) {
+            Step::GiveUp { conn } => conn,
+            _ => None,
+        };
+        if let Some(conn) = conn {
             if let Some(http) = self.http.as_mut() {
                 if http.conns.get(conn).is_some_and(|up| up.pooled) {
                     http.pool.evict(conn, EvictCause::Error, &mut http.actions);
@@ -411,7 +386,7 @@ impl Proxy {
             Purpose::Delete => return,
             _ => {}
         }
-        if entry.streaming {
+        if entry.life.streaming() {
             if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
                 self.fail_stream_requests(session_key, stream, why);
             }

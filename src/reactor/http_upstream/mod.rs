@@ -10,7 +10,7 @@
 //! answered, so an upstream status (404 for a forgotten session, 4xx for a bad
 //! request) reaches the client as such.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,9 @@ use crate::pool::{EvictCause, HostKey, Pool, PoolAction, PoolConfig};
 use crate::session::{Continuation, Session};
 use crate::sse_decoder::SseDecoder;
 use crate::token::Source;
-use crate::upstream_retry;
+use crate::upstream::exchange::{ExchangeEvent, Lifecycle, Step};
+
+use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 
 mod answer;
 mod conn;
@@ -125,8 +127,7 @@ pub(super) struct UpConn {
     pooled: bool,
     output: Vec<u8>,
     written: usize,
-    readable: bool,
-    writable: bool,
+    ready: Readiness,
 }
 
 /// What an exchange is for.
@@ -163,26 +164,19 @@ pub(super) struct Exchange {
     purpose: Purpose,
     /// The encoded HTTP request, kept for a retry.
     request: Vec<u8>,
-    /// The MCP method, for the retry rules (None: not a lone request).
-    mcp_method: Option<String>,
     /// The request ids it carries, for error answers.
     request_ids: Vec<Value>,
-    conn: Option<usize>,
-    reused: bool,
-    retried: bool,
-    written_any: bool,
+    /// Where it is (queued, writing, awaiting the head, streaming or
+    /// collecting, done or failed), its connection and response head, and
+    /// the retry rule's inputs.
+    life: Lifecycle<usize>,
     decoder: ResponseDecoder,
     sse: SseDecoder,
-    head: Option<ResponseHead>,
     body: Vec<u8>,
-    /// Bytes left after the response: the connection cannot be reused.
-    leftover: bool,
     client: Option<ClientWait>,
     session: Option<(usize, u64)>,
     /// The router stream its requests are registered on.
     stream: Option<StreamId>,
-    /// The response head was 200 and its messages flow into the router.
-    streaming: bool,
     /// The last SSE event id and `retry:` hint the upstream gave, to continue
     /// the stream if it closes early.
     last_event_id: Option<String>,
@@ -319,21 +313,16 @@ impl Proxy {
             serial,
             purpose: spec.purpose,
             request,
-            mcp_method: spec.mcp_method,
             request_ids: spec.request_ids,
-            conn: None,
-            reused: false,
-            retried: false,
-            written_any: false,
+            // A GET stream or a continuation is reopened on its own schedule,
+            // never by the pool's retry rule.
+            life: Lifecycle::new(spec.mcp_method, !dedicated),
             decoder: ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, spec.method == "HEAD"),
             sse: SseDecoder::new(MAX_UPSTREAM_BODY_BYTES),
-            head: None,
             body: Vec::new(),
-            leftover: false,
             client: None,
             session: session_ref,
             stream: spec.stream,
-            streaming: false,
             last_event_id: None,
             retry: None,
             saw_data: false,
@@ -411,13 +400,16 @@ impl Proxy {
                     pooled: false,
                     output: Vec::new(),
                     written: 0,
-                    readable: false,
-                    writable: false,
+                    ready: Readiness::default(),
                 });
                 let host = http.host.clone();
                 http.pool.stream_opened(&host);
                 if let Some(entry) = http.exchanges.get_mut(exchange.0) {
-                    entry.conn = Some(key);
+                    // The request goes out once the connect completes.
+                    entry.life.on(ExchangeEvent::Assigned {
+                        conn: key,
+                        reused: false,
+                    });
                 }
             }
             Err(error) => self.exchange_failed(
@@ -539,8 +531,7 @@ impl Proxy {
                     pooled: true,
                     output: Vec::new(),
                     written: 0,
-                    readable: false,
-                    writable: false,
+                    ready: Readiness::default(),
                 });
                 http.pool.connecting(host, key, now);
             }
@@ -608,13 +599,16 @@ impl Proxy {
         let Some(up) = http.conns.get_mut(conn) else {
             return;
         };
-        entry.conn = Some(conn);
-        entry.reused = reused;
+        if entry.life.on(ExchangeEvent::Assigned { conn, reused }) != (Step::Send { conn }) {
+            // Not waiting for a connection (a duplicate grant): it goes back.
+            http.pool.release(conn, true, now, &mut http.actions);
+            return;
+        }
         up.state = UpState::Busy(exchange);
         up.output.clear();
         up.written = 0;
         up.output.extend_from_slice(&entry.request);
-        up.writable = true;
+        up.ready.set_writable();
         self.flush_up_conn(conn);
         // Whatever arrived meanwhile is read now: edges are not repeated.
         self.read_up_conn(conn);

@@ -19,7 +19,7 @@ impl Proxy {
         let Some(http) = session.http_mut() else {
             return;
         };
-        if !live || draining || http.get_refused || entry.head.is_none() {
+        if !live || draining || http.get_refused || entry.life.head().is_none() {
             return;
         }
         if entry.last_event_id.is_some() {
@@ -268,7 +268,7 @@ impl Proxy {
         }
         if let Some(get) = get {
             if let Some(entry) = self.take_exchange(get) {
-                if let Some(conn) = entry.conn {
+                if let Some(conn) = entry.life.conn() {
                     self.drop_up_conn(conn);
                 }
             }
@@ -297,7 +297,7 @@ impl Proxy {
         if relaying {
             // A relayed body has no use without its client.
             if let Some(entry) = self.take_exchange(exchange) {
-                if let Some(conn) = entry.conn {
+                if let Some(conn) = entry.life.conn() {
                     if let Some(http) = self.http.as_mut() {
                         http.pool
                             .evict(conn, EvictCause::NotReusable, &mut http.actions);

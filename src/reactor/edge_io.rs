@@ -1,0 +1,298 @@
+//! The one readiness and buffered-I/O helper of the loop, shared by client
+//! sockets, child pipes and upstream sockets. It owns the edge-triggered
+//! discipline, so no other code repeats the `WouldBlock`/`Interrupted` dance:
+//!
+//! - readiness is remembered in user space (`Readiness`) from each edge and
+//!   cleared when a call would block;
+//! - no read after a short read: a read that returns fewer bytes than the
+//!   buffer had room for drained the source for now, and the next arrival
+//!   raises a new edge (nginx relies on this). The exception is a source whose
+//!   peer hung up: its EOF raises no further edge, so it is read until EOF;
+//! - a short write means the kernel buffer is full: the next edge says when
+//!   there is room again, so no write is tried only to see `WouldBlock`;
+//! - `Interrupted` is a wake-up, never an error; EOF and errors are values.
+
+use std::io::{self, Read, Write};
+
+use mio::event::Event;
+
+/// Readiness remembered from edge-triggered events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer hung up (or the source failed): reads go on until EOF, since
+    /// no new edge will come.
+    hung_up: bool,
+}
+
+impl Readiness {
+    /// Ready both ways: a fresh pipe, or a source whose first edge may have
+    /// come before it was watched.
+    pub(crate) fn ready() -> Readiness {
+        Readiness {
+            readable: true,
+            writable: true,
+            hung_up: false,
+        }
+    }
+
+    /// Records what an edge says.
+    pub(crate) fn on_event(&mut self, event: &Event) {
+        let failed = event.is_error();
+        if event.is_readable() || event.is_read_closed() || failed {
+            self.readable = true;
+        }
+        if event.is_read_closed() || failed {
+            self.hung_up = true;
+        }
+        if event.is_writable() || event.is_write_closed() || failed {
+            self.writable = true;
+        }
+    }
+
+    pub(crate) fn readable(&self) -> bool {
+        self.readable
+    }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    pub(crate) fn set_writable(&mut self) {
+        self.writable = true;
+    }
+
+    pub(crate) fn clear_readable(&mut self) {
+        self.readable = false;
+    }
+
+    /// The writer is known gone (a reaped child): read to EOF, whatever the
+    /// size of each read.
+    pub(crate) fn drain_to_eof(&mut self) {
+        self.readable = true;
+        self.hung_up = true;
+    }
+}
+
+/// What one `read_into` gave.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes are at the front of the buffer. After a short read
+    /// the source is marked not readable: the caller stops after these.
+    Data(usize),
+    /// Nothing to read now (not readable, or `WouldBlock`).
+    Blocked,
+    /// The peer closed its side.
+    Eof,
+    /// The read failed.
+    Failed(io::Error),
+}
+
+/// What one `write_from` did: how many bytes went out (all of them, or as
+/// many as the kernel took before the sink stopped being writable), and the
+/// error that stopped it, if one did.
+#[derive(Debug)]
+pub(crate) struct WriteOutcome {
+    pub written: usize,
+    /// A zero-length write counts as failed.
+    pub failed: Option<io::Error>,
+}
+
+/// One read from `source` into `buffer`, if it is readable.
+pub(crate) fn read_into(
+    source: &mut impl Read,
+    ready: &mut Readiness,
+    buffer: &mut [u8],
+) -> ReadOutcome {
+    if !ready.readable || buffer.is_empty() {
+        return ReadOutcome::Blocked;
+    }
+    loop {
+        match source.read(buffer) {
+            Ok(0) => {
+                ready.readable = false;
+                return ReadOutcome::Eof;
+            }
+            Ok(count) => {
+                if count < buffer.len() && !ready.hung_up {
+                    ready.readable = false;
+                }
+                return ReadOutcome::Data(count);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                ready.readable = false;
+                return ReadOutcome::Blocked;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                ready.readable = false;
+                return ReadOutcome::Failed(error);
+            }
+        }
+    }
+}
+
+/// Writes `buffer` to `sink` while it is writable; stops early at a short
+/// write (the kernel buffer is full) or `WouldBlock`.
+pub(crate) fn write_from(
+    sink: &mut impl Write,
+    ready: &mut Readiness,
+    buffer: &[u8],
+) -> WriteOutcome {
+    let mut written = 0;
+    while written < buffer.len() && ready.writable {
+        let rest = &buffer[written..];
+        match sink.write(rest) {
+            Ok(0) => {
+                return WriteOutcome {
+                    written,
+                    failed: Some(io::ErrorKind::WriteZero.into()),
+                }
+            }
+            Ok(count) => {
+                written += count;
+                if count < rest.len() {
+                    ready.writable = false;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                return WriteOutcome {
+                    written,
+                    failed: Some(error),
+                }
+            }
+        }
+    }
+    WriteOutcome {
+        written,
+        failed: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A scripted source or sink: each call takes the next step.
+    enum Step {
+        Bytes(usize),
+        Block,
+        Interrupt,
+        Fail,
+    }
+
+    struct Script(VecDeque<Step>, usize);
+
+    impl Script {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Script {
+            Script(steps.into_iter().collect(), 0)
+        }
+        fn next(&mut self, room: usize) -> io::Result<usize> {
+            self.1 += 1;
+            match self.0.pop_front() {
+                Some(Step::Bytes(count)) => Ok(count.min(room)),
+                Some(Step::Block) | None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Step::Interrupt) => Err(io::ErrorKind::Interrupted.into()),
+                Some(Step::Fail) => Err(io::ErrorKind::ConnectionReset.into()),
+            }
+        }
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            self.next(buffer.len())
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+            self.next(buffer.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_short_read_ends_reading_until_the_next_edge() {
+        let mut ready = Readiness::ready();
+        let mut source = Script::new([Step::Bytes(10), Step::Bytes(10)]);
+        let mut buffer = [0u8; 64];
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Data(10)
+        ));
+        assert!(!ready.readable());
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Blocked
+        ));
+        assert_eq!(source.1, 1, "no read syscall after a short read");
+    }
+
+    #[test]
+    fn a_full_read_keeps_reading_and_interrupted_is_retried() {
+        let mut ready = Readiness::ready();
+        let mut source = Script::new([Step::Interrupt, Step::Bytes(64), Step::Block]);
+        let mut buffer = [0u8; 64];
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Data(64)
+        ));
+        assert!(ready.readable());
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Blocked
+        ));
+        assert!(!ready.readable());
+    }
+
+    #[test]
+    fn a_hung_up_source_is_read_to_eof_despite_short_reads() {
+        let mut ready = Readiness::default();
+        ready.drain_to_eof();
+        let mut source = Script::new([Step::Bytes(3), Step::Bytes(0)]);
+        let mut buffer = [0u8; 64];
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Data(3)
+        ));
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Eof
+        ));
+    }
+
+    #[test]
+    fn errors_are_values() {
+        let mut ready = Readiness::ready();
+        let mut source = Script::new([Step::Fail]);
+        let mut buffer = [0u8; 8];
+        assert!(matches!(
+            read_into(&mut source, &mut ready, &mut buffer),
+            ReadOutcome::Failed(_)
+        ));
+        let mut sink = Script::new([Step::Fail]);
+        let outcome = write_from(&mut sink, &mut Readiness::ready(), b"abc");
+        assert!(outcome.failed.is_some());
+        let mut sink = Script::new([Step::Bytes(0)]);
+        let outcome = write_from(&mut sink, &mut Readiness::ready(), b"abc");
+        assert!(outcome.failed.is_some());
+    }
+
+    #[test]
+    fn a_short_write_waits_for_the_next_edge() {
+        let mut ready = Readiness::ready();
+        let mut sink = Script::new([Step::Interrupt, Step::Bytes(2), Step::Bytes(2)]);
+        assert_eq!(write_from(&mut sink, &mut ready, b"abcd").written, 2);
+        assert!(!ready.writable());
+        assert_eq!(sink.1, 2);
+        ready.set_writable();
+        assert_eq!(write_from(&mut sink, &mut ready, b"cd").written, 2);
+        assert!(ready.writable());
+    }
+}
