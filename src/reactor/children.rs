@@ -5,10 +5,9 @@
 
 use log::{debug, info, warn};
 use mio::{Interest, Registry};
-use serde_json::Value;
 
 use crate::child;
-use crate::jsonrpc;
+use crate::jsonrpc::Message;
 use crate::lines::Line;
 use crate::session::{ChildIo, PipeRead, Session};
 use crate::token::Source;
@@ -16,10 +15,9 @@ use crate::token::Source;
 use super::{trim_ascii, Proxy, Timer, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
-    /// Queues one message for the child's stdin as a single line. `body` is
-    /// the message as the client sent it, reused when it is already one line;
-    /// empty means "serialize `message`".
-    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8], message: &Value) {
+    /// Queues one message for the child's stdin as a single line: `body` is
+    /// the message as its sender wrote it.
+    pub(super) fn send_to_child(&mut self, session_key: usize, body: &[u8]) {
         let Some(child) = self
             .sessions
             .get_mut(session_key)
@@ -28,12 +26,21 @@ impl Proxy {
             return;
         };
         let body = trim_ascii(body);
-        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
-            // stdio framing allows no newline inside a message.
-            match serde_json::to_vec(message) {
-                Ok(compact) => child.stdin.push_line(&compact),
-                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
-            }
+        if body.contains(&b'\n') || body.contains(&b'\r') {
+            // stdio framing allows no newline inside a message. In valid JSON
+            // (every message was parsed) CR and LF occur only as whitespace
+            // between tokens, never inside a string, so spaces mean the same.
+            let one_line: Vec<u8> = body
+                .iter()
+                .map(|&byte| {
+                    if matches!(byte, b'\n' | b'\r') {
+                        b' '
+                    } else {
+                        byte
+                    }
+                })
+                .collect();
+            child.stdin.push_line(&one_line);
         } else {
             child.stdin.push_line(body);
         }
@@ -187,15 +194,8 @@ impl Proxy {
                 debug!("session {short}: discarding output of an ended session");
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(&line)
-                .map_err(|error| error.to_string())
-                .and_then(|value| {
-                    jsonrpc::classify(&value)
-                        .map(|kind| (value, kind))
-                        .map_err(|why| why.0.to_string())
-                });
-            match parsed {
-                Ok((message, kind)) => self.deliver_from_upstream(session_key, &message, kind, &line),
+            match Message::parse(line.as_slice()) {
+                Ok(message) => self.deliver_from_upstream(session_key, &message),
                 Err(why) => warn!(
                     "session {short}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
                     String::from_utf8_lossy(line.get(..200).unwrap_or(&line))

@@ -104,15 +104,16 @@ impl Proxy {
         let ConnState::Streaming { chunked, .. } = conn.state else {
             return;
         };
-        self.event_scratch.clear();
         let id = id.map(|(stream, seq)| event_id(stream, seq));
-        sse::write_event(
-            &mut self.event_scratch,
-            Some("message"),
-            id.as_deref(),
-            data,
-        );
-        put_on_stream(conn.output(), chunked, &self.event_scratch);
+        let id = id.as_deref();
+        // Encoded straight into the output, inside its chunk: one copy.
+        let write = |out: &mut Vec<u8>| sse::write_event(out, Some("message"), id, data);
+        if chunked {
+            let length = sse::event_len(Some("message"), id, data);
+            response::write_chunk_with(conn.output(), length, write);
+        } else {
+            write(conn.output());
+        }
         conn.heartbeat_at = Some(self.now + self.config.sse_keepalive);
         self.mark_dirty(conn_key);
     }
