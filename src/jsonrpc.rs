@@ -1,10 +1,17 @@
-//! JSON-RPC 2.0 framing: classifies one message, derives the keys that route it
-//! (request id, progress token), and builds the error responses mcphop itself sends.
+//! JSON-RPC 2.0 framing: one message parsed once into a light view of the
+//! fields that route it (`message`), the keys derived from them (request id,
+//! progress token), and the error responses mcphop itself sends.
 //!
-//! Messages are kept as the `serde_json::Value` they were parsed into, so what the
-//! peer sent is forwarded unchanged; this module only reads them.
+//! Messages travel as the bytes the peer sent; this module only reads them.
+//! `classify` on a `serde_json::Value` stays for callers that hold one (the
+//! noise tests use it as the reference the view is checked against).
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+
+mod message;
+
+pub(crate) use message::{carried, Carried, Message, Rejected};
 
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;
@@ -65,11 +72,6 @@ pub fn classify(value: &Value) -> Result<Kind, NotJsonRpc> {
     }
 }
 
-/// The method name of a request or notification.
-pub fn method(value: &Value) -> Option<&str> {
-    value.get("method").and_then(Value::as_str)
-}
-
 /// A request id as a map key. Strings and numbers never collide, because
 /// `"1"` and `1` are different ids in JSON-RPC.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,41 +93,36 @@ impl IdKey {
         }
     }
 
-    /// The message's `id`, as a key.
-    pub fn of_message(message: &Value) -> Option<IdKey> {
-        message.get("id").and_then(IdKey::of)
+    /// The key of an id or token given as JSON text (`1`, `"a"`).
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str) -> Option<IdKey> {
+        message::key_of(text)
+    }
+
+    /// The id as JSON text, for the messages mcphop writes (errors, cancels).
+    pub(crate) fn to_raw(&self) -> Box<RawValue> {
+        let text = match self {
+            IdKey::Number(number) => Ok(number.clone()),
+            IdKey::String(text) => serde_json::to_string(text),
+        };
+        text.ok()
+            .and_then(|text| RawValue::from_string(text).ok())
+            .unwrap_or_else(|| RawValue::NULL.to_owned())
     }
 }
 
-/// The `params._meta.progressToken` of a request, as a key.
-pub fn progress_token_of_request(message: &Value) -> Option<IdKey> {
-    message
-        .get("params")
-        .and_then(|params| params.get("_meta"))
-        .and_then(|meta| meta.get("progressToken"))
-        .and_then(IdKey::of)
+impl std::fmt::Display for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdKey::Number(number) => f.write_str(number),
+            IdKey::String(text) => write!(f, "{text:?}"),
+        }
+    }
 }
 
-/// The `params.progressToken` of a `notifications/progress` message, as a key.
-pub fn progress_token_of_notification(message: &Value) -> Option<IdKey> {
-    message
-        .get("params")
-        .and_then(|params| params.get("progressToken"))
-        .and_then(IdKey::of)
-}
-
-/// The protocol version a stateless-era request names in its `_meta`.
-pub fn meta_protocol_version(message: &Value) -> Option<&str> {
-    message
-        .get("params")
-        .and_then(|params| params.get("_meta"))
-        .and_then(|meta| meta.get("io.modelcontextprotocol/protocolVersion"))
-        .and_then(Value::as_str)
-}
-
-/// A complete JSON-RPC error response, serialized. `id` is the request's id,
-/// or `Value::Null` when it could not be read.
-pub fn error_response(id: &Value, code: i64, message: &str) -> Vec<u8> {
+/// A complete JSON-RPC error response, serialized. `id` is the request's id
+/// as JSON text, or `RawValue::NULL` when it could not be read.
+pub fn error_response(id: &RawValue, code: i64, message: &str) -> Vec<u8> {
     let response = json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -185,26 +182,26 @@ mod tests {
 
     #[test]
     fn finds_progress_tokens_and_meta_versions() {
-        let request = parse(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
-        );
+        let request = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#.as_slice(),
+        )
+        .unwrap();
         assert_eq!(
-            progress_token_of_request(&request),
+            request.request_progress_token(),
             Some(IdKey::String("p".into()))
         );
-        assert_eq!(meta_protocol_version(&request), Some("2026-07-28"));
-        let progress = parse(
-            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#,
-        );
-        assert_eq!(
-            progress_token_of_notification(&progress),
-            Some(IdKey::Number("7".into()))
-        );
+        assert_eq!(request.meta_protocol_version(), Some("2026-07-28"));
+        let progress = Message::parse(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#.as_slice(),
+        )
+        .unwrap();
+        assert_eq!(progress.progress_token(), Some(IdKey::Number("7".into())));
     }
 
     #[test]
     fn error_responses_carry_the_id() {
-        let bytes = error_response(&parse("\"x\""), INVALID_REQUEST, "bad");
+        let id = RawValue::from_string("\"x\"".into()).unwrap();
+        let bytes = error_response(&id, INVALID_REQUEST, "bad");
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["id"], "x");
         assert_eq!(value["error"]["code"], INVALID_REQUEST);

@@ -54,7 +54,13 @@ impl LineFramer {
                 .map(|offset| self.scanned + offset);
             match found {
                 Some(end) => {
-                    let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    // A read usually ends with its last line: the buffer then
+                    // becomes the line, moved rather than copied.
+                    let mut line: Vec<u8> = if end + 1 == self.buffer.len() {
+                        std::mem::take(&mut self.buffer)
+                    } else {
+                        self.buffer.drain(..=end).collect()
+                    };
                     self.scanned = 0;
                     line.pop();
                     if line.last() == Some(&b'\r') {
@@ -125,6 +131,20 @@ mod tests {
             assert!(matches!(lines[0], Line::Overlong(_)));
             assert_eq!(lines[1], Line::Complete(b"ok".to_vec()));
         }
+    }
+
+    #[test]
+    fn a_line_that_ends_the_buffer_is_moved_out_whole() {
+        let mut framer = LineFramer::new(1024);
+        framer.feed(b"one\ntwo\r\n");
+        assert_eq!(framer.next_line(), Some(Line::Complete(b"one".to_vec())));
+        assert_eq!(framer.next_line(), Some(Line::Complete(b"two".to_vec())));
+        assert_eq!(framer.buffered(), 0);
+        framer.feed(b"thr");
+        assert_eq!(framer.next_line(), None);
+        framer.feed(b"ee\n");
+        assert_eq!(framer.next_line(), Some(Line::Complete(b"three".to_vec())));
+        assert_eq!(framer.next_line(), None);
     }
 
     #[test]

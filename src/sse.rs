@@ -19,6 +19,19 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<&str>, dat
     out.push(b'\n');
 }
 
+/// The length `write_event` gives the same event, so a chunk's size can be
+/// written before the event itself, straight into the output.
+pub fn event_len(event: Option<&str>, id: Option<&str>, data: &[u8]) -> usize {
+    let field = |name: &[u8], value_len: usize| name.len() + value_len + 1;
+    let event = event.map_or(0, |event| field(b"event: ", event.len()));
+    let id = id.map_or(0, |id| field(b"id: ", id.len()));
+    let data: usize = data
+        .split(|&byte| byte == b'\n')
+        .map(|line| field(b"data: ", line.strip_suffix(b"\r").unwrap_or(line).len()))
+        .sum();
+    event + id + data + 1
+}
+
 /// Appends a stream's priming event: an id and an empty `data`, with the
 /// reconnection delay. Clients record the id (so they can resume from it)
 /// without dispatching an event.
@@ -48,6 +61,17 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_len_is_what_write_event_writes() {
+        for data in [&b""[..], b"{}", b"a\nb", b"a\r\nb\r\n", b"\n\n", b"x\ry"] {
+            for id in [None, Some("3-7")] {
+                let mut out = Vec::new();
+                write_event(&mut out, Some("message"), id, data);
+                assert_eq!(event_len(Some("message"), id, data), out.len(), "{data:?}");
+            }
+        }
+    }
 
     #[test]
     fn encodes_a_message_event() {

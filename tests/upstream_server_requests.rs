@@ -39,7 +39,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{peers_dir, post_request, raw_exchange, repo_root, Mcphop, SseItem, SseStream};
+use common::{
+    kill_group, peers_dir, post_request, raw_exchange, repo_root, Mcphop, SseItem, SseStream,
+};
 use serde_json::{json, Value};
 
 /// How long the server holds each GET before opening the stream.
@@ -111,15 +113,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         kill_group(&mut self.child);
     }
-}
-
-fn kill_group(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGKILL);
-        }
-    }
-    let _ = child.wait();
 }
 
 fn session_header(session: &str) -> String {
@@ -319,19 +312,22 @@ fn sampling_and_elicitation_on_the_standalone_stream_after_open_sessions() {
     elicitation(mcphop.port, Order::CallFirst);
 }
 
+/// A new session calls `test_reconnection`; its id and the call's stream.
+fn call_reconnection_tool(port: u16) -> (String, SseStream) {
+    let session = open_session(port);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_reconnection","arguments":{}}}"#;
+    let post = SseStream::open(port, &post_request(port, &session_header(&session), call));
+    assert_eq!(post.status, 200);
+    (session, post)
+}
+
 /// The server closes the call's POST stream after its priming event; the
 /// client keeps reading the stream it holds and gets the result there.
 #[test]
 fn sse_polling_continues_the_stream_upstream() {
     let server = Server::start();
     let mcphop = Mcphop::start_http(&["--log-level", "debug"], &server.url());
-    let session = open_session(mcphop.port);
-    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_reconnection","arguments":{}}}"#;
-    let mut post = SseStream::open(
-        mcphop.port,
-        &post_request(mcphop.port, &session_header(&session), call),
-    );
-    assert_eq!(post.status, 200);
+    let (_session, mut post) = call_reconnection_tool(mcphop.port);
     let started = Instant::now();
     let mut result = None;
     loop {
@@ -366,13 +362,7 @@ fn sse_polling_continues_the_stream_upstream() {
 fn sse_polling_resume_from_mcphop() {
     let server = Server::start();
     let mcphop = Mcphop::start_http(&["--log-level", "debug"], &server.url());
-    let session = open_session(mcphop.port);
-    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_reconnection","arguments":{}}}"#;
-    let mut post = SseStream::open(
-        mcphop.port,
-        &post_request(mcphop.port, &session_header(&session), call),
-    );
-    assert_eq!(post.status, 200);
+    let (session, mut post) = call_reconnection_tool(mcphop.port);
     let priming = post.next_item();
     let last = priming
         .id()

@@ -2,9 +2,7 @@
 //! (the reactor, or the test harness) carries each action out on whatever
 //! carries the session: client connections and an upstream.
 
-use serde_json::Value;
-
-use crate::jsonrpc::Kind;
+use crate::jsonrpc::Message;
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::StreamId;
 
@@ -56,7 +54,9 @@ pub(crate) enum Action {
 /// Messages for the upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Forward {
-    pub messages: Vec<(Value, Kind)>,
+    /// Each as the bytes its sender wrote (the client's body, moved here),
+    /// with its routing fields.
+    pub messages: Vec<Message>,
     /// The requests among them are registered on this stream; the driver
     /// calls `SessionCore::stream_ready` when the stream may start (at once
     /// for a pipe; at the upstream's response head for HTTP).
@@ -73,9 +73,9 @@ pub(crate) struct Forward {
 
 impl Forward {
     /// Messages mcphop itself sends (a cancel), with no client waiting.
-    pub(crate) fn own(message: Value, kind: Kind) -> Forward {
+    pub(crate) fn own(message: Message) -> Forward {
         Forward {
-            messages: vec![(message, kind)],
+            messages: vec![message],
             stream: None,
             whole_body: false,
             client_waits: false,

@@ -14,9 +14,10 @@
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::value::RawValue;
 
-use crate::jsonrpc::{self, IdKey, Kind};
+use crate::jsonrpc::{self, IdKey, Kind, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{
     Destination, Detached, Pending, RegisterError, ResumeError, Router, RouterLimits, StreamId,
@@ -30,9 +31,6 @@ pub(crate) use action::{Action, Forward, Payload};
 
 /// The only protocol revision that allows JSON-RPC batches.
 const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
-
-/// The capabilities that make a client answer server requests.
-const SERVER_REQUEST_CAPABILITIES: [&str; 3] = ["sampling", "elicitation", "roots"];
 
 /// What a session core needs to know of the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +267,7 @@ impl SessionCore {
             // Revisions are dates (YYYY-MM-DD), so they order as strings.
             Some(negotiated) if header > negotiated => Err(Reply::error(
                 400,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 &format!(
                     "Bad Request: MCP-Protocol-Version {header} is later than the version this session negotiated, {negotiated}"
@@ -280,43 +278,37 @@ impl SessionCore {
     }
 
     /// The client's `initialize`, the session's first message.
-    pub(crate) fn client_initialize(&mut self, message: Value, now: Instant) {
-        self.initialize_id = IdKey::of_message(&message);
+    pub(crate) fn client_initialize(&mut self, message: Message, now: Instant) {
+        self.initialize_id = message.id_key();
         self.initialize_request = self.initialize_id.clone();
-        self.takes_server_requests = message
-            .pointer("/params/capabilities")
-            .and_then(Value::as_object)
-            .is_some_and(|capabilities| {
-                SERVER_REQUEST_CAPABILITIES
-                    .iter()
-                    .any(|name| capabilities.contains_key(*name))
-            });
-        self.forward_requests(vec![(message, Kind::Request)], true, true, now);
+        // sampling, elicitation or roots among the client's capabilities.
+        self.takes_server_requests = message.takes_server_requests();
+        self.forward_requests(vec![message], true, true, now);
     }
 
     /// One message POSTed by the client.
-    pub(crate) fn client_message(&mut self, message: Value, kind: Kind, now: Instant) {
-        match kind {
-            Kind::Request => self.forward_requests(vec![(message, kind)], true, false, now),
+    pub(crate) fn client_message(&mut self, message: Message, now: Instant) {
+        match message.kind() {
+            Kind::Request => self.forward_requests(vec![message], true, false, now),
             Kind::Notification => {
-                if jsonrpc::method(&message) == Some("notifications/cancelled")
+                if message.method() == Some("notifications/cancelled")
                     && !self.cancel_locally(&message)
                 {
                     self.actions.push(Action::Reply(Reply::empty(202)));
                     return;
                 }
-                self.forward_from_client(message, kind);
+                self.forward_from_client(message);
             }
             Kind::Response => {
                 self.router.client_answered(&message);
-                self.forward_from_client(message, kind);
+                self.forward_from_client(message);
             }
         }
     }
 
-    fn forward_from_client(&mut self, message: Value, kind: Kind) {
+    fn forward_from_client(&mut self, message: Message) {
         self.actions.push(Action::Forward(Forward {
-            messages: vec![(message, kind)],
+            messages: vec![message],
             stream: None,
             whole_body: true,
             client_waits: true,
@@ -326,11 +318,11 @@ impl SessionCore {
 
     /// A 2025-03-26 batch: every element that is not a request goes upstream
     /// on its own; the requests go together, answered on one stream.
-    pub(crate) fn client_batch(&mut self, messages: Vec<(Value, Kind)>, now: Instant) {
+    pub(crate) fn client_batch(&mut self, messages: Vec<Message>, now: Instant) {
         if self.protocol_version.as_deref() != Some(BATCH_PROTOCOL_VERSION) {
             let reply = Reply::error(
                 400,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 &format!(
                     "Invalid Request: JSON-RPC batches are allowed only in protocol {BATCH_PROTOCOL_VERSION}; this session uses {}",
@@ -342,18 +334,16 @@ impl SessionCore {
         }
         let (requests, others): (Vec<_>, Vec<_>) = messages
             .into_iter()
-            .partition(|(_, kind)| *kind == Kind::Request);
-        for (message, kind) in others {
-            if kind == Kind::Response {
+            .partition(|message| message.kind() == Kind::Request);
+        for message in others {
+            if message.kind() == Kind::Response {
                 self.router.client_answered(&message);
             }
-            if jsonrpc::method(&message) == Some("notifications/cancelled")
-                && !self.cancel_locally(&message)
+            if message.method() == Some("notifications/cancelled") && !self.cancel_locally(&message)
             {
                 continue;
             }
-            self.actions
-                .push(Action::Forward(Forward::own(message, kind)));
+            self.actions.push(Action::Forward(Forward::own(message)));
         }
         if requests.is_empty() {
             self.actions.push(Action::Reply(Reply::empty(202)));
@@ -367,14 +357,14 @@ impl SessionCore {
     /// refused before anything travels if an id is missing or in flight.
     fn forward_requests(
         &mut self,
-        messages: Vec<(Value, Kind)>,
+        messages: Vec<Message>,
         whole_body: bool,
         initialize: bool,
         now: Instant,
     ) {
         let mut seen = Vec::with_capacity(messages.len());
-        for (message, _) in &messages {
-            let problem = match IdKey::of_message(message) {
+        for message in &messages {
+            let problem = match message.id_key() {
                 None => Some(RegisterError::NoId),
                 Some(id) if self.router.is_pending(&id) || seen.contains(&id) => {
                     Some(RegisterError::DuplicateId)
@@ -391,22 +381,21 @@ impl SessionCore {
                     }
                     RegisterError::NoId => "Invalid Request: the id must be a string or an integer",
                 };
-                let id = message.get("id").cloned().unwrap_or(Value::Null);
-                let reply = Reply::error(400, &id, jsonrpc::INVALID_REQUEST, text);
+                let reply = Reply::error(400, message.reply_id(), jsonrpc::INVALID_REQUEST, text);
                 self.actions.push(Action::Reply(reply));
                 return;
             }
         }
         let stream = self.router.open_post_stream();
-        if let [(message, _)] = messages.as_slice() {
+        if let [message] = messages.as_slice() {
             debug!(
                 "session {}: {} {} on stream {stream}",
                 self.short_id(),
-                jsonrpc::method(message).unwrap_or("?"),
-                message.get("id").unwrap_or(&Value::Null)
+                message.method().unwrap_or("?"),
+                message.reply_id()
             );
         }
-        for (message, _) in &messages {
+        for message in &messages {
             // Checked above: registration cannot fail now.
             let _ = self.router.register_request(stream, message, now);
         }
@@ -441,11 +430,9 @@ impl SessionCore {
     /// The upstream refused the requests of `stream` before any answer (an
     /// HTTP error status, a failed exchange): they are forgotten, and the
     /// client hears of it in the reply to its POST.
-    pub(crate) fn stream_refused(&mut self, stream: StreamId, request_ids: &[Value]) {
+    pub(crate) fn stream_refused(&mut self, stream: StreamId, request_ids: &[IdKey]) {
         for id in request_ids {
-            if let Some(key) = IdKey::of(id) {
-                self.router.cancel(&key);
-            }
+            self.router.cancel(id);
         }
         self.router.stream_ended(stream);
     }
@@ -491,7 +478,7 @@ impl SessionCore {
                     "session {}: resume {last_event_id:?} refused",
                     self.short_id()
                 );
-                let reply = Reply::error(400, &Value::Null, jsonrpc::INVALID_REQUEST, text);
+                let reply = Reply::error(400, RawValue::NULL, jsonrpc::INVALID_REQUEST, text);
                 self.actions.push(Action::Reply(reply));
                 return;
             }
@@ -534,12 +521,8 @@ impl SessionCore {
 
     /// Forgets a request the client cancelled and ends its stream; false when
     /// the cancel must not travel on (it names `initialize`).
-    fn cancel_locally(&mut self, message: &Value) -> bool {
-        let Some(id) = message
-            .get("params")
-            .and_then(|params| params.get("requestId"))
-            .and_then(IdKey::of)
-        else {
+    fn cancel_locally(&mut self, message: &Message) -> bool {
+        let Some(id) = message.cancelled_request() else {
             return true;
         };
         if self.initialize_request.as_ref() == Some(&id) {
@@ -565,43 +548,33 @@ impl SessionCore {
 
     // ----- from the upstream ------------------------------------------------
 
-    /// One message from the upstream, routed where it belongs. `raw` is its
-    /// text, recorded for replays; an `Event` with `Payload::Input` means
-    /// "write `raw`".
-    pub(crate) fn upstream_message(
-        &mut self,
-        message: &Value,
-        kind: Kind,
-        raw: &[u8],
-        now: Instant,
-    ) {
+    /// One message from the upstream, routed where it belongs. Its bytes are
+    /// recorded for replays; an `Event` with `Payload::Input` means "write
+    /// its bytes".
+    pub(crate) fn upstream_message<B: AsRef<[u8]>>(&mut self, message: &Message<B>, now: Instant) {
         if !self.is_live() {
             return;
         }
         let mut initialize_failed = false;
         let mut open_get = false;
-        if kind == Kind::Response
+        if message.kind() == Kind::Response
             && self.initialize_id.is_some()
-            && IdKey::of_message(message) == self.initialize_id
+            && message.id_key() == self.initialize_id
         {
             self.initialize_id = None;
-            match message.get("result") {
-                Some(result) => {
-                    open_get = self.takes_server_requests;
-                    self.protocol_version = result
-                        .get("protocolVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    debug!(
-                        "session {}: initialized at protocol {}",
-                        self.short_id(),
-                        self.protocol_version.as_deref().unwrap_or("?")
-                    );
-                }
-                None => initialize_failed = true,
+            if message.has_result() {
+                open_get = self.takes_server_requests;
+                self.protocol_version = message.result_protocol_version().map(String::from);
+                debug!(
+                    "session {}: initialized at protocol {}",
+                    self.short_id(),
+                    self.protocol_version.as_deref().unwrap_or("?")
+                );
+            } else {
+                initialize_failed = true;
             }
         }
-        let destination = self.router.route(message, kind, raw, now);
+        let destination = self.router.route(message, now);
         let dropped = self.router.take_dropped_count();
         if dropped > 0 {
             warn!(
@@ -672,7 +645,7 @@ impl SessionCore {
         let pending = self.router.drain();
         for request in &pending {
             if self.attached.contains(&request.stream) {
-                let error = jsonrpc::error_response(&request.id, code, &message);
+                let error = jsonrpc::error_response(&request.id.to_raw(), code, &message);
                 self.actions.push(Action::Event {
                     stream: request.stream,
                     seq: None,
@@ -760,9 +733,16 @@ impl SessionCore {
         let cancel = json!({
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
-            "params": {"requestId": pending.id, "reason": reason},
+            "params": {"requestId": pending.id.to_raw(), "reason": reason},
         });
-        self.actions
-            .push(Action::Forward(Forward::own(cancel, Kind::Notification)));
+        // Written and read back through the one parser, so it travels like
+        // any message; a failure (none is possible) only loses the cancel.
+        let cancel = serde_json::to_vec(&cancel)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| Message::parse(bytes).map_err(|why| format!("{why:?}")));
+        match cancel {
+            Ok(cancel) => self.actions.push(Action::Forward(Forward::own(cancel))),
+            Err(why) => warn!("session {}: cannot write a cancel: {why}", self.short_id()),
+        }
     }
 }

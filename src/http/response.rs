@@ -114,6 +114,28 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends one chunk of `length` bytes that `fill` writes straight into
+/// `out` (no staging buffer). Should `fill` write another length, the chunk
+/// is rewritten from what it wrote, so the framing stays right.
+pub fn write_chunk_with(out: &mut Vec<u8>, length: usize, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    push_hex(out, length);
+    out.extend_from_slice(b"\r\n");
+    let data_start = out.len();
+    fill(out);
+    if out.len() - data_start == length {
+        if length > 0 {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.truncate(start);
+        }
+        return;
+    }
+    let data = out.split_off(data_start);
+    out.truncate(start);
+    write_chunk(out, &data);
+}
+
 /// Appends the terminating zero-length chunk (with an empty trailer section).
 pub fn write_last_chunk(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n\r\n");
@@ -215,6 +237,22 @@ fn push_radix(out: &mut Vec<u8>, mut n: usize, radix: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_filled_in_place_is_a_chunk() {
+        let mut expected = b"head".to_vec();
+        write_chunk(&mut expected, b"hello, world");
+        for claimed in [12, 3, 40] {
+            let mut out = b"head".to_vec();
+            write_chunk_with(&mut out, claimed, |out| {
+                out.extend_from_slice(b"hello, world")
+            });
+            assert_eq!(out, expected, "claimed {claimed}");
+        }
+        let mut out = b"head".to_vec();
+        write_chunk_with(&mut out, 0, |_| {});
+        assert_eq!(out, b"head");
+    }
 
     fn full(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) -> String {
         let mut out = Vec::new();

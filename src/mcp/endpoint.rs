@@ -3,10 +3,10 @@
 //! Host and Origin, path, method, `Accept`, `Content-Type`, protocol version
 //! headers and JSON-RPC shape; it owns no sessions and touches no sockets.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::http::request::Request;
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Carried, Kind, Message, Rejected};
 use crate::mcp::{STATELESS_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS};
 
 /// Header that carries the session id.
@@ -72,7 +72,7 @@ pub struct Reply {
 
 impl Reply {
     /// A reply whose body is a JSON-RPC error.
-    pub fn error(status: u16, id: &Value, code: i64, message: &str) -> Self {
+    pub fn error(status: u16, id: &RawValue, code: i64, message: &str) -> Self {
         Reply {
             status,
             body: jsonrpc::error_response(id, code, message),
@@ -99,7 +99,7 @@ impl Reply {
     pub fn session_not_found() -> Self {
         Reply::error(
             404,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::UPSTREAM_GONE,
             "Session not found: it is unknown, expired or ended; start a new one with initialize",
         )
@@ -108,21 +108,18 @@ impl Reply {
 
 /// What a request asks of the proxy, once it passed the front-door checks.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Intent {
+pub(crate) enum Intent {
     /// Answer at once.
     Reply(Reply),
     /// POST `initialize` without a session: create a session.
-    Initialize { message: Value },
-    /// POST of one message to an existing session.
-    Post {
-        session: String,
-        message: Value,
-        kind: Kind,
-    },
+    Initialize { message: Message },
+    /// POST of one message to an existing session; the message owns the
+    /// request's body.
+    Post { session: String, message: Message },
     /// POST of a JSON-RPC batch (allowed in protocol 2025-03-26 only).
     Batch {
         session: String,
-        messages: Vec<(Value, Kind)>,
+        messages: Vec<Message>,
     },
     /// GET: open the session's stream for messages tied to no request, or,
     /// with `Last-Event-ID`, resume a stream the client lost.
@@ -137,8 +134,10 @@ pub enum Intent {
     Stateless { refusal: Reply },
 }
 
-/// Decides what `request` means for an endpoint served at `path`.
-pub fn interpret(request: &Request, path: &str, policy: &AccessPolicy) -> Intent {
+/// Decides what `request` means for an endpoint served at `path`. A POST
+/// whose message goes to a session gives its body to the `Intent` (taken, not
+/// copied); any other request keeps it.
+pub(crate) fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> Intent {
     match check_access(request, policy) {
         Ok(()) => {}
         Err(reply) => return Intent::Reply(reply),
@@ -146,7 +145,7 @@ pub fn interpret(request: &Request, path: &str, policy: &AccessPolicy) -> Intent
     if request.path() != path {
         return Intent::Reply(Reply::error(
             404,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Not found: the MCP endpoint is elsewhere",
         ));
@@ -161,7 +160,7 @@ pub fn interpret(request: &Request, path: &str, policy: &AccessPolicy) -> Intent
         _ => Intent::Reply(
             Reply::error(
                 405,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 "Method not allowed: use POST, GET or DELETE",
             )
@@ -182,7 +181,7 @@ fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
     {
         return Err(Reply::error(
             400,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Bad Request: more than one Host header",
         ));
@@ -192,7 +191,7 @@ fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
         Some(_) => {
             return Err(Reply::error(
                 403,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 "Forbidden: Host header not allowed",
             ))
@@ -201,7 +200,7 @@ fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
         None => {
             return Err(Reply::error(
                 400,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 "Bad Request: missing Host header",
             ))
@@ -210,7 +209,7 @@ fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
     match request.header("origin") {
         Some(origin) if !policy.allows_origin(origin) => Err(Reply::error(
             403,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Forbidden: Origin not allowed",
         )),
@@ -237,7 +236,7 @@ fn session_of(request: &Request) -> Result<String, Reply> {
         Some(session) if !session.is_empty() => Ok(session.to_string()),
         _ => Err(Reply::error(
             400,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Bad Request: Mcp-Session-Id header is required",
         )),
@@ -249,7 +248,7 @@ fn check_protocol_header(request: &Request) -> Result<(), Reply> {
         Some(version) if !SUPPORTED_PROTOCOL_VERSIONS.contains(&version.trim()) => {
             Err(Reply::error(
                 400,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::INVALID_REQUEST,
                 &format!(
                     "Bad Request: unsupported MCP-Protocol-Version {:?}; supported: {}",
@@ -269,7 +268,7 @@ fn interpret_get(request: &Request) -> Intent {
     {
         return Intent::Reply(Reply::error(
             406,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Not Acceptable: a GET must accept text/event-stream",
         ));
@@ -290,38 +289,43 @@ fn interpret_get(request: &Request) -> Intent {
     }
 }
 
-fn interpret_batch(request: &Request, elements: Vec<Value>) -> Intent {
+fn interpret_batch(request: &Request, elements: Vec<&[u8]>) -> Intent {
     if elements.is_empty() {
         return Intent::Reply(Reply::error(
             400,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Invalid Request: an empty batch",
         ));
     }
     let mut messages = Vec::with_capacity(elements.len());
-    for message in elements {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let kind = match jsonrpc::classify(&message) {
-            Ok(kind) => kind,
-            Err(why) => {
+    for element in elements {
+        // Each element gets its own bytes: a batch is rare (one protocol
+        // revision), and its messages then travel like single ones.
+        let message = match Message::parse(element) {
+            Ok(message) => message,
+            Err(rejected) => {
+                let why = match &rejected {
+                    Rejected::NotJsonRpc { why, .. } => why,
+                    Rejected::NotJson(_) => "not JSON",
+                };
                 return Intent::Reply(Reply::error(
                     400,
-                    &id,
+                    rejected.id(),
                     jsonrpc::INVALID_REQUEST,
-                    &format!("Invalid Request in batch: {}", why.0),
-                ))
+                    &format!("Invalid Request in batch: {why}"),
+                ));
             }
         };
-        if jsonrpc::method(&message) == Some("initialize") {
+        if message.method() == Some("initialize") {
             return Intent::Reply(Reply::error(
                 400,
-                &id,
+                message.reply_id(),
                 jsonrpc::INVALID_REQUEST,
                 "Invalid Request: initialize must not be part of a batch",
             ));
         }
-        messages.push((message, kind));
+        messages.push(message.unbind().bind(element.to_vec()));
     }
     let session = match session_of(request) {
         Ok(session) => session,
@@ -335,22 +339,22 @@ fn interpret_batch(request: &Request, elements: Vec<Value>) -> Intent {
 
 /// True when a request belongs to the stateless era (2026-07-28), which this
 /// endpoint does not speak yet.
-fn is_stateless_era(request: &Request, message: &Value) -> bool {
-    jsonrpc::method(message) == Some("server/discover")
-        || jsonrpc::meta_protocol_version(message) == Some(STATELESS_PROTOCOL_VERSION)
+fn is_stateless_era(request: &Request, message: &Message<&[u8]>) -> bool {
+    message.method() == Some("server/discover")
+        || message.meta_protocol_version() == Some(STATELESS_PROTOCOL_VERSION)
         || (request.header(SESSION_HEADER).is_none()
             && request
                 .header(PROTOCOL_VERSION_HEADER)
                 .is_some_and(|version| version.trim() == STATELESS_PROTOCOL_VERSION)
-            && jsonrpc::method(message) != Some("initialize"))
+            && message.method() != Some("initialize"))
 }
 
-fn interpret_post(request: &Request) -> Intent {
+fn interpret_post(request: &mut Request) -> Intent {
     let accept = request.header("accept").unwrap_or("");
     if !(accepts(accept, "application/json") && accepts(accept, "text/event-stream")) {
         return Intent::Reply(Reply::error(
             406,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Not Acceptable: a POST must accept both application/json and text/event-stream",
         ));
@@ -360,39 +364,27 @@ fn interpret_post(request: &Request) -> Intent {
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Intent::Reply(Reply::error(
             415,
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::INVALID_REQUEST,
             "Unsupported Media Type: Content-Type must be application/json",
         ));
     }
-    let message: Value = match serde_json::from_slice(&request.body) {
-        Ok(message) => message,
-        Err(error) => {
-            return Intent::Reply(Reply::error(
-                400,
-                &Value::Null,
-                jsonrpc::PARSE_ERROR,
-                &format!("Parse error: the body is not JSON ({error})"),
-            ))
-        }
+    let message = match jsonrpc::carried(&request.body) {
+        Ok(Carried::One(bytes)) => Message::parse(bytes),
+        Ok(Carried::Batch(elements)) => return interpret_batch(request, elements),
+        Err(rejected) => Err(rejected),
     };
     let message = match message {
-        Value::Array(elements) => return interpret_batch(request, elements),
-        message => message,
-    };
-    let kind = match jsonrpc::classify(&message) {
-        Ok(kind) => kind,
-        Err(why) => {
-            let id = message.get("id").cloned().unwrap_or(Value::Null);
-            return Intent::Reply(Reply::error(
-                400,
-                &id,
-                jsonrpc::INVALID_REQUEST,
-                &format!("Invalid Request: {}", why.0),
-            ));
+        Ok(message) => message,
+        Err(rejected) => {
+            let text = match &rejected {
+                Rejected::NotJson(error) => format!("Parse error: the body is not JSON ({error})"),
+                Rejected::NotJsonRpc { why, .. } => format!("Invalid Request: {why}"),
+            };
+            return Intent::Reply(Reply::error(400, rejected.id(), rejected.code(), &text));
         }
     };
-    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let id = message.reply_id();
     if is_stateless_era(request, &message) {
         // Deliberately not -32022 (unsupported version): dual-era clients read a
         // plain 400 as "this server predates 2026-07-28" and fall back to
@@ -400,29 +392,32 @@ fn interpret_post(request: &Request) -> Intent {
         return Intent::Stateless {
             refusal: Reply::error(
                 400,
-                &id,
+                id,
                 jsonrpc::INVALID_REQUEST,
                 "Bad Request: this endpoint serves the handshake era (2024-11-05 to 2025-11-25); \
                  start a session with initialize",
             ),
         };
     }
-    if kind == Kind::Request && jsonrpc::method(&message) == Some("initialize") {
+    if message.kind() == Kind::Request && message.method() == Some("initialize") {
         if request.header(SESSION_HEADER).is_some() {
             return Intent::Reply(Reply::error(
                 400,
-                &id,
+                id,
                 jsonrpc::INVALID_REQUEST,
                 "Bad Request: initialize must not carry an Mcp-Session-Id; the session is already initialized",
             ));
         }
-        return Intent::Initialize { message };
+        let message = message.unbind();
+        return Intent::Initialize {
+            message: message.bind(std::mem::take(&mut request.body)),
+        };
     }
     let session = match session_of(request) {
         Ok(session) => session,
         Err(mut reply) => {
             reply.body = jsonrpc::error_response(
-                &id,
+                id,
                 jsonrpc::INVALID_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required",
             );
@@ -432,16 +427,17 @@ fn interpret_post(request: &Request) -> Intent {
     if let Err(reply) = check_protocol_header(request) {
         return Intent::Reply(reply);
     }
+    let message = message.unbind();
     Intent::Post {
         session,
-        message,
-        kind,
+        message: message.bind(std::mem::take(&mut request.body)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
@@ -493,7 +489,7 @@ mod tests {
 
     #[test]
     fn initialize_without_session_creates_one() {
-        let intent = interpret(&post(&[], INIT), "/mcp", &policy());
+        let intent = interpret(&mut post(&[], INIT), "/mcp", &policy());
         assert!(matches!(intent, Intent::Initialize { .. }));
     }
 
@@ -566,10 +562,10 @@ mod tests {
             (request("GET", &[("accept", "text/event-stream")], ""), 400),
             (request("DELETE", &[], ""), 400),
         ];
-        for (request, expected) in cases {
+        for (mut request, expected) in cases {
             let described = format!("{} {:?}", request.method, request.headers);
             assert_eq!(
-                status(interpret(&request, "/mcp", &p)),
+                status(interpret(&mut request, "/mcp", &p)),
                 expected,
                 "{described}"
             );
@@ -579,7 +575,7 @@ mod tests {
     #[test]
     fn parse_and_shape_errors_carry_json_rpc_codes() {
         for (body, code) in [("{nope", -32700), (r#"{"jsonrpc":"2.0"}"#, -32600)] {
-            match interpret(&post(&[], body), "/mcp", &policy()) {
+            match interpret(&mut post(&[], body), "/mcp", &policy()) {
                 Intent::Reply(reply) => {
                     let value: Value = serde_json::from_slice(&reply.body).unwrap();
                     assert_eq!(value["error"]["code"], code);
@@ -593,7 +589,7 @@ mod tests {
     fn stateless_era_gets_a_plain_400() {
         let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#;
         let intent = interpret(
-            &post(&[("mcp-protocol-version", "2026-07-28")], discover),
+            &mut post(&[("mcp-protocol-version", "2026-07-28")], discover),
             "/mcp",
             &policy(),
         );
@@ -611,11 +607,15 @@ mod tests {
     #[test]
     fn batches_are_checked_element_by_element() {
         let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"}]"#;
-        match interpret(&post(&[("mcp-session-id", "s")], batch), "/mcp", &policy()) {
+        match interpret(
+            &mut post(&[("mcp-session-id", "s")], batch),
+            "/mcp",
+            &policy(),
+        ) {
             Intent::Batch { messages, .. } => {
                 assert_eq!(messages.len(), 2);
-                assert_eq!(messages[0].1, Kind::Request);
-                assert_eq!(messages[1].1, Kind::Notification);
+                assert_eq!(messages[0].kind(), Kind::Request);
+                assert_eq!(messages[1].kind(), Kind::Notification);
             }
             other => panic!("{other:?}"),
         }
@@ -624,7 +624,7 @@ mod tests {
         for body in [with_init, bad_element, "[]"] {
             assert_eq!(
                 status(interpret(
-                    &post(&[("mcp-session-id", "s")], body),
+                    &mut post(&[("mcp-session-id", "s")], body),
                     "/mcp",
                     &policy()
                 )),
@@ -632,7 +632,10 @@ mod tests {
                 "{body}"
             );
         }
-        assert_eq!(status(interpret(&post(&[], batch), "/mcp", &policy())), 400);
+        assert_eq!(
+            status(interpret(&mut post(&[], batch), "/mcp", &policy())),
+            400
+        );
     }
 
     #[test]
@@ -649,7 +652,7 @@ mod tests {
     #[test]
     fn forwards_messages_to_a_session() {
         let intent = interpret(
-            &post(
+            &mut post(
                 &[
                     ("mcp-session-id", "s1"),
                     ("mcp-protocol-version", "2025-06-18"),
@@ -661,10 +664,7 @@ mod tests {
         );
         assert!(matches!(
             intent,
-            Intent::Post {
-                kind: Kind::Request,
-                ..
-            }
+            Intent::Post { ref message, .. } if message.kind() == Kind::Request
         ));
         let get = request(
             "GET",
@@ -672,7 +672,7 @@ mod tests {
             "",
         );
         assert!(matches!(
-            interpret(&get, "/mcp", &policy()),
+            interpret(&mut get.clone(), "/mcp", &policy()),
             Intent::OpenStream {
                 last_event_id: None,
                 ..
@@ -681,13 +681,16 @@ mod tests {
         let mut resume = get.clone();
         resume.headers.push(("last-event-id".into(), "3-7".into()));
         assert!(matches!(
-            interpret(&resume, "/mcp", &policy()),
+            interpret(&mut resume.clone(), "/mcp", &policy()),
             Intent::OpenStream { last_event_id: Some(id), .. } if id == "3-7"
         ));
         let wrong_path = Request {
             target: "/other".into(),
             ..get
         };
-        assert_eq!(status(interpret(&wrong_path, "/mcp", &policy())), 404);
+        assert_eq!(
+            status(interpret(&mut wrong_path.clone(), "/mcp", &policy())),
+            404
+        );
     }
 }

@@ -17,9 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::jsonrpc::{self, IdKey, Kind};
+use crate::jsonrpc::{self, IdKey, Kind, Message};
 use crate::mcp::replay::{ReplayBuffer, ReplayError};
 
 /// Names one stream within its session.
@@ -70,8 +68,9 @@ struct StreamState {
 pub struct Pending {
     /// The stream its answer goes to.
     pub stream: StreamId,
-    /// The id exactly as the client sent it, for error answers and cancels.
-    pub id: Value,
+    /// The id, for error answers and cancels (`IdKey::to_raw` writes it as
+    /// the client's JSON would read it).
+    pub id: IdKey,
     /// The method, for logs and for never cancelling `initialize`.
     pub method: String,
     progress_token: Option<IdKey>,
@@ -225,18 +224,18 @@ impl Router {
 
     /// Records a client request sent on `stream`, so its answer finds its way
     /// back, and starts its clock.
-    pub fn register_request(
+    pub(crate) fn register_request<B: AsRef<[u8]>>(
         &mut self,
         stream: StreamId,
-        message: &Value,
+        message: &Message<B>,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        let key = IdKey::of_message(message).ok_or(RegisterError::NoId)?;
+        let key = message.id_key().ok_or(RegisterError::NoId)?;
         if self.pending.contains_key(&key) {
             return Err(RegisterError::DuplicateId);
         }
-        let method = jsonrpc::method(message).unwrap_or("").to_string();
-        let progress_token = jsonrpc::progress_token_of_request(message);
+        let method = message.method().unwrap_or("").to_string();
+        let progress_token = message.request_progress_token();
         if let Some(token) = &progress_token {
             self.progress.insert(token.clone(), key.clone());
         }
@@ -249,10 +248,10 @@ impl Router {
             self.limits.request_timeout
         };
         self.pending.insert(
-            key,
+            key.clone(),
             Pending {
                 stream,
-                id: message.get("id").cloned().unwrap_or(Value::Null),
+                id: key,
                 method,
                 progress_token,
                 started: now,
@@ -267,14 +266,19 @@ impl Router {
         self.pending.contains_key(id)
     }
 
-    /// Decides where a message from the child goes, and records it in that
-    /// stream's replay buffer (or holds it).
-    pub fn route(&mut self, message: &Value, kind: Kind, raw: &[u8], now: Instant) -> Destination {
-        match kind {
-            Kind::Response => return self.route_response(message, raw),
+    /// Decides where a message from the child goes, and records its bytes in
+    /// that stream's replay buffer (or holds them).
+    pub(crate) fn route<B: AsRef<[u8]>>(
+        &mut self,
+        message: &Message<B>,
+        now: Instant,
+    ) -> Destination {
+        let raw = message.bytes();
+        match message.kind() {
+            Kind::Response => return self.route_response(message),
             Kind::Request => {
                 let stream = self.default_stream();
-                if let (Some(stream), Some(id)) = (stream, IdKey::of_message(message)) {
+                if let (Some(stream), Some(id)) = (stream, message.id_key()) {
                     if self.server_requests.len() < MAX_TRACKED_SERVER_REQUESTS {
                         self.server_requests.insert(id, stream);
                     }
@@ -283,12 +287,10 @@ impl Router {
             }
             Kind::Notification => {}
         }
-        let stream = match jsonrpc::method(message) {
+        let stream = match message.method() {
             Some("notifications/progress") => self.progress_stream(message, now),
             Some("notifications/cancelled") => message
-                .get("params")
-                .and_then(|params| params.get("requestId"))
-                .and_then(IdKey::of)
+                .cancelled_request()
                 .and_then(|id| self.server_requests.remove(&id))
                 .filter(|stream| self.streams.contains_key(stream)),
             _ => None,
@@ -299,8 +301,12 @@ impl Router {
 
     /// The stream a progress notification belongs to; its request's clock
     /// restarts, within the hard maximum.
-    fn progress_stream(&mut self, message: &Value, now: Instant) -> Option<StreamId> {
-        let token = jsonrpc::progress_token_of_notification(message)?;
+    fn progress_stream<B: AsRef<[u8]>>(
+        &mut self,
+        message: &Message<B>,
+        now: Instant,
+    ) -> Option<StreamId> {
+        let token = message.progress_token()?;
         let request = self.progress.get(&token)?;
         let pending = self.pending.get_mut(request)?;
         let cap = pending.started + self.limits.request_timeout_max;
@@ -342,8 +348,9 @@ impl Router {
         })
     }
 
-    fn route_response(&mut self, message: &Value, raw: &[u8]) -> Destination {
-        let Some(key) = IdKey::of_message(message) else {
+    fn route_response<B: AsRef<[u8]>>(&mut self, message: &Message<B>) -> Destination {
+        let raw = message.bytes();
+        let Some(key) = message.id_key() else {
             return self.record_or_hold(self.default_stream(), raw);
         };
         let Some(pending) = self.pending.remove(&key) else {
@@ -418,8 +425,8 @@ impl Router {
     }
 
     /// A client answered a server-to-client request.
-    pub fn client_answered(&mut self, message: &Value) {
-        if let Some(id) = IdKey::of_message(message) {
+    pub(crate) fn client_answered<B: AsRef<[u8]>>(&mut self, message: &Message<B>) {
+        if let Some(id) = message.id_key() {
             self.server_requests.remove(&id);
         }
     }
@@ -539,7 +546,8 @@ impl Router {
                         self.limits.request_timeout, self.limits.request_timeout_max
                     )
                 };
-                let error = jsonrpc::error_response(&pending.id, jsonrpc::REQUEST_TIMEOUT, &text);
+                let error =
+                    jsonrpc::error_response(&pending.id.to_raw(), jsonrpc::REQUEST_TIMEOUT, &text);
                 let then_close = self.answered(pending.stream);
                 let destination = self
                     .record(pending.stream, &error, then_close)
@@ -561,7 +569,8 @@ impl Router {
         failed
             .into_iter()
             .map(|pending| {
-                let error = jsonrpc::error_response(&pending.id, jsonrpc::UPSTREAM_GONE, why);
+                let error =
+                    jsonrpc::error_response(&pending.id.to_raw(), jsonrpc::UPSTREAM_GONE, why);
                 let then_close = self.answered(pending.stream);
                 let destination = self
                     .record(pending.stream, &error, then_close)

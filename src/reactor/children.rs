@@ -6,10 +6,9 @@
 
 use log::{debug, warn};
 use mio::event::Event;
-use serde_json::Value;
 
 use crate::child;
-use crate::jsonrpc;
+use crate::jsonrpc::Message;
 use crate::lines::Line;
 use crate::session::{Session, SessionKey};
 
@@ -18,10 +17,10 @@ use super::{trim_ascii, Proxy, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
     /// Queues one message for the session's child (see `StdioUpstream::send`).
-    pub(super) fn send_to_child(&mut self, session_key: SessionKey, body: &[u8], message: &Value) {
+    pub(super) fn send_to_child(&mut self, session_key: SessionKey, body: &[u8]) {
         let registry = self.poll.registry();
         if let Some(stdio) = self.upstream.stdio_mut() {
-            stdio.send(session_key, body, message, registry);
+            stdio.send(session_key, body, registry);
         }
     }
 
@@ -151,15 +150,8 @@ impl Proxy {
                 debug!("session {}: discarding output of an ended session", short());
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(&line)
-                .map_err(|error| error.to_string())
-                .and_then(|value| {
-                    jsonrpc::classify(&value)
-                        .map(|kind| (value, kind))
-                        .map_err(|why| why.0.to_string())
-                });
-            match parsed {
-                Ok((message, kind)) => self.deliver_from_upstream(session_key, &message, kind, &line),
+            match Message::parse(line.as_slice()) {
+                Ok(message) => self.deliver_from_upstream(session_key, &message),
                 Err(why) => warn!(
                     "session {}: skipping a line on the child's stdout that is not JSON-RPC ({why}): {}",
                     short(),

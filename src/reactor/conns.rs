@@ -70,7 +70,7 @@ impl Proxy {
                     let status = error.status();
                     debug!("connection {key}: bad request: {}", error.reason());
                     let body = jsonrpc::error_response(
-                        &Value::Null,
+                        RawValue::NULL,
                         jsonrpc::INVALID_REQUEST,
                         error.reason(),
                     );

@@ -10,7 +10,7 @@ use log::debug;
 use crate::client::ConnKey;
 use crate::core::{Action, Forward, Payload, SessionCore};
 use crate::http::request::Request;
-use crate::jsonrpc::Kind;
+use crate::jsonrpc::Message;
 use crate::mcp::router::StreamId;
 use crate::session::SessionKey;
 
@@ -185,12 +185,8 @@ impl Proxy {
         if let Some(stream) = forward.stream {
             self.drive(session_key, origin, |core| core.stream_ready(stream));
         }
-        let body = match (forward.whole_body, origin.request, &forward.messages[..]) {
-            (true, Some(request), [_]) => request.body.as_slice(),
-            _ => b"",
-        };
-        for (message, _) in &forward.messages {
-            self.send_to_child(session_key, body, message);
+        for message in &forward.messages {
+            self.send_to_child(session_key, message.bytes());
         }
         if forward.client_waits && forward.stream.is_none() {
             if let Some(client) = origin.client {
@@ -224,13 +220,11 @@ impl Proxy {
     pub(super) fn deliver_from_upstream(
         &mut self,
         session_key: SessionKey,
-        message: &serde_json::Value,
-        kind: Kind,
-        raw: &[u8],
+        message: &Message<&[u8]>,
     ) {
         let now = self.now;
-        self.drive(session_key, Origin::upstream(raw), |core| {
-            core.upstream_message(message, kind, raw, now)
+        self.drive(session_key, Origin::upstream(message.bytes()), |core| {
+            core.upstream_message(message, now)
         });
     }
 

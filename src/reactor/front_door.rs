@@ -1,10 +1,11 @@
 //! The Streamable HTTP front door's own state: the listener, every client
 //! connection (`Arena<Conn>`), the connections with output to flush or
-//! buffered input to decode, and the scratch buffer SSE events are encoded
-//! in; with the operations on them that need nothing of the sessions or the
-//! upstream (queueing a reply or an SSE event, ending a stream). What a
-//! request means for a session is the reactor's (`sessions.rs`), which feeds
-//! the session cores.
+//! buffered input to decode, and the scratch buffer priming events and
+//! heartbeats are encoded in (a message's event is encoded straight into the
+//! connection's output, inside its chunk); with the operations on them that
+//! need nothing of the sessions or the upstream (queueing a reply or an SSE
+//! event, ending a stream). What a request means for a session is the
+//! reactor's (`sessions.rs`), which feeds the session cores.
 
 use std::time::Instant;
 
@@ -104,15 +105,16 @@ impl HttpFrontDoor {
         let ConnState::Streaming { chunked, .. } = conn.state else {
             return;
         };
-        self.event_scratch.clear();
         let id = id.map(|(stream, seq)| event_id(stream, seq));
-        sse::write_event(
-            &mut self.event_scratch,
-            Some("message"),
-            id.as_deref(),
-            data,
-        );
-        put_on_stream(conn.output(), chunked, &self.event_scratch);
+        let id = id.as_deref();
+        // Encoded straight into the output, inside its chunk: one copy.
+        let write = |out: &mut Vec<u8>| sse::write_event(out, Some("message"), id, data);
+        if chunked {
+            let length = sse::event_len(Some("message"), id, data);
+            response::write_chunk_with(conn.output(), length, write);
+        } else {
+            write(conn.output());
+        }
         conn.heartbeat_at = Some(heartbeat_at);
         self.mark_dirty(key);
     }

@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
@@ -521,7 +521,7 @@ impl Proxy {
                 debug!("connection {key}: request not complete in time: 408");
                 let reply = Reply::error(
                     408,
-                    &Value::Null,
+                    RawValue::NULL,
                     jsonrpc::INVALID_REQUEST,
                     "Request Timeout: the request was not complete in time",
                 );

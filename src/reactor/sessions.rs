@@ -4,13 +4,13 @@
 //! decides is carried out by `drive`.
 
 use log::{error, info, warn};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::client::ConnKey;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::core::{CoreConfig, SessionCore};
 use crate::http::request::Request;
-use crate::jsonrpc;
+use crate::jsonrpc::{self, Message};
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::router::RouterLimits;
 use crate::session::{Session, SessionKey};
@@ -36,18 +36,18 @@ impl Proxy {
     }
 
     /// Acts on one complete request from a client connection.
-    pub(super) fn handle_request(&mut self, key: ConnKey, request: Request) {
+    pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
         if self.run_state != RunState::Serving {
             let reply = Reply::error(
                 503,
-                &Value::Null,
+                RawValue::NULL,
                 jsonrpc::SHUTTING_DOWN,
                 "Service Unavailable: mcphop is shutting down",
             );
             self.reply(key, &reply, false);
             return;
         }
-        let intent = endpoint::interpret(&request, &self.config.path, &self.front.policy);
+        let intent = endpoint::interpret(&mut request, &self.config.path, &self.front.policy);
         let session_id = match &intent {
             Intent::Reply(reply) => {
                 self.reply(key, reply, request.keep_alive);
@@ -92,17 +92,17 @@ impl Proxy {
         let origin = Origin::request(ClientRef::of(key, &request), &request);
         match (intent, session_key) {
             (Intent::Initialize { message }, _) => self.initialize(key, &request, message),
-            (Intent::Post { message, kind, .. }, Some(session_key)) => {
+            (Intent::Post { message, .. }, Some(session_key)) => {
                 if let Err(reply) = self.check_upstream_room(session_key, &message) {
                     self.reply(key, &reply, request.keep_alive);
                     return;
                 }
                 self.drive(session_key, origin, |core| {
-                    core.client_message(message, kind, now)
+                    core.client_message(message, now)
                 });
             }
             (Intent::Batch { messages, .. }, Some(session_key)) => {
-                for (message, _) in &messages {
+                for message in &messages {
                     if let Err(reply) = self.check_upstream_room(session_key, message) {
                         self.reply(key, &reply, request.keep_alive);
                         return;
@@ -126,13 +126,12 @@ impl Proxy {
 
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
-    fn check_upstream_room(&self, session_key: SessionKey, message: &Value) -> Result<(), Reply> {
+    fn check_upstream_room(&self, session_key: SessionKey, message: &Message) -> Result<(), Reply> {
         let full = self.upstream.input_backlog(session_key) > self.config.max_child_stdin_buffer;
         if full {
-            let id = message.get("id").cloned().unwrap_or(Value::Null);
             return Err(Reply::error(
                 503,
-                &id,
+                message.reply_id(),
                 jsonrpc::UPSTREAM_GONE,
                 "Service Unavailable: the upstream server is not reading its input",
             )
@@ -141,8 +140,8 @@ impl Proxy {
         Ok(())
     }
 
-    fn initialize(&mut self, key: ConnKey, request: &Request, message: Value) {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
+    fn initialize(&mut self, key: ConnKey, request: &Request, message: Message) {
+        let id = message.reply_id();
         if self.session_ids.len() >= self.config.max_sessions {
             warn!(
                 "refusing a new session: {} sessions open (--max-sessions)",
@@ -150,7 +149,7 @@ impl Proxy {
             );
             let reply = Reply::error(
                 503,
-                &id,
+                id,
                 jsonrpc::UPSTREAM_GONE,
                 "Service Unavailable: too many sessions; retry later",
             )
@@ -162,7 +161,7 @@ impl Proxy {
             Ok(session_id) => session_id,
             Err(error) => {
                 error!("no randomness for a session id: {error}");
-                let reply = Reply::error(500, &id, jsonrpc::INTERNAL_ERROR, "no session id");
+                let reply = Reply::error(500, id, jsonrpc::INTERNAL_ERROR, "no session id");
                 self.reply(key, &reply, request.keep_alive);
                 return;
             }
@@ -173,7 +172,7 @@ impl Proxy {
             Err(error) => {
                 let reply = Reply::error(
                     502,
-                    &id,
+                    id,
                     jsonrpc::UPSTREAM_GONE,
                     &format!("Bad Gateway: the upstream server could not be started: {error}"),
                 );

@@ -10,11 +10,10 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::event::Event;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry};
-use serde_json::Value;
 
 use crate::child::{self, ExitStatus, SpawnedChild};
 use crate::lines::{Line, LineFramer};
@@ -90,25 +89,27 @@ impl StdioUpstream {
     }
 
     /// Queues one message for the child's stdin as a single line and writes
-    /// what the pipe takes. `body` is the message as the client sent it,
-    /// reused when it is already one line; empty means "serialize `message`".
-    pub(crate) fn send(
-        &mut self,
-        session: SessionKey,
-        body: &[u8],
-        message: &Value,
-        registry: &Registry,
-    ) {
+    /// what the pipe takes. `body` is the message as its sender wrote it.
+    pub(crate) fn send(&mut self, session: SessionKey, body: &[u8], registry: &Registry) {
         let Some(child) = self.children.get_mut(&session) else {
             return;
         };
         let body = body.trim_ascii();
-        if body.is_empty() || body.contains(&b'\n') || body.contains(&b'\r') {
-            // stdio framing allows no newline inside a message.
-            match serde_json::to_vec(message) {
-                Ok(compact) => child.stdin.push_line(&compact),
-                Err(error) => warn!("cannot re-encode a message for a child: {error}"),
-            }
+        if body.contains(&b'\n') || body.contains(&b'\r') {
+            // stdio framing allows no newline inside a message. In valid JSON
+            // (every message was parsed) CR and LF occur only as whitespace
+            // between tokens, never inside a string, so spaces mean the same.
+            let one_line: Vec<u8> = body
+                .iter()
+                .map(|&byte| {
+                    if matches!(byte, b'\n' | b'\r') {
+                        b' '
+                    } else {
+                        byte
+                    }
+                })
+                .collect();
+            child.stdin.push_line(&one_line);
         } else {
             child.stdin.push_line(body);
         }

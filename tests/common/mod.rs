@@ -66,6 +66,17 @@ pub fn python_stdio_server() -> Vec<String> {
     ]
 }
 
+/// SIGKILLs a child started with `process_group(0)`, and its whole group,
+/// and reaps it.
+pub fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGKILL);
+        }
+    }
+    let _ = child.wait();
+}
+
 /// A running mcphop process.
 pub struct Mcphop {
     pub child: Child,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Action, CoreConfig, Forward, Payload, SessionCore};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, IdKey, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{event_id, RouterLimits, StreamId};
 
@@ -55,8 +55,10 @@ struct Pair {
     /// Stream ids in the order they started.
     started: Vec<StreamId>,
     replies: Vec<Reply>,
-    /// Every message sent upstream, with the forward that carried it.
+    /// Every forward sent upstream, in order.
     upstream: Vec<Forward>,
+    /// The messages those forwards carried, read back from their bytes.
+    sent: Vec<Value>,
     upstream_gets: usize,
     ended: Option<String>,
 }
@@ -85,6 +87,7 @@ impl Pair {
             started: Vec::new(),
             replies: Vec::new(),
             upstream: Vec::new(),
+            sent: Vec::new(),
             upstream_gets: 0,
             ended: None,
         }
@@ -99,7 +102,7 @@ impl Pair {
                        "clientInfo": {"name": "harness", "version": "1"}}
         });
         let now = pair.now;
-        pair.core.client_initialize(message, now);
+        pair.core.client_initialize(self::message(&message), now);
         pair.run(b"");
         let stream = pair.last_forward_stream();
         if model == UpstreamModel::Http {
@@ -161,6 +164,10 @@ impl Pair {
                 Action::Reply(reply) => self.replies.push(reply),
                 Action::Forward(forward) => {
                     let ready = forward.stream.filter(|_| self.model == UpstreamModel::Pipe);
+                    for message in &forward.messages {
+                        let value = serde_json::from_slice(message.bytes()).expect("JSON");
+                        self.sent.push(value);
+                    }
                     self.upstream.push(forward);
                     if let Some(stream) = ready {
                         self.core.stream_ready(stream);
@@ -186,19 +193,18 @@ impl Pair {
 
     /// The client POSTs one message.
     fn client_posts(&mut self, message: Value) {
-        let kind = jsonrpc::classify(&message).expect("JSON-RPC");
         let now = self.now;
         self.core.touch(now);
-        self.core.client_message(message, kind, now);
+        self.core.client_message(self::message(&message), now);
         self.run(b"");
     }
 
     /// The upstream sends one message.
     fn upstream_sends(&mut self, message: Value) {
-        let kind = jsonrpc::classify(&message).expect("JSON-RPC");
         let raw = serde_json::to_vec(&message).expect("encodable");
         let now = self.now;
-        self.core.upstream_message(&message, kind, &raw, now);
+        let view = Message::parse(raw.as_slice()).expect("JSON-RPC");
+        self.core.upstream_message(&view, now);
         self.run(&raw);
     }
 
@@ -231,10 +237,7 @@ impl Pair {
 
     /// The messages sent upstream, in order.
     fn sent_upstream(&self) -> Vec<&Value> {
-        self.upstream
-            .iter()
-            .flat_map(|forward| forward.messages.iter().map(|(message, _)| message))
-            .collect()
+        self.sent.iter().collect()
     }
 
     fn events(&self, stream: StreamId) -> &[(Option<u64>, Value)] {
@@ -271,9 +274,14 @@ fn error_code(message: &Value) -> Option<i64> {
 }
 
 fn method_of(message: &Value) -> Option<&str> {
-    jsonrpc::method(message)
+    message.get("method").and_then(Value::as_str)
 }
 
-fn kind_of(message: &Value) -> Kind {
-    jsonrpc::classify(message).expect("JSON-RPC")
+/// A message as a client or upstream would write it, read by the view.
+fn message(value: &Value) -> Message {
+    Message::parse(serde_json::to_vec(value).expect("encodable")).expect("JSON-RPC")
+}
+
+fn key(id: i64) -> IdKey {
+    IdKey::Number(id.to_string())
 }

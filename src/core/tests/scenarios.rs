@@ -173,7 +173,8 @@ fn progress_resets_the_request_timeout_but_not_past_the_hard_cap() {
 fn an_unanswered_initialize_times_out_and_ends_the_session() {
     let mut pair = Pair::new(UpstreamModel::Pipe);
     let now = pair.now;
-    pair.core.client_initialize(request(0, "initialize"), now);
+    pair.core
+        .client_initialize(message(&request(0, "initialize")), now);
     pair.run(b"");
     let stream = pair.last_forward_stream();
     assert!(
@@ -209,10 +210,7 @@ fn a_2025_03_26_batch_sends_its_notifications_alone_and_answers_on_one_stream() 
         json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}),
         request(2, "resources/list"),
     ];
-    let messages = batch
-        .into_iter()
-        .map(|m| (m.clone(), kind_of(&m)))
-        .collect();
+    let messages = batch.into_iter().map(|m| message(&m)).collect();
     let now = pair.now;
     pair.core.client_batch(messages, now);
     pair.run(b"");
@@ -239,7 +237,7 @@ fn a_batch_outside_2025_03_26_is_refused_whole() {
     let before = pair.upstream.len();
     let now = pair.now;
     pair.core
-        .client_batch(vec![(request(1, "tools/list"), Kind::Request)], now);
+        .client_batch(vec![message(&request(1, "tools/list"))], now);
     pair.run(b"");
     assert_eq!(pair.replies.last().map(|reply| reply.status), Some(400));
     assert_eq!(pair.upstream.len(), before);
@@ -277,7 +275,7 @@ fn an_upstream_404_refuses_the_post_and_ends_the_session_for_the_others() {
     pair.client_posts(request(2, "tools/call"));
     let refused = pair.last_forward_stream();
     // What the HTTP upstream adapter does with a 404 head.
-    pair.core.stream_refused(refused, &[json!(2)]);
+    pair.core.stream_refused(refused, &[key(2)]);
     pair.core
         .end("the upstream no longer knows the session (404)", false);
     pair.run(b"");

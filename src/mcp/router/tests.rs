@@ -2,8 +2,15 @@
 
 use super::*;
 
-fn parse(text: &str) -> Value {
-    serde_json::from_str(text).unwrap()
+use serde_json::Value;
+
+fn parse(text: &str) -> Message {
+    Message::parse(text.as_bytes().to_vec()).unwrap()
+}
+
+/// The key of an id given as JSON text.
+fn key(text: &str) -> IdKey {
+    IdKey::parse(text).unwrap()
 }
 
 fn limits() -> RouterLimits {
@@ -18,12 +25,11 @@ fn limits() -> RouterLimits {
 }
 
 fn route(router: &mut Router, text: &str, now: Instant) -> Destination {
-    let message = parse(text);
-    let kind = jsonrpc::classify(&message).unwrap();
-    router.route(&message, kind, text.as_bytes(), now)
+    let message = Message::parse(text.as_bytes()).unwrap();
+    router.route(&message, now)
 }
 
-fn request(id: &str, extra: &str) -> Value {
+fn request(id: &str, extra: &str) -> Message {
     parse(&format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call"{extra}}}"#
     ))
@@ -217,7 +223,7 @@ fn an_abandoned_stream_expires_and_gives_back_its_requests() {
     };
     let abandoned = router.expire_detached(post, since);
     assert_eq!(abandoned.len(), 1);
-    assert_eq!(abandoned[0].id, parse("9"));
+    assert_eq!(abandoned[0].id, key("9"));
     assert_eq!(router.pending_count(), 0);
     assert!(!router.is_open(post));
     // A late answer is orphaned, not misrouted.
@@ -281,7 +287,7 @@ fn cancel_frees_the_request_but_never_initialize() {
         .register_request(post, &request("4", ""), now)
         .unwrap();
     let (pending, then_close) = router.cancel(&IdKey::Number("4".into())).unwrap();
-    assert_eq!(pending.id, parse("4"));
+    assert_eq!(pending.id, key("4"));
     assert!(then_close);
     assert!(!router.is_open(post));
     assert_eq!(router.pending_count(), 1);
@@ -316,7 +322,7 @@ fn timeouts_on_a_virtual_clock_with_progress_and_a_hard_cap() {
         let expired = router.take_expired(now);
         if now >= start + Duration::from_secs(10) && now < start + Duration::from_secs(17) {
             assert_eq!(expired.len(), 1);
-            assert_eq!(expired[0].0.id, parse("2"));
+            assert_eq!(expired[0].0.id, key("2"));
             assert_eq!(stream_of(expired[0].1), (quiet, true));
             let error: Value = serde_json::from_slice(&expired[0].2).unwrap();
             assert_eq!(error["error"]["code"], jsonrpc::REQUEST_TIMEOUT);
@@ -331,6 +337,6 @@ fn timeouts_on_a_virtual_clock_with_progress_and_a_hard_cap() {
     );
     let expired = router.take_expired(start + Duration::from_secs(60));
     assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].0.id, parse("1"));
+    assert_eq!(expired[0].0.id, key("1"));
     assert_eq!(router.next_deadline(), None);
 }

@@ -249,26 +249,39 @@ impl Proxy {
         session_key: SessionKey,
         text: &[u8],
     ) {
-        let Ok(value) = serde_json::from_slice::<Value>(text) else {
-            warn!("the upstream sent a message that is not JSON; skipped");
-            return;
+        let one;
+        let carried = jsonrpc::carried(text);
+        let messages = match carried {
+            Ok(jsonrpc::Carried::One(bytes)) => {
+                one = [bytes];
+                &one[..]
+            }
+            Ok(jsonrpc::Carried::Batch(ref elements)) => elements.as_slice(),
+            Err(_) => {
+                warn!("the upstream sent a message that is not JSON; skipped");
+                return;
+            }
         };
-        let messages = match value {
-            Value::Array(items) => items,
-            single => vec![single],
-        };
-        for message in messages {
-            let Ok(kind) = jsonrpc::classify(&message) else {
-                warn!("the upstream sent something that is not JSON-RPC; skipped");
-                continue;
+        for &bytes in messages {
+            // Each message is forwarded as the bytes received, never
+            // re-serialised.
+            let message = match Message::parse(bytes) {
+                Ok(message) => message,
+                Err(jsonrpc::Rejected::NotJson(_)) => {
+                    warn!("the upstream sent a message that is not JSON; skipped");
+                    continue;
+                }
+                Err(jsonrpc::Rejected::NotJsonRpc { .. }) => {
+                    warn!("the upstream sent something that is not JSON-RPC; skipped");
+                    continue;
+                }
             };
-            let raw = serde_json::to_vec(&message).unwrap_or_default();
             if self
                 .sessions
                 .get(session_key)
                 .is_some_and(|session| session.core.is_live())
             {
-                self.deliver_from_upstream(session_key, &message, kind, &raw);
+                self.deliver_from_upstream(session_key, &message);
             }
         }
     }

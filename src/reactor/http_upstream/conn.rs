@@ -398,8 +398,8 @@ impl Proxy {
         }
         if let Some(wait) = entry.client {
             let id = match entry.request_ids.as_slice() {
-                [only] => only.clone(),
-                _ => Value::Null,
+                [only] => only.to_raw(),
+                _ => RawValue::NULL.to_owned(),
             };
             let reply = Reply::error(status, &id, jsonrpc::UPSTREAM_GONE, why);
             self.reply_to_waiting(wait, &reply);

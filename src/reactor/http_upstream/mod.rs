@@ -20,13 +20,13 @@ use log::{debug, warn};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Interest;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::client::ConnState;
 use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
 use crate::http::request::Request;
 use crate::http::response;
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, IdKey, Kind, Message};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::endpoint::{Reply, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::router::StreamId;
@@ -133,7 +133,7 @@ pub(crate) struct Exchange {
     /// The encoded HTTP request, kept for a retry.
     request: Vec<u8>,
     /// The request ids it carries, for error answers.
-    request_ids: Vec<Value>,
+    request_ids: Vec<IdKey>,
     /// Where it is (queued, writing, awaiting the head, streaming or
     /// collecting, done or failed), its connection and response head, and
     /// the retry rule's inputs.
@@ -159,7 +159,7 @@ pub(super) struct ExchangeSpec {
     pub method: &'static str,
     pub body: Vec<u8>,
     pub mcp_method: Option<String>,
-    pub request_ids: Vec<Value>,
+    pub request_ids: Vec<IdKey>,
     pub session: Option<SessionKey>,
     pub stream: Option<StreamId>,
     /// The client request this answers (for its connection and forwarded headers).
@@ -541,7 +541,7 @@ impl Proxy {
 /// The client's answer when an upstream answered with something else than a
 /// stream: its status, and its body when it is JSON-RPC.
 fn relayed_reply(status: u16, body: &[u8]) -> Reply {
-    let json = serde_json::from_slice::<Value>(body).is_ok();
+    let json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
     match (status, json) {
         (200 | 202, _) => Reply::empty(202),
         (_, true) => Reply {
@@ -551,7 +551,7 @@ fn relayed_reply(status: u16, body: &[u8]) -> Reply {
         },
         _ => Reply::error(
             if status >= 400 { status } else { 502 },
-            &Value::Null,
+            RawValue::NULL,
             jsonrpc::UPSTREAM_GONE,
             &format!("The upstream answered {status}"),
         ),
@@ -570,10 +570,28 @@ fn passthrough_headers(request: &Request) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Several messages as one JSON array, each as its sender wrote it.
+fn batch_body(messages: &[Message]) -> Vec<u8> {
+    let length = messages
+        .iter()
+        .map(|message| message.bytes().len() + 1)
+        .sum::<usize>();
+    let mut body = Vec::with_capacity(length + 1);
+    for message in messages {
+        body.push(if body.is_empty() { b'[' } else { b',' });
+        body.extend_from_slice(message.bytes());
+    }
+    if body.is_empty() {
+        body.push(b'[');
+    }
+    body.push(b']');
+    body
+}
+
 /// The MCP method of a lone request, for the retry rules.
-fn lone_request_method(messages: &[(Value, Kind)]) -> Option<String> {
+fn lone_request_method(messages: &[Message]) -> Option<String> {
     match messages {
-        [(message, Kind::Request)] => jsonrpc::method(message).map(str::to_string),
+        [message] if message.kind() == Kind::Request => message.method().map(str::to_string),
         _ => None,
     }
 }

@@ -280,11 +280,18 @@ impl Proxy {
         origin: Origin<'_>,
         forward: Forward,
     ) {
-        let body = match (forward.whole_body, origin.request, &forward.messages[..]) {
-            (true, Some(request), [_]) => request.body.clone(),
-            (_, _, [(message, _)]) => serde_json::to_vec(message).unwrap_or_default(),
-            (_, _, many) => serde_json::to_vec(&many.iter().map(|(m, _)| m).collect::<Vec<_>>())
-                .unwrap_or_default(),
+        let request_ids = forward
+            .messages
+            .iter()
+            .filter(|message| message.kind() == Kind::Request)
+            .filter_map(Message::id_key)
+            .collect();
+        let mcp_method = lone_request_method(&forward.messages);
+        // The messages' own bytes: one message is the client's body, moved;
+        // several (a batch's requests) are joined into a JSON array.
+        let body = match <[Message; 1]>::try_from(forward.messages) {
+            Ok([message]) => message.into_bytes(),
+            Err(many) => batch_body(&many),
         };
         let purpose = match (forward.initialize, forward.stream) {
             (true, _) => Purpose::Initialize,
@@ -293,12 +300,6 @@ impl Proxy {
                 has_requests: false,
             },
         };
-        let request_ids = forward
-            .messages
-            .iter()
-            .filter(|(_, kind)| *kind == Kind::Request)
-            .filter_map(|(message, _)| message.get("id").cloned())
-            .collect();
         let client = match (forward.client_waits, origin.client, origin.request) {
             (true, Some(client), Some(request)) => Some((
                 client.key,
@@ -310,7 +311,7 @@ impl Proxy {
             purpose,
             method: "POST",
             body,
-            mcp_method: lone_request_method(&forward.messages),
+            mcp_method,
             request_ids,
             session: Some(session_key),
             stream: forward.stream,
@@ -328,9 +329,9 @@ impl Proxy {
         }
         let mut client = ClientHeaders::of(request, &self.config.forward_headers);
         client.forwarded.extend(passthrough_headers(request));
-        let mcp_method = serde_json::from_slice::<Value>(&request.body)
+        let mcp_method = Message::parse(request.body.as_slice())
             .ok()
-            .and_then(|message| jsonrpc::method(&message).map(str::to_string));
+            .and_then(|message| message.method().map(str::to_string));
         self.start_exchange(ExchangeSpec {
             purpose: Purpose::Passthrough,
             method: "POST",
