@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 mod message;
 
-pub(crate) use message::{carried, Carried, Message, Rejected};
+pub use message::{carried, Carried, Message, Rejected};
 
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;

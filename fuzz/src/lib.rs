@@ -26,11 +26,11 @@
 use mcphop::http::client::{write_request, ResponseDecoder, ResponseError, ResponseEvent};
 use mcphop::http::request::{DecodeError, Decoded, Limits, Request, RequestDecoder, MAX_HEADERS};
 use mcphop::http::response;
-use mcphop::jsonrpc::{self, IdKey, Kind};
+use mcphop::jsonrpc::{self, Carried, IdKey, Kind, Message, Rejected};
 use mcphop::lines::{Line, LineFramer};
 use mcphop::mcp::endpoint::{interpret, AccessPolicy, Intent, Reply};
 use mcphop::sse;
-use mcphop::sse_decoder::{SseDecoder, SseError, SseEvent, DEFAULT_MAX_EVENT_BYTES};
+use mcphop::sse_decoder::{SseDecoder, SseError, SseEvent};
 use serde_json::Value;
 
 /// Reads structure out of fuzz bytes; yields zeros once they run out.
@@ -849,11 +849,15 @@ fn sse_round_trip(input: &mut Input<'_>) {
         }
     }
     for chunks in ways(&out, &plan) {
-        let (events, result) = run_sse(&chunks, DEFAULT_MAX_EVENT_BYTES);
+        let (events, result) = run_sse(&chunks, ROUND_TRIP_MAX_EVENT_BYTES);
         assert_eq!(result, Ok(()));
         assert_eq!(events, expected, "{:?}", String::from_utf8_lossy(&out));
     }
 }
+
+/// The round trip's limit: far above its largest event (a few fields and 64
+/// bytes of data), so the limit never decides its outcome.
+const ROUND_TRIP_MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// Fuzz target `sse`: the SSE decoder, and the encoder into it.
 pub fn sse(data: &[u8]) {
@@ -946,82 +950,224 @@ fn check_kind(message: &Value, kind: Kind) {
     let object = message.as_object();
     assert!(object.is_some());
     assert_eq!(message.get("jsonrpc").and_then(Value::as_str), Some("2.0"));
+    let method = message.get("method").and_then(Value::as_str);
+    let id = message.get("id").and_then(IdKey::of);
     match kind {
         Kind::Request => {
-            assert!(jsonrpc::method(message).is_some());
-            assert!(IdKey::of_message(message).is_some());
+            assert!(method.is_some());
+            assert!(id.is_some());
         }
         Kind::Notification => {
-            assert!(jsonrpc::method(message).is_some());
+            assert!(method.is_some());
             assert!(message.get("id").is_none());
         }
         Kind::Response => {
             assert!(message.get("method").is_none());
             assert!(message.get("result").is_some() || message.get("error").is_some());
-            assert!(IdKey::of_message(message).is_some() || message["id"].is_null());
+            assert!(id.is_some() || message["id"].is_null());
         }
     }
 }
 
-/// A known defect in `src/jsonrpc.rs`, reported and left for after the I/O
-/// rework: an id that is a number but not a 64-bit integer (a fraction, an
-/// exponent, or an integer of more than 64 bits, such as
-/// `1234567890123456789012534567890`) is accepted, held as an f64, and
-/// written back as a different number (serde_json's default float parsing
-/// does not round-trip), so an answer under it reaches the client under
-/// another id, or is dropped by mcphop as unknown. The classifier's own
-/// message says ids must be strings or integers; the fix is to refuse
-/// other numbers (400, -32600). Set to false once that is fixed.
+/// `params._meta.progressToken` and the like, read from a full `Value`.
+fn pointer_key(value: &Value, pointer: &str) -> Option<IdKey> {
+    value.pointer(pointer).and_then(IdKey::of)
+}
+
+/// One message's bytes through the light view (`Message`, what mcphop
+/// routes on), checked against `classify` on the full `Value` parsed from
+/// the same bytes: the same kind, id and method; a refusal only where
+/// `classify` refuses too, or for a routed key given twice (which the view
+/// refuses and a `Value` reads as its last occurrence); and a refusal never
+/// echoes an id that is not one.
+fn check_message(bytes: &[u8], value: &Value) {
+    let reference = jsonrpc::classify(value);
+    if let Ok(kind) = reference {
+        check_kind(value, kind);
+    }
+    let message = match Message::parse(bytes) {
+        Ok(message) => message,
+        Err(Rejected::NotJson(why)) => panic!("a JSON value refused as not JSON: {why}"),
+        Err(rejected @ Rejected::NotJsonRpc { why, .. }) => {
+            assert!(
+                reference.is_err() || why == "a JSON-RPC message must not repeat a key",
+                "refused ({why}) what classify took as {reference:?}"
+            );
+            assert_eq!(rejected.code(), jsonrpc::INVALID_REQUEST);
+            let echoed = rejected.id().get();
+            assert!(
+                KNOWN_WRONG_TYPE_ID_ECHO_DEFECT
+                    || echoed == "null"
+                    || jsonrpc::Message::parse(echoed_response(echoed)).is_ok(),
+                "a refusal echoed {echoed}, which is no id"
+            );
+            return;
+        }
+    };
+    let kind = message.kind();
+    assert_eq!(reference, Ok(kind));
+    assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of));
+    // mcphop writes its own answers (timeouts, cancels) under the key's
+    // spelling of a numeric id, so that spelling is the id as sent.
+    let inexact = serde_json::from_str::<serde_json::Number>(message.reply_id().get())
+        .is_ok_and(|number| number.is_f64());
+    if let Some(IdKey::Number(spelled)) = message.id_key() {
+        if !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact) {
+            assert_eq!(spelled, message.reply_id().get());
+        }
+    }
+    assert_eq!(
+        message.method(),
+        value.get("method").and_then(Value::as_str)
+    );
+    // The other fields are total functions of the bytes; where the view
+    // names one, the full value names the same (the view names nothing for
+    // a params object that repeats a key, so only this direction holds).
+    if let Some(token) = message.request_progress_token() {
+        assert_eq!(
+            Some(token),
+            pointer_key(value, "/params/_meta/progressToken")
+        );
+    }
+    if let Some(token) = message.progress_token() {
+        assert_eq!(Some(token), pointer_key(value, "/params/progressToken"));
+    }
+    if let Some(id) = message.cancelled_request() {
+        assert_eq!(
+            Some(id),
+            value.pointer("/params/requestId").and_then(IdKey::of)
+        );
+    }
+    if let Some(version) = message.meta_protocol_version() {
+        let pointer = "/params/_meta/io.modelcontextprotocol~1protocolVersion";
+        assert_eq!(
+            Some(version),
+            value.pointer(pointer).and_then(Value::as_str)
+        );
+    }
+    let _ = message.takes_server_requests();
+    if let Some(version) = message.result_protocol_version() {
+        assert_eq!(
+            Some(version.as_ref()),
+            value
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+        );
+    }
+    assert_eq!(message.has_result(), value.get("result").is_some());
+    // The answer mcphop writes under a message's id reaches the same id: it
+    // echoes the id's text as received.
+    let inexact = serde_json::from_str::<serde_json::Number>(message.reply_id().get())
+        .is_ok_and(|number| number.is_f64());
+    if kind == Kind::Request && !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact) {
+        let answer = jsonrpc::error_response(message.reply_id(), jsonrpc::INVALID_REQUEST, "x");
+        let answer = Message::parse(answer.as_slice()).expect("an error answer is a message");
+        assert_eq!(answer.kind(), Kind::Response);
+        assert_eq!(answer.id_key(), message.id_key());
+        assert_eq!(answer.reply_id().get(), message.reply_id().get());
+    }
+}
+
+/// A known defect in `src/jsonrpc/message.rs`: an id that is a number but
+/// not a 64-bit integer (a fraction, an exponent, or an integer of more than
+/// 64 bits, such as `123456789012345678901234567890123`) is accepted and
+/// keyed as an f64, whose spelling differs from the one sent, so an answer
+/// under it reaches the client under another id, or is dropped by mcphop as
+/// unknown. The classifier's own message says ids must be strings or
+/// integers; the fix is to refuse other numbers (400, -32600, id null). Set
+/// to false once that is fixed.
 const KNOWN_INEXACT_NUMBER_ID_DEFECT: bool = true;
 
-/// An error response for `id` must classify as a response to that id.
+/// A known defect in `src/jsonrpc/message.rs`: a message refused for its id
+/// (`true`, `{"a":1}`, `[1]`, `1e400`) echoes that id in the error answer,
+/// though it is no id (and `1e400` cannot even be built into the answer).
+/// The answer should say `id: null`. Set to false once that is fixed.
+const KNOWN_WRONG_TYPE_ID_ECHO_DEFECT: bool = true;
+
+/// An error response around `id`'s JSON text (which must be a valid id for
+/// it to parse as a message).
+fn echoed_response(id: &str) -> Vec<u8> {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":1,"message":"m"}}}}"#).into_bytes()
+}
+
+/// An error response for `id` must classify as a response to that id when
+/// `id` is one (a string or a 64-bit integer) or null, and be refused
+/// otherwise, by both `classify` and the view.
 fn check_error_response(id: &Value, code: i64, text: &str) {
-    let bytes = jsonrpc::error_response(id, code, text);
+    let Ok(raw) = serde_json::value::to_raw_value(id) else {
+        return;
+    };
+    let bytes = jsonrpc::error_response(&raw, code, text);
     let parsed: Value = serde_json::from_slice(&bytes).expect("error_response writes JSON");
     let routable = IdKey::of(id).is_some() || id.is_null();
+    // serde_json's default float parsing does not round-trip, so an f64 id
+    // comes back as a neighbouring number.
+    let inexact = id.as_number().is_some_and(|number| number.is_f64());
+    let exact = !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact);
     match jsonrpc::classify(&parsed) {
         Ok(kind) => {
             assert!(routable, "an error response to {id} classified");
             assert_eq!(kind, Kind::Response);
-            let inexact = id.as_number().is_some_and(|n| n.is_f64());
-            if !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact) {
-                assert_eq!(IdKey::of_message(&parsed), IdKey::of(id));
+            if exact {
+                assert_eq!(parsed.get("id").and_then(IdKey::of), IdKey::of(id));
             }
             assert_eq!(parsed["error"]["code"], code);
             assert_eq!(parsed["error"]["message"], text);
         }
         Err(why) => assert!(!routable, "error response to {id} refused: {}", why.0),
     }
+    match Message::parse(bytes.as_slice()) {
+        Ok(message) => {
+            assert!(routable, "the view took an error response to {id}");
+            assert_eq!(message.kind(), Kind::Response);
+            if exact {
+                assert_eq!(message.id_key(), IdKey::of(id));
+            }
+        }
+        Err(rejected) => {
+            assert!(
+                !routable,
+                "the view refused an error response to {id}: {rejected}"
+            );
+            if !KNOWN_WRONG_TYPE_ID_ECHO_DEFECT {
+                assert_eq!(rejected.id().get(), "null");
+            }
+        }
+    }
 }
 
-fn classify_one(message: &Value) {
-    let result = jsonrpc::classify(message);
-    if let Ok(kind) = result {
-        check_kind(message, kind);
-    }
-    // The keys are total functions of the value.
-    let _ = jsonrpc::progress_token_of_request(message);
-    let _ = jsonrpc::progress_token_of_notification(message);
-    let _ = jsonrpc::meta_protocol_version(message);
-    if let Some(id) = message.get("id") {
-        check_error_response(id, jsonrpc::INVALID_REQUEST, "x");
-    }
-}
-
-/// Fuzz target `jsonrpc`: classification and error responses.
+/// Fuzz target `jsonrpc`: classification, the light view, and error
+/// responses.
 pub fn jsonrpc(data: &[u8]) {
     let mut input = Input::new(data);
     let code = i64::from(input.byte() as i8) * 1000;
     let text = input.string(16);
     let bytes = input.rest();
+    // Whatever the bytes, the view and the batch splitter return a value.
+    let _ = Message::parse(bytes);
+    let carried = jsonrpc::carried(bytes);
     let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
         return;
     };
-    classify_one(&value);
-    if let Value::Array(elements) = &value {
-        for element in elements {
-            classify_one(element);
+    match (carried, &value) {
+        (Ok(Carried::One(one)), _) => {
+            assert_eq!(one, bytes);
+            check_message(bytes, &value);
         }
+        (Ok(Carried::Batch(elements)), Value::Array(values)) => {
+            assert_eq!(elements.len(), values.len());
+            for (element, value) in elements.iter().zip(values) {
+                // Each element slice is that element's own JSON text.
+                let reparsed: Value =
+                    serde_json::from_slice(element).expect("a batch element is JSON");
+                assert_eq!(&reparsed, value);
+                check_message(element, value);
+            }
+        }
+        (carried, _) => panic!("{carried:?} for the JSON {value}"),
+    }
+    if let Some(id) = value.get("id") {
+        check_error_response(id, jsonrpc::INVALID_REQUEST, "x");
     }
     check_error_response(&value, code, &text);
 }
@@ -1080,14 +1226,30 @@ fn check_reply(reply: &Reply) {
             ),
             "code {code:?}"
         );
+        // Only an id that is one is echoed; anything else answers null.
+        let id = &body["id"];
+        assert!(
+            KNOWN_WRONG_TYPE_ID_ECHO_DEFECT || id.is_null() || IdKey::of(id).is_some(),
+            "a reply echoed the id {id}"
+        );
+    }
+}
+
+/// A message an intent carries agrees with `classify` on the full value of
+/// its bytes (where serde_json builds one: nesting past 128 levels and
+/// numbers beyond f64 in a payload travel without being understood).
+fn check_carried(message: &Message) {
+    if let Ok(value) = serde_json::from_slice::<Value>(message.bytes()) {
+        assert_eq!(jsonrpc::classify(&value), Ok(message.kind()));
+        assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of));
     }
 }
 
 fn check_intent(request: &Request) {
     let policy = policy();
-    let intent = interpret(request, PATH, &policy);
+    let intent = interpret(&mut request.clone(), PATH, &policy);
     assert_eq!(
-        interpret(request, PATH, &policy),
+        interpret(&mut request.clone(), PATH, &policy),
         intent,
         "not deterministic"
     );
@@ -1112,31 +1274,46 @@ fn check_intent(request: &Request) {
     }
     assert_eq!(request.path(), PATH);
     let session_header = request.header("mcp-session-id");
+    // Two session fields with different values never pass: which session
+    // a request goes to must not depend on which of them is read.
+    assert!(
+        request
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "mcp-session-id")
+            .all(|(_, v)| Some(v.as_str()) == session_header),
+        "two different Mcp-Session-Id fields passed"
+    );
     match intent {
         Intent::Reply(_) => {}
         Intent::Initialize { message } => {
             assert_eq!(request.method, "POST");
-            assert_eq!(jsonrpc::method(&message), Some("initialize"));
-            assert_eq!(jsonrpc::classify(&message), Ok(Kind::Request));
+            assert_eq!(message.method(), Some("initialize"));
+            assert_eq!(message.kind(), Kind::Request);
+            // The message owns the request's body, as received.
+            assert_eq!(message.bytes(), request.body.as_slice());
+            check_carried(&message);
             assert!(session_header.is_none());
         }
-        Intent::Post {
-            session,
-            message,
-            kind,
-        } => {
+        Intent::Post { session, message } => {
             assert_eq!(request.method, "POST");
             assert!(!session.is_empty());
             assert_eq!(Some(session.as_str()), session_header);
-            assert_eq!(jsonrpc::classify(&message), Ok(kind));
+            assert_eq!(message.bytes(), request.body.as_slice());
+            check_carried(&message);
         }
         Intent::Batch { session, messages } => {
             assert_eq!(request.method, "POST");
             assert_eq!(Some(session.as_str()), session_header);
             assert!(!messages.is_empty());
-            for (message, kind) in &messages {
-                assert_eq!(jsonrpc::classify(message), Ok(*kind));
-                assert_ne!(jsonrpc::method(message), Some("initialize"));
+            let Ok(Carried::Batch(elements)) = jsonrpc::carried(&request.body) else {
+                panic!("a batch from a body that is no JSON array");
+            };
+            assert_eq!(messages.len(), elements.len());
+            for (message, element) in messages.iter().zip(elements) {
+                assert_eq!(message.bytes(), element);
+                assert_ne!(message.method(), Some("initialize"));
+                check_carried(message);
             }
         }
         Intent::OpenStream {

@@ -108,7 +108,7 @@ impl Reply {
 
 /// What a request asks of the proxy, once it passed the front-door checks.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Intent {
+pub enum Intent {
     /// Answer at once.
     Reply(Reply),
     /// POST `initialize` without a session: create a session.
@@ -137,7 +137,7 @@ pub(crate) enum Intent {
 /// Decides what `request` means for an endpoint served at `path`. A POST
 /// whose message goes to a session gives its body to the `Intent` (taken, not
 /// copied); any other request keeps it.
-pub(crate) fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> Intent {
+pub fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> Intent {
     match check_access(request, policy) {
         Ok(()) => {}
         Err(reply) => return Intent::Reply(reply),
