@@ -479,6 +479,55 @@ fn huge_ids_come_back_exactly() {
 }
 
 #[test]
+fn ids_that_are_no_string_or_64_bit_integer_are_refused_with_id_null() {
+    let proxy = start(&[]);
+    let port = proxy.port;
+    let session = open_session(port);
+    let s = session_header(&session);
+    // JSON-RPC: an id "must be a string or an integer". A number that is no
+    // 64-bit integer would come back in another spelling (or not at all),
+    // and a wrong type is no id, so neither is echoed: 400, -32600, id null,
+    // on a connection that stays open for the next request.
+    let ids = [
+        "123456789012345678901234567890123",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.5",
+        "1e2",
+        "1e400",
+        "true",
+        r#"{"a":1}"#,
+        "[1]",
+    ];
+    for id in ids {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        let mut request = post_request(port, &s, &body);
+        request.extend_from_slice(&post_request(port, &s, &tools_call(3, "still here")));
+        let (responses, _) = answers(port, &request, 2);
+        assert_error(
+            &responses[0],
+            400,
+            -32600,
+            &Value::Null,
+            &format!("id {id}"),
+        );
+        assert_eq!(responses[0].header("connection"), None, "id {id}");
+        assert_eq!(echoed(&responses[1]), "still here", "id {id}");
+        // Nor does such an initialize mint a session.
+        let init = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{{}}}}"#);
+        let response = raw_exchange(port, &post_request(port, "", &init));
+        assert_error(
+            &response,
+            400,
+            -32600,
+            &Value::Null,
+            &format!("initialize id {id}"),
+        );
+        assert_eq!(response.header("mcp-session-id"), None, "id {id}");
+    }
+}
+
+#[test]
 fn foreign_and_malformed_session_ids() {
     let proxy = start(&[]);
     let port = proxy.port;

@@ -951,7 +951,7 @@ fn check_kind(message: &Value, kind: Kind) {
     assert!(object.is_some());
     assert_eq!(message.get("jsonrpc").and_then(Value::as_str), Some("2.0"));
     let method = message.get("method").and_then(Value::as_str);
-    let id = message.get("id").and_then(IdKey::of);
+    let id = message.get("id").and_then(IdKey::of_id);
     match kind {
         Kind::Request => {
             assert!(method.is_some());
@@ -994,27 +994,22 @@ fn check_message(bytes: &[u8], value: &Value) {
                 "refused ({why}) what classify took as {reference:?}"
             );
             assert_eq!(rejected.code(), jsonrpc::INVALID_REQUEST);
-            let echoed = rejected.id().get();
-            assert!(
-                KNOWN_WRONG_TYPE_ID_ECHO_DEFECT
-                    || echoed == "null"
-                    || jsonrpc::Message::parse(echoed_response(echoed)).is_ok(),
-                "a refusal echoed {echoed}, which is no id"
-            );
+            // The refusal's answer is a response mcphop itself can route:
+            // its id is the message's own only when that is an id, else null.
+            let answer = jsonrpc::error_response(rejected.id(), rejected.code(), "x");
+            let answer = Message::parse(answer.as_slice()).expect("a refusal is a message");
+            assert_eq!(answer.kind(), Kind::Response);
+            assert_eq!(answer.reply_id().get(), rejected.id().get());
             return;
         }
     };
     let kind = message.kind();
     assert_eq!(reference, Ok(kind));
-    assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of));
+    assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of_id));
     // mcphop writes its own answers (timeouts, cancels) under the key's
     // spelling of a numeric id, so that spelling is the id as sent.
-    let inexact = serde_json::from_str::<serde_json::Number>(message.reply_id().get())
-        .is_ok_and(|number| number.is_f64());
     if let Some(IdKey::Number(spelled)) = message.id_key() {
-        if !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact) {
-            assert_eq!(spelled, message.reply_id().get());
-        }
+        assert_eq!(spelled, message.reply_id().get());
     }
     assert_eq!(
         message.method(),
@@ -1035,7 +1030,7 @@ fn check_message(bytes: &[u8], value: &Value) {
     if let Some(id) = message.cancelled_request() {
         assert_eq!(
             Some(id),
-            value.pointer("/params/requestId").and_then(IdKey::of)
+            value.pointer("/params/requestId").and_then(IdKey::of_id)
         );
     }
     if let Some(version) = message.meta_protocol_version() {
@@ -1057,37 +1052,13 @@ fn check_message(bytes: &[u8], value: &Value) {
     assert_eq!(message.has_result(), value.get("result").is_some());
     // The answer mcphop writes under a message's id reaches the same id: it
     // echoes the id's text as received.
-    let inexact = serde_json::from_str::<serde_json::Number>(message.reply_id().get())
-        .is_ok_and(|number| number.is_f64());
-    if kind == Kind::Request && !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact) {
+    if kind == Kind::Request {
         let answer = jsonrpc::error_response(message.reply_id(), jsonrpc::INVALID_REQUEST, "x");
         let answer = Message::parse(answer.as_slice()).expect("an error answer is a message");
         assert_eq!(answer.kind(), Kind::Response);
         assert_eq!(answer.id_key(), message.id_key());
         assert_eq!(answer.reply_id().get(), message.reply_id().get());
     }
-}
-
-/// A known defect in `src/jsonrpc/message.rs`: an id that is a number but
-/// not a 64-bit integer (a fraction, an exponent, or an integer of more than
-/// 64 bits, such as `123456789012345678901234567890123`) is accepted and
-/// keyed as an f64, whose spelling differs from the one sent, so an answer
-/// under it reaches the client under another id, or is dropped by mcphop as
-/// unknown. The classifier's own message says ids must be strings or
-/// integers; the fix is to refuse other numbers (400, -32600, id null). Set
-/// to false once that is fixed.
-const KNOWN_INEXACT_NUMBER_ID_DEFECT: bool = true;
-
-/// A known defect in `src/jsonrpc/message.rs`: a message refused for its id
-/// (`true`, `{"a":1}`, `[1]`, `1e400`) echoes that id in the error answer,
-/// though it is no id (and `1e400` cannot even be built into the answer).
-/// The answer should say `id: null`. Set to false once that is fixed.
-const KNOWN_WRONG_TYPE_ID_ECHO_DEFECT: bool = true;
-
-/// An error response around `id`'s JSON text (which must be a valid id for
-/// it to parse as a message).
-fn echoed_response(id: &str) -> Vec<u8> {
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":1,"message":"m"}}}}"#).into_bytes()
 }
 
 /// An error response for `id` must classify as a response to that id when
@@ -1099,18 +1070,12 @@ fn check_error_response(id: &Value, code: i64, text: &str) {
     };
     let bytes = jsonrpc::error_response(&raw, code, text);
     let parsed: Value = serde_json::from_slice(&bytes).expect("error_response writes JSON");
-    let routable = IdKey::of(id).is_some() || id.is_null();
-    // serde_json's default float parsing does not round-trip, so an f64 id
-    // comes back as a neighbouring number.
-    let inexact = id.as_number().is_some_and(|number| number.is_f64());
-    let exact = !(KNOWN_INEXACT_NUMBER_ID_DEFECT && inexact);
+    let routable = IdKey::of_id(id).is_some() || id.is_null();
     match jsonrpc::classify(&parsed) {
         Ok(kind) => {
             assert!(routable, "an error response to {id} classified");
             assert_eq!(kind, Kind::Response);
-            if exact {
-                assert_eq!(parsed.get("id").and_then(IdKey::of), IdKey::of(id));
-            }
+            assert_eq!(parsed.get("id").and_then(IdKey::of_id), IdKey::of_id(id));
             assert_eq!(parsed["error"]["code"], code);
             assert_eq!(parsed["error"]["message"], text);
         }
@@ -1120,18 +1085,14 @@ fn check_error_response(id: &Value, code: i64, text: &str) {
         Ok(message) => {
             assert!(routable, "the view took an error response to {id}");
             assert_eq!(message.kind(), Kind::Response);
-            if exact {
-                assert_eq!(message.id_key(), IdKey::of(id));
-            }
+            assert_eq!(message.id_key(), IdKey::of_id(id));
         }
         Err(rejected) => {
             assert!(
                 !routable,
                 "the view refused an error response to {id}: {rejected}"
             );
-            if !KNOWN_WRONG_TYPE_ID_ECHO_DEFECT {
-                assert_eq!(rejected.id().get(), "null");
-            }
+            assert_eq!(rejected.id().get(), "null");
         }
     }
 }
@@ -1229,7 +1190,7 @@ fn check_reply(reply: &Reply) {
         // Only an id that is one is echoed; anything else answers null.
         let id = &body["id"];
         assert!(
-            KNOWN_WRONG_TYPE_ID_ECHO_DEFECT || id.is_null() || IdKey::of(id).is_some(),
+            id.is_null() || IdKey::of_id(id).is_some(),
             "a reply echoed the id {id}"
         );
     }
@@ -1241,7 +1202,7 @@ fn check_reply(reply: &Reply) {
 fn check_carried(message: &Message) {
     if let Ok(value) = serde_json::from_slice::<Value>(message.bytes()) {
         assert_eq!(jsonrpc::classify(&value), Ok(message.kind()));
-        assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of));
+        assert_eq!(message.id_key(), value.get("id").and_then(IdKey::of_id));
     }
 }
 

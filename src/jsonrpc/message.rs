@@ -179,7 +179,7 @@ impl<B: AsRef<[u8]>> Message<B> {
 
     /// The message's id as a key; None without one, or for a null id.
     pub fn id_key(&self) -> Option<IdKey> {
-        self.span_text(self.fields.id.as_ref()).and_then(key_of)
+        self.span_text(self.fields.id.as_ref()).and_then(id_key_of)
     }
 
     /// The id's JSON text, for an error answer: null when it has none.
@@ -208,7 +208,7 @@ impl<B: AsRef<[u8]>> Message<B> {
     /// A `notifications/cancelled` message's `params.requestId`, as a key.
     pub fn cancelled_request(&self) -> Option<IdKey> {
         self.span_text(self.fields.cancelled_request.as_ref())
-            .and_then(key_of)
+            .and_then(id_key_of)
     }
 
     /// The protocol version a stateless-era request names in its `_meta`.
@@ -401,13 +401,17 @@ fn read(bytes: &[u8]) -> Result<(Kind, Fields), Rejected> {
 
 /// `classify`'s rules, on raw fields.
 fn classify(envelope: &Envelope<'_>) -> Result<Kind, Rejected> {
-    let reject = |why| not_json_rpc(why, envelope.id);
+    // Only an id that is one is echoed: a wrong-type id (`true`, `{}`) is
+    // no request's id, so the answer says null, as JSON-RPC asks when the id
+    // could not be read.
+    let echoed = envelope.id.filter(|id| id_key_of(id.get()).is_some());
+    let reject = |why| not_json_rpc(why, echoed);
     if envelope.jsonrpc.and_then(string_of).as_deref() != Some("2.0") {
         return Err(reject("\"jsonrpc\" must be \"2.0\""));
     }
     if let Some(id) = envelope.id {
         let null_beside_error = id.get() == "null" && envelope.error.is_some();
-        if key_of(id.get()).is_none() && !null_beside_error {
+        if id_key_of(id.get()).is_none() && !null_beside_error {
             return Err(reject("\"id\" must be a string or an integer"));
         }
     }
@@ -516,6 +520,22 @@ pub(crate) fn key_of(text: &str) -> Option<IdKey> {
         b'"' => serde_json::from_str::<String>(text).ok().map(IdKey::String),
         b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(text)
             .ok()
+            .map(|number| IdKey::Number(number.to_string())),
+        _ => None,
+    }
+}
+
+/// The key of a request id given as JSON text: a string, or an integer that
+/// fits 64 bits (JSON-RPC: an id "must be a string or an integer"). Any other
+/// number serde holds as an f64 whose spelling differs from the one sent
+/// (`1e2` becomes `100.0`, a 33-digit integer loses digits), so an answer
+/// under it would reach the client under another id, or match no request.
+pub(crate) fn id_key_of(text: &str) -> Option<IdKey> {
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text).ok().map(IdKey::String),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .filter(|number| !number.is_f64())
             .map(|number| IdKey::Number(number.to_string())),
         _ => None,
     }
