@@ -557,6 +557,17 @@ fn foreign_and_malformed_session_ids() {
         &session_header(&format!("{session}, {other}")),
         "two live ids as a list",
     );
+    // Two fields naming different sessions: which one the request reaches
+    // must not depend on which is read, so neither is: 400, as for two Hosts.
+    let two_fields = format!("{}{}", session_header(&session), session_header(&other));
+    let response = raw_exchange(port, &post_request(port, &two_fields, list));
+    assert_error(
+        &response,
+        400,
+        -32600,
+        &Value::Null,
+        "two live ids in two fields",
+    );
     let high = post_bytes(port, "Mcp-Session-Id: \u{ff}\u{fe}abc\r\n", list.as_bytes());
     let (responses, _) = answers(port, &high, 1);
     assert_error(&responses[0], 404, -32000, &Value::Null, "non-ASCII bytes");
