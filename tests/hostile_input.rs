@@ -791,6 +791,37 @@ fn slowloris_heads_get_408_after_the_head_timeout() {
     assert_eq!(echoed(&read_buffered_response(&mut reader)), "b");
 }
 
+/// A child whose answer to `initialize` is one line of exactly `max` bytes
+/// (padded with JSON whitespace), written as the line and its CR, then,
+/// after a pause, the LF: mcphop reads the CR and the LF in two reads.
+fn split_crlf_child(max: usize) -> Vec<String> {
+    let head = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"crlf","version":"0"}}"#;
+    let answer = format!("{head}{}}}", " ".repeat(max - head.len() - 1));
+    assert_eq!(answer.len(), max);
+    let script = format!(
+        "IFS= read -r line; printf '%s\\r' '{answer}'; sleep 0.3; printf '\\n'; exec cat >/dev/null"
+    );
+    vec!["sh".to_string(), "-c".to_string(), script]
+}
+
+#[test]
+fn a_child_line_of_exactly_max_line_passes_when_its_crlf_is_split() {
+    const MAX: usize = 512;
+    let proxy = Mcphop::start(
+        &["--max-line", &MAX.to_string(), "--spawn-timeout", "3s"],
+        &split_crlf_child(MAX),
+    );
+    let response = raw_exchange(proxy.port, &post_request(proxy.port, "", INITIALIZE));
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.header("mcp-session-id").is_some(), "{response:?}");
+    let messages = response.sse_messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["id"], 1);
+    assert_eq!(messages[0]["result"]["serverInfo"]["name"], "crlf");
+    let log = proxy.log_text();
+    assert!(!log.contains("over --max-line"), "{log}");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -897,9 +897,10 @@ fn run_lines(chunks: &[&[u8]], max: usize) -> Vec<Line> {
         while let Some(line) = framer.next_line() {
             lines.push(line);
         }
-        // Once every line is out, at most one line's worth is held.
+        // Once every line is out, at most one line's worth is held, and
+        // the CR that may begin its CRLF.
         assert!(
-            framer.buffered() <= max,
+            framer.buffered() <= max + 1,
             "{} bytes buffered under a line limit of {max}",
             framer.buffered()
         );
@@ -920,27 +921,14 @@ pub fn lines(data: &[u8]) {
         for (line, want) in got.iter().zip(&reference) {
             match (line, want) {
                 (Line::Complete(got), Ok(want)) => assert_eq!(got, want),
-                // The count may include the CR of a CRLF that arrived
-                // before the rest of the line was dropped.
-                (Line::Overlong(got), Err(want)) => {
-                    assert!(
-                        *got == *want || *got == *want + 1,
-                        "Overlong({got}) for {want}"
-                    )
-                }
-                (Line::Overlong(got), Ok(want))
-                    if KNOWN_CRLF_AT_LIMIT_DEFECT && want.len() == max && *got == max + 1 => {}
+                // The exact length, without the CR of its CRLF, however
+                // the reads split it.
+                (Line::Overlong(got), Err(want)) => assert_eq!(got, want, "Overlong"),
                 (got, want) => panic!("got {got:?}, expected {want:?}"),
             }
         }
     }
 }
-
-/// A known defect in `src/lines.rs`, reported and left for after the I/O
-/// rework: a line of exactly the limit whose CR arrives in one read and
-/// whose LF arrives in the next is dropped as Overlong(max + 1), while the
-/// same line read whole is accepted. Set to false once that is fixed.
-const KNOWN_CRLF_AT_LIMIT_DEFECT: bool = true;
 
 // ---------------------------------------------------------------------------
 // JSON-RPC classification
