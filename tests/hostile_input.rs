@@ -822,6 +822,86 @@ fn a_child_line_of_exactly_max_line_passes_when_its_crlf_is_split() {
     assert!(!log.contains("over --max-line"), "{log}");
 }
 
+/// An HTTP upstream that answers every request on 127.0.0.1 with the
+/// same raw bytes, then closes; it serves `count` connections.
+fn canned_upstream(answer: &'static [u8], count: usize) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // Reads the head and its Content-Length body, then answers.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(answer);
+        }
+    });
+    port
+}
+
+#[test]
+fn upstream_statuses_that_cannot_be_relayed_are_502() {
+    // A stateless-era request passes straight through to an HTTP upstream,
+    // its answer relayed as it comes: the path that writes the upstream's
+    // own status. A status under 100 is no status, and a 204 or 304 carries
+    // no answer (nor may it start a chunked stream): each is 502 with a
+    // JSON-RPC error, and mcphop goes on serving.
+    let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#;
+    let cases: [(&str, &'static [u8]); 5] = [
+        ("status 000", b"HTTP/1.1 000 X\r\nContent-Length: 0\r\n\r\n"),
+        (
+            "status 099",
+            b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+        ("204", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (
+            "304",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            "100 then 204",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ),
+    ];
+    for (case, canned) in cases {
+        let upstream = canned_upstream(canned, 4);
+        let proxy = Mcphop::start_http(&[], &format!("http://127.0.0.1:{upstream}/mcp"));
+        let port = proxy.port;
+        for _ in 0..2 {
+            let response = raw_exchange(
+                port,
+                &post_request(port, "MCP-Protocol-Version: 2026-07-28\r\n", discover),
+            );
+            assert_eq!(response.status, 502, "{case}: {response:?}");
+            let body = response.json();
+            assert_eq!(body["error"]["code"], -32000, "{case}: {body}");
+            assert_eq!(body["id"], Value::Null, "{case}: {body}");
+            assert_eq!(body["jsonrpc"], "2.0", "{case}: {body}");
+        }
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

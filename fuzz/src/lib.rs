@@ -562,10 +562,9 @@ fn response_raw(input: &mut Input<'_>) {
     let expected = run_response_decoder(&whole, max_head, head_request);
     for event in &expected.events {
         if let Ev::Head(status, headers, _) = event {
-            // 1xx are skipped and 101 refused; a status under 100 is a
-            // known defect (see KNOWN_STATUS_UNDER_100_DEFECT).
+            // 1xx are skipped, 101 and statuses under 100 refused.
             assert!(
-                (200..=999).contains(status) || (KNOWN_STATUS_UNDER_100_DEFECT && *status < 100),
+                (200..=999).contains(status),
                 "status {status} passed as a final response"
             );
             assert!(headers.len() <= mcphop::http::client::MAX_RESPONSE_HEADERS);
@@ -580,14 +579,6 @@ fn response_raw(input: &mut Input<'_>) {
         expected
     );
 }
-
-/// A known defect in `src/http/client.rs`, reported and left for after the
-/// I/O rework: `httparse` reads any three digits as a status, so
-/// `HTTP/1.1 000 X` decodes to a final response with status 0, which the
-/// proxy may then hand to the response writers (whose debug assertions
-/// reject statuses outside 100..=999). A careful proxy refuses it as an
-/// invalid upstream response (502). Set to false once that is fixed.
-const KNOWN_STATUS_UNDER_100_DEFECT: bool = true;
 
 /// The response writer into the response decoder.
 fn response_round_trip(input: &mut Input<'_>) {

@@ -398,6 +398,12 @@ fn parse_head(head: &[u8]) -> Result<ParsedHead, ResponseError> {
     let (Some(status), Some(minor_version)) = (parsed.code, parsed.version) else {
         return Err(ResponseError::Malformed("invalid status line"));
     };
+    // httparse takes any three digits; a status under 100 has no class (RFC
+    // 9110 section 15 defines 1xx to 5xx), and nothing downstream can put it
+    // on a status line.
+    if !(100..=999).contains(&status) {
+        return Err(ResponseError::Malformed("status code under 100"));
+    }
     Ok(ParsedHead {
         status,
         minor_version,
