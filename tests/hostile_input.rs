@@ -173,6 +173,54 @@ fn broken_request_lines_are_400_and_closed() {
     for (case, request) in cases {
         assert_refused_and_closed(port, &request, 400, case);
     }
+    // A complete request line that is broken is refused at once, without
+    // waiting for the rest of the head (nor for the 10 s head timeout).
+    let started = Instant::now();
+    let lines: [(&str, &[u8]); 3] = [
+        ("garbage line alone", b"\x00\x01garbage\r\n"),
+        ("NUL in target, line alone", b"GET /m\0 HTTP/1.1\r\n"),
+        (
+            "trailing token, one field",
+            b"GET /mcp HTTP/1.1 x\r\nA: b\r\n",
+        ),
+    ];
+    for (case, request) in lines {
+        assert_refused_and_closed(port, request, 400, case);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn http_versions_other_than_1_0_and_1_1() {
+    let proxy = start(&[]);
+    let port = proxy.port;
+    // HTTP/1.2 is compatible with HTTP/1.1 (RFC 9110 section 2.5): served,
+    // and answered as HTTP/1.1.
+    let mut request = post_request(port, "", INITIALIZE);
+    let line_end = request.iter().position(|&b| b == b'\r').unwrap();
+    request[line_end - 1] = b'2';
+    assert!(request.starts_with(b"POST /mcp HTTP/1.2\r\n"));
+    let mut stream = connect(port);
+    stream.write_all(&request).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut status_line).unwrap();
+    assert_eq!(status_line, "HTTP/1.1 200 OK\r\n");
+    // Another major version is 505 and a close, as soon as its line is in.
+    let started = Instant::now();
+    let others: [(&str, &[u8]); 3] = [
+        ("HTTP/2.0", b"GET /mcp HTTP/2.0\r\n\r\n"),
+        ("the HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("HTTP/3.0, line alone", b"GET /mcp HTTP/3.0\r\n"),
+    ];
+    for (case, request) in others {
+        assert_refused_and_closed(port, request, 505, case);
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]

@@ -294,7 +294,9 @@ impl ResponseDecoder {
         loop {
             match &mut self.state {
                 State::Head => {
-                    let Some(complete) = self.head.read(input, self.max_head_bytes)? else {
+                    // A status line is judged whole, with its fields.
+                    let whole = |_: &mut [u8]| Ok::<(), ResponseError>(());
+                    let Some(complete) = self.head.read(input, self.max_head_bytes, whole)? else {
                         return Ok(());
                     };
                     let parsed = parse_head(complete)?;
