@@ -7,11 +7,11 @@
 //! noise tests use it as the reference the view is checked against).
 
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 mod message;
 
-pub(crate) use message::{carried, Carried, Message, Rejected};
+pub use message::{carried, Carried, Message, Rejected};
 
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;
@@ -52,7 +52,7 @@ pub fn classify(value: &Value) -> Result<Kind, NotJsonRpc> {
     }
     let id = object.get("id");
     if let Some(id) = id {
-        if IdKey::of(id).is_none() && !(id.is_null() && object.contains_key("error")) {
+        if IdKey::of_id(id).is_none() && !(id.is_null() && object.contains_key("error")) {
             return Err(NotJsonRpc("\"id\" must be a string or an integer"));
         }
     }
@@ -93,6 +93,15 @@ impl IdKey {
         }
     }
 
+    /// The key of a request id: a string, or an integer that fits 64 bits.
+    /// Any other number is no id (see `message::id_key_of` for why).
+    pub fn of_id(value: &Value) -> Option<IdKey> {
+        match value {
+            Value::Number(number) if number.is_f64() => None,
+            _ => IdKey::of(value),
+        }
+    }
+
     /// The key of an id or token given as JSON text (`1`, `"a"`).
     #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Option<IdKey> {
@@ -123,17 +132,20 @@ impl std::fmt::Display for IdKey {
 /// A complete JSON-RPC error response, serialized. `id` is the request's id
 /// as JSON text, or `RawValue::NULL` when it could not be read.
 pub fn error_response(id: &RawValue, code: i64, message: &str) -> Vec<u8> {
-    let response = json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": { "code": code, "message": message },
-    });
-    // Serializing a Value built from valid parts cannot fail; fall back to a
-    // constant anyway rather than panic.
-    serde_json::to_vec(&response).unwrap_or_else(|_| {
-        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
-            .to_vec()
-    })
+    // Written around the id's own text rather than through a `Value`: the id
+    // goes back exactly as it came, and no id text can fail the build (a
+    // `Value` cannot hold `1e400`, and respells integers past 64 bits). The
+    // keys are in the order serde_json's sorted map gave before.
+    let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_string());
+    let mut out = Vec::with_capacity(64 + id.get().len() + message.len());
+    out.extend_from_slice(b"{\"error\":{\"code\":");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(b",\"message\":");
+    out.extend_from_slice(message.as_bytes());
+    out.extend_from_slice(b"},\"id\":");
+    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(b",\"jsonrpc\":\"2.0\"}");
+    out
 }
 
 #[cfg(test)]
@@ -196,6 +208,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(progress.progress_token(), Some(IdKey::Number("7".into())));
+    }
+
+    #[test]
+    fn error_responses_echo_any_id_text_exactly() {
+        // A number no Value holds exactly (or at all) goes back as sent,
+        // rather than respelled or, for 1e400, a panic.
+        for text in ["123456789012345678901234567890123", "1e400", "7", "null"] {
+            let id = RawValue::from_string(text.into()).unwrap();
+            let bytes = error_response(&id, INVALID_REQUEST, "bad \"x\"");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                format!(
+                    r#"{{"error":{{"code":-32600,"message":"bad \"x\""}},"id":{text},"jsonrpc":"2.0"}}"#
+                )
+            );
+        }
     }
 
     #[test]

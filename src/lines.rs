@@ -74,16 +74,21 @@ impl LineFramer {
                     }
                     return Some(Line::Complete(line));
                 }
-                None if self.buffer.len() > self.max_line => {
-                    let dropped = self.buffer.len();
-                    self.buffer.clear();
-                    self.scanned = 0;
-                    *self.discarding.get_or_insert(0) += dropped;
-                    // Keep looping: nothing more is buffered, so this returns None.
-                }
                 None => {
-                    self.scanned = self.buffer.len();
-                    return None;
+                    // A last CR may be the first half of the line's CRLF,
+                    // which is no part of the line: a line of exactly the
+                    // limit must pass whether its CR and LF come in one read
+                    // or two. So the CR is not counted, and is kept.
+                    let cr = usize::from(self.buffer.last() == Some(&b'\r'));
+                    let content = self.buffer.len() - cr;
+                    if content <= self.max_line {
+                        self.scanned = self.buffer.len();
+                        return None;
+                    }
+                    self.buffer.drain(..content);
+                    self.scanned = 0;
+                    *self.discarding.get_or_insert(0) += content;
+                    // Keep looping: at most that CR is left, so this returns None.
                 }
             }
         }
@@ -145,6 +150,32 @@ mod tests {
         framer.feed(b"ee\n");
         assert_eq!(framer.next_line(), Some(Line::Complete(b"three".to_vec())));
         assert_eq!(framer.next_line(), None);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_passes_however_its_crlf_is_split() {
+        let input = b"abcd\r\nef\n";
+        for split in 0..=input.len() {
+            assert_eq!(
+                frame_all(input, split, 4),
+                vec![
+                    Line::Complete(b"abcd".to_vec()),
+                    Line::Complete(b"ef".to_vec())
+                ],
+                "split at {split}"
+            );
+        }
+        // One byte more is overlong, by its exact length, however split.
+        let input = b"abcde\r\nef\n";
+        for split in 0..=input.len() {
+            assert_eq!(
+                frame_all(input, split, 4),
+                vec![Line::Overlong(5), Line::Complete(b"ef".to_vec())],
+                "split at {split}"
+            );
+        }
+        // A CR inside an overlong line is part of it.
+        assert_eq!(frame_all(b"abc\rde\r\n", 4, 4), vec![Line::Overlong(6)]);
     }
 
     #[test]

@@ -294,7 +294,9 @@ impl ResponseDecoder {
         loop {
             match &mut self.state {
                 State::Head => {
-                    let Some(complete) = self.head.read(input, self.max_head_bytes)? else {
+                    // A status line is judged whole, with its fields.
+                    let whole = |_: &mut [u8]| Ok::<(), ResponseError>(());
+                    let Some(complete) = self.head.read(input, self.max_head_bytes, whole)? else {
                         return Ok(());
                     };
                     let parsed = parse_head(complete)?;
@@ -398,6 +400,12 @@ fn parse_head(head: &[u8]) -> Result<ParsedHead, ResponseError> {
     let (Some(status), Some(minor_version)) = (parsed.code, parsed.version) else {
         return Err(ResponseError::Malformed("invalid status line"));
     };
+    // httparse takes any three digits; a status under 100 has no class (RFC
+    // 9110 section 15 defines 1xx to 5xx), and nothing downstream can put it
+    // on a status line.
+    if !(100..=999).contains(&status) {
+        return Err(ResponseError::Malformed("status code under 100"));
+    }
     Ok(ParsedHead {
         status,
         minor_version,

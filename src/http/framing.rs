@@ -68,17 +68,23 @@ impl HeadReader {
     /// Reads head bytes from `input`; returns the whole head (start line
     /// through blank line) once it is complete. Empty lines before the start
     /// line are skipped (RFC 9112 section 2.2) but count against `max`.
-    pub fn read(
+    ///
+    /// `start_line` judges the start line (with its line ending) as soon as
+    /// it is complete, and may rewrite it in place: a broken one is then
+    /// refused at once rather than after the rest of the head, or the head
+    /// timeout. It runs at the same point of the input however it is split.
+    pub fn read<E: From<FramingError>>(
         &mut self,
         input: &mut Cursor<'_>,
         max: usize,
-    ) -> Result<Option<&[u8]>, FramingError> {
+        start_line: impl Fn(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Option<&[u8]>, E> {
         loop {
             // Only reached with the head incomplete: it needs at least one
             // more byte, which would exceed the cap, so fail without waiting
             // (and at the same offset however the input is split).
             if self.bytes >= max {
-                return Err(FramingError::HeadTooLarge);
+                return Err(FramingError::HeadTooLarge.into());
             }
             if input.is_empty() {
                 return Ok(None);
@@ -96,6 +102,11 @@ impl HeadReader {
             }
             if is_empty {
                 return Ok(Some(&self.head));
+            }
+            if self.line_start == 0 {
+                // Leading empty lines were dropped, so the head holds
+                // exactly the start line.
+                start_line(&mut self.head)?;
             }
             self.line_start = self.head.len();
         }

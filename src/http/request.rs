@@ -122,6 +122,8 @@ pub enum DecodeError {
     BadRequest(&'static str),
     /// 501: a Transfer-Encoding other than `chunked`.
     NotImplemented,
+    /// 505: an HTTP major version other than 1.
+    VersionNotSupported,
 }
 
 impl DecodeError {
@@ -132,6 +134,7 @@ impl DecodeError {
             DecodeError::BodyTooLarge => 413,
             DecodeError::BadRequest(_) => 400,
             DecodeError::NotImplemented => 501,
+            DecodeError::VersionNotSupported => 505,
         }
     }
 
@@ -142,6 +145,7 @@ impl DecodeError {
             DecodeError::BodyTooLarge => "Content Too Large",
             DecodeError::BadRequest(_) => "Bad Request",
             DecodeError::NotImplemented => "Not Implemented",
+            DecodeError::VersionNotSupported => "HTTP Version Not Supported",
         }
     }
 }
@@ -275,7 +279,10 @@ impl RequestDecoder {
     fn step(&mut self, input: &mut Cursor<'_>) -> Result<Decoded, DecodeError> {
         let mut expects = false;
         if let State::Head = self.state {
-            let Some(complete) = self.head.read(input, self.limits.max_head_bytes)? else {
+            let Some(complete) =
+                self.head
+                    .read(input, self.limits.max_head_bytes, check_request_line)?
+            else {
                 return Ok(Decoded::Incomplete);
             };
             let (request, body, wants_continue) = parse_head(complete, &self.limits)?;
@@ -304,6 +311,51 @@ impl RequestDecoder {
         }
         Ok(Decoded::Incomplete)
     }
+}
+
+/// Judges a complete request line before the rest of the head arrives, so
+/// a broken one is answered 400 at once, not 408 after the head timeout.
+///
+/// The version is read first, since `httparse` takes only `HTTP/1.0` and
+/// `HTTP/1.1` and would call any other one malformed: a higher minor version
+/// of HTTP/1 is served as HTTP/1.1, which it is compatible with (RFC 9110
+/// section 2.5), by rewriting its digit in place; another major version is
+/// 505, provided the rest of the line is well-formed.
+fn check_request_line(line: &mut [u8]) -> Result<(), DecodeError> {
+    let text_end = line.len()
+        - line
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+    // "HTTP/" DIGIT "." DIGIT after the last space (RFC 9112 section 2.3).
+    let version_at = line[..text_end]
+        .iter()
+        .rposition(|&b| b == b' ')
+        .map_or(text_end, |space| space + 1);
+    let mut major_other_than_1 = false;
+    if let [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] = &mut line[version_at..text_end] {
+        if major.is_ascii_digit() && minor.is_ascii_digit() {
+            if *major != b'1' {
+                // Checked as HTTP/1.1, so a malformed line is still 400.
+                major_other_than_1 = true;
+                *major = b'1';
+                *minor = b'1';
+            } else if *minor > b'1' {
+                *minor = b'1';
+            }
+        }
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Only the line is there, so a well-formed one is Partial: the fields
+    // are still to come.
+    if let Err(err) = httparse::Request::new(&mut slots).parse(line) {
+        return Err(framing::map_parse_error(err).into());
+    }
+    if major_other_than_1 {
+        return Err(DecodeError::VersionNotSupported);
+    }
+    Ok(())
 }
 
 /// Parses a complete head (request line through blank line) and sets up

@@ -160,7 +160,7 @@ fn checked_status(status: u16) -> u16 {
 
 /// 1xx and 204 must not carry Content-Length; 304's would have to describe
 /// the unsent representation, which this encoder does not know.
-fn forbids_body(status: u16) -> bool {
+pub(crate) fn forbids_body(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
 

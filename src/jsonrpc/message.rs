@@ -56,7 +56,7 @@ struct Fields {
 /// One JSON-RPC message: `bytes` as received (owned, or borrowed where the
 /// caller keeps them) and its routing fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Message<B = Vec<u8>> {
+pub struct Message<B = Vec<u8>> {
     bytes: B,
     kind: Kind,
     fields: Fields,
@@ -64,7 +64,7 @@ pub(crate) struct Message<B = Vec<u8>> {
 
 /// Why bytes are not one JSON-RPC message.
 #[derive(Debug, Clone)]
-pub(crate) enum Rejected {
+pub enum Rejected {
     /// Not JSON at all (JSON-RPC's parse error, -32700).
     NotJson(String),
     /// JSON, but not a JSON-RPC 2.0 message (invalid request, -32600); `id`
@@ -105,7 +105,7 @@ impl std::fmt::Display for Rejected {
 
 impl Rejected {
     /// The JSON-RPC error code it earns.
-    pub(crate) fn code(&self) -> i64 {
+    pub fn code(&self) -> i64 {
         match self {
             Rejected::NotJson(_) => super::PARSE_ERROR,
             Rejected::NotJsonRpc { .. } => super::INVALID_REQUEST,
@@ -113,7 +113,7 @@ impl Rejected {
     }
 
     /// The id to answer with: the message's own, or null.
-    pub(crate) fn id(&self) -> &RawValue {
+    pub fn id(&self) -> &RawValue {
         match self {
             Rejected::NotJsonRpc { id: Some(id), .. } => id,
             _ => RawValue::NULL,
@@ -123,7 +123,7 @@ impl Rejected {
 
 /// A JSON text that carries messages: one, or a 2025-03-26 batch.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Carried<'a> {
+pub enum Carried<'a> {
     One(&'a [u8]),
     /// The elements of a top-level array, each a slice of the text.
     Batch(Vec<&'a [u8]>),
@@ -131,7 +131,7 @@ pub(crate) enum Carried<'a> {
 
 /// Splits a JSON text into the messages it carries, with one light pass over
 /// an array (its elements are only delimited, not parsed).
-pub(crate) fn carried(bytes: &[u8]) -> Result<Carried<'_>, Rejected> {
+pub fn carried(bytes: &[u8]) -> Result<Carried<'_>, Rejected> {
     if first_byte(bytes) != Some(b'[') {
         return Ok(Carried::One(bytes));
     }
@@ -160,7 +160,7 @@ impl<B: AsRef<[u8]>> Message<B> {
     /// string, and a message without one is a response. Stricter in one way: a
     /// routed key given twice (`id`, `method`, …) is refused, so mcphop never
     /// routes on one value while the upstream reads the other.
-    pub(crate) fn parse(bytes: B) -> Result<Message<B>, Rejected> {
+    pub fn parse(bytes: B) -> Result<Message<B>, Rejected> {
         let (kind, fields) = read(bytes.as_ref())?;
         Ok(Message {
             bytes,
@@ -169,67 +169,67 @@ impl<B: AsRef<[u8]>> Message<B> {
         })
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         self.bytes.as_ref()
     }
 
-    pub(crate) fn kind(&self) -> Kind {
+    pub fn kind(&self) -> Kind {
         self.kind
     }
 
     /// The message's id as a key; None without one, or for a null id.
-    pub(crate) fn id_key(&self) -> Option<IdKey> {
-        self.span_text(self.fields.id.as_ref()).and_then(key_of)
+    pub fn id_key(&self) -> Option<IdKey> {
+        self.span_text(self.fields.id.as_ref()).and_then(id_key_of)
     }
 
     /// The id's JSON text, for an error answer: null when it has none.
-    pub(crate) fn reply_id(&self) -> &RawValue {
+    pub fn reply_id(&self) -> &RawValue {
         self.span_text(self.fields.id.as_ref())
             .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
             .unwrap_or(RawValue::NULL)
     }
 
-    pub(crate) fn method(&self) -> Option<&str> {
+    pub fn method(&self) -> Option<&str> {
         self.text(self.fields.method.as_ref())
     }
 
     /// A request's `params._meta.progressToken`, as a key.
-    pub(crate) fn request_progress_token(&self) -> Option<IdKey> {
+    pub fn request_progress_token(&self) -> Option<IdKey> {
         self.span_text(self.fields.request_progress_token.as_ref())
             .and_then(key_of)
     }
 
     /// A `notifications/progress` message's `params.progressToken`, as a key.
-    pub(crate) fn progress_token(&self) -> Option<IdKey> {
+    pub fn progress_token(&self) -> Option<IdKey> {
         self.span_text(self.fields.progress_token.as_ref())
             .and_then(key_of)
     }
 
     /// A `notifications/cancelled` message's `params.requestId`, as a key.
-    pub(crate) fn cancelled_request(&self) -> Option<IdKey> {
+    pub fn cancelled_request(&self) -> Option<IdKey> {
         self.span_text(self.fields.cancelled_request.as_ref())
-            .and_then(key_of)
+            .and_then(id_key_of)
     }
 
     /// The protocol version a stateless-era request names in its `_meta`.
-    pub(crate) fn meta_protocol_version(&self) -> Option<&str> {
+    pub fn meta_protocol_version(&self) -> Option<&str> {
         self.text(self.fields.meta_protocol_version.as_ref())
     }
 
     /// An `initialize` whose client declared it answers server requests
     /// (sampling, elicitation or roots).
-    pub(crate) fn takes_server_requests(&self) -> bool {
+    pub fn takes_server_requests(&self) -> bool {
         self.fields.takes_server_requests
     }
 
     /// A response carrying a `result` (not an `error`).
-    pub(crate) fn has_result(&self) -> bool {
+    pub fn has_result(&self) -> bool {
         self.fields.result.is_some()
     }
 
     /// `result.protocolVersion` (the answer to `initialize`). Read on demand:
     /// other results are never looked into.
-    pub(crate) fn result_protocol_version(&self) -> Option<Cow<'_, str>> {
+    pub fn result_protocol_version(&self) -> Option<Cow<'_, str>> {
         let text = self.span_text(self.fields.result.as_ref())?;
         if first_byte(text.as_bytes()) != Some(b'{') {
             return None;
@@ -401,13 +401,17 @@ fn read(bytes: &[u8]) -> Result<(Kind, Fields), Rejected> {
 
 /// `classify`'s rules, on raw fields.
 fn classify(envelope: &Envelope<'_>) -> Result<Kind, Rejected> {
-    let reject = |why| not_json_rpc(why, envelope.id);
+    // Only an id that is one is echoed: a wrong-type id (`true`, `{}`) is
+    // no request's id, so the answer says null, as JSON-RPC asks when the id
+    // could not be read.
+    let echoed = envelope.id.filter(|id| id_key_of(id.get()).is_some());
+    let reject = |why| not_json_rpc(why, echoed);
     if envelope.jsonrpc.and_then(string_of).as_deref() != Some("2.0") {
         return Err(reject("\"jsonrpc\" must be \"2.0\""));
     }
     if let Some(id) = envelope.id {
         let null_beside_error = id.get() == "null" && envelope.error.is_some();
-        if key_of(id.get()).is_none() && !null_beside_error {
+        if id_key_of(id.get()).is_none() && !null_beside_error {
             return Err(reject("\"id\" must be a string or an integer"));
         }
     }
@@ -516,6 +520,22 @@ pub(crate) fn key_of(text: &str) -> Option<IdKey> {
         b'"' => serde_json::from_str::<String>(text).ok().map(IdKey::String),
         b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(text)
             .ok()
+            .map(|number| IdKey::Number(number.to_string())),
+        _ => None,
+    }
+}
+
+/// The key of a request id given as JSON text: a string, or an integer that
+/// fits 64 bits (JSON-RPC: an id "must be a string or an integer"). Any other
+/// number serde holds as an f64 whose spelling differs from the one sent
+/// (`1e2` becomes `100.0`, a 33-digit integer loses digits), so an answer
+/// under it would reach the client under another id, or match no request.
+pub(crate) fn id_key_of(text: &str) -> Option<IdKey> {
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text).ok().map(IdKey::String),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .filter(|number| !number.is_f64())
             .map(|number| IdKey::Number(number.to_string())),
         _ => None,
     }

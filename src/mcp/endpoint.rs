@@ -108,7 +108,7 @@ impl Reply {
 
 /// What a request asks of the proxy, once it passed the front-door checks.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Intent {
+pub enum Intent {
     /// Answer at once.
     Reply(Reply),
     /// POST `initialize` without a session: create a session.
@@ -137,7 +137,7 @@ pub(crate) enum Intent {
 /// Decides what `request` means for an endpoint served at `path`. A POST
 /// whose message goes to a session gives its body to the `Intent` (taken, not
 /// copied); any other request keeps it.
-pub(crate) fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> Intent {
+pub fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> Intent {
     match check_access(request, policy) {
         Ok(()) => {}
         Err(reply) => return Intent::Reply(reply),
@@ -185,6 +185,24 @@ fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
             jsonrpc::INVALID_REQUEST,
             "Bad Request: more than one Host header",
         ));
+    }
+    // Mcp-Session-Id is a singleton too: with two different values, the
+    // session a request reaches would depend on which field is read (here,
+    // the first; an upstream or another proxy may read the last).
+    let mut sessions = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name == SESSION_HEADER)
+        .map(|(_, value)| value);
+    if let Some(first) = sessions.next() {
+        if sessions.any(|value| value != first) {
+            return Err(Reply::error(
+                400,
+                RawValue::NULL,
+                jsonrpc::INVALID_REQUEST,
+                "Bad Request: more than one Mcp-Session-Id",
+            ));
+        }
     }
     match request.header("host") {
         Some(host) if policy.allows_host(host) => {}
@@ -570,6 +588,33 @@ mod tests {
                 "{described}"
             );
         }
+    }
+
+    #[test]
+    fn two_different_session_ids_are_400() {
+        let two = [("mcp-session-id", "s1"), ("mcp-session-id", "s2")];
+        let get = [("accept", "text/event-stream"), two[0], two[1]];
+        for mut request in [
+            post(&two, CALL),
+            request("GET", &get, ""),
+            request("DELETE", &two, ""),
+        ] {
+            match interpret(&mut request, "/mcp", &policy()) {
+                Intent::Reply(reply) => {
+                    assert_eq!(reply.status, 400);
+                    let value: Value = serde_json::from_slice(&reply.body).unwrap();
+                    assert_eq!(value["error"]["code"], -32600);
+                    assert_eq!(value["id"], Value::Null);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The same id twice names one session.
+        let same = [("mcp-session-id", "s1"), ("mcp-session-id", "s1")];
+        assert!(matches!(
+            interpret(&mut post(&same, CALL), "/mcp", &policy()),
+            Intent::Post { ref session, .. } if session == "s1"
+        ));
     }
 
     #[test]

@@ -522,6 +522,37 @@ fn malformed_status_lines() {
 }
 
 #[test]
+fn a_status_under_100_is_malformed() {
+    for bytes in [
+        &b"HTTP/1.1 000 X\r\n\r\n"[..],
+        b"HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 001\r\n\r\n",
+    ] {
+        assert_eq!(
+            error(bytes),
+            ResponseError::Malformed("status code under 100"),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    // The edges of the range are statuses (100 an interim one, skipped).
+    for (bytes, status) in [
+        (&b"HTTP/1.1 999 X\r\nContent-Length: 0\r\n\r\n"[..], 999),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            200,
+        ),
+    ] {
+        let outcome = complete(bytes);
+        assert!(
+            matches!(outcome.events.first(), Some(ResponseEvent::Head(head)) if head.status == status),
+            "{:?}",
+            outcome.events
+        );
+    }
+}
+
+#[test]
 fn content_length_with_transfer_encoding() {
     assert_eq!(
         error(

@@ -378,8 +378,17 @@ fn head_reader_skips_leading_empty_lines_and_caps_bytes() {
         rest: b"\r\n\nGET / HTTP/1.1\r\nA: b\n\r\nrest",
         used: 0,
     };
-    let head = reader.read(&mut input, 64).map(|h| h.map(<[u8]>::to_vec));
+    // The start line is judged once, alone, as soon as it is complete.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let judge = |line: &mut [u8]| {
+        seen.borrow_mut().push(line.to_vec());
+        Ok::<(), FramingError>(())
+    };
+    let head = reader
+        .read(&mut input, 64, judge)
+        .map(|h| h.map(<[u8]>::to_vec));
     assert_eq!(head, Ok(Some(b"GET / HTTP/1.1\r\nA: b\n\r\n".to_vec())));
+    assert_eq!(seen.into_inner(), vec![b"GET / HTTP/1.1\r\n".to_vec()]);
     assert_eq!(input.rest, b"rest");
     assert_eq!(reader.bytes(), 26);
     reader.clear();
@@ -390,8 +399,22 @@ fn head_reader_skips_leading_empty_lines_and_caps_bytes() {
         used: 0,
     };
     assert_eq!(
-        reader.read(&mut endless, 50).map(|h| h.is_some()),
+        reader
+            .read(&mut endless, 50, |_| Ok::<(), FramingError>(()))
+            .map(|h| h.is_some()),
         Err(FramingError::HeadTooLarge)
     );
     assert_eq!(endless.used, 50);
+
+    // A refused start line ends the read there, whatever follows.
+    let mut reader = HeadReader::default();
+    let mut input = Cursor {
+        rest: b"BAD\r\nA: b\r\n\r\n",
+        used: 0,
+    };
+    assert_eq!(
+        reader.read(&mut input, 64, |_| Err(FramingError::Malformed("no"))),
+        Err(FramingError::Malformed("no"))
+    );
+    assert_eq!(input.used, 5);
 }

@@ -503,7 +503,9 @@ fn odd_transfer_encodings_are_400() {
 fn malformed_request_line_is_400() {
     for bytes in [
         &b"GET\r\n\r\n"[..],
-        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/1.10\r\n\r\n",
+        b"GET / HTTP/1\r\n\r\n",
+        b"G\0T / HTTP/2.0\r\n\r\n",
         b"GET / FTP/1.1\r\n\r\n",
         b"GET  / HTTP/1.1\r\n\r\n",
         b"G(T / HTTP/1.1\r\n\r\n",
@@ -517,6 +519,67 @@ fn malformed_request_line_is_400() {
             "{:?} gave {err:?}",
             String::from_utf8_lossy(bytes)
         );
+    }
+}
+
+#[test]
+fn a_broken_request_line_is_refused_before_the_head_ends() {
+    // No blank line follows: the line alone decides, at once.
+    for (bytes, why) in [
+        (&b"\x00\x01garbage\r\n"[..], "invalid token in start line"),
+        (b"GET /m\0 HTTP/1.1\r\n", "invalid token in start line"),
+        (
+            b"GET / HTTP/1.1 extra\r\nHost: a\r\n",
+            "invalid line ending",
+        ),
+        (b"GET / HTTP/3\r\n", "invalid HTTP version"),
+    ] {
+        assert_eq!(
+            error(bytes),
+            DecodeError::BadRequest(why),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    // A good line waits for the rest of the head.
+    let outcome = decode_every_way(b"GET / HTTP/1.1\r\nHost: a\r\n", Limits::default());
+    assert_eq!(outcome.results, Vec::new());
+    let mut decoder = RequestDecoder::new(Limits::default());
+    assert_eq!(
+        decoder.decode(&mut b"GET / HTTP/1.1\r\n".to_vec()),
+        Ok(Decoded::Incomplete)
+    );
+    assert!(decoder.head_in_progress());
+}
+
+#[test]
+fn a_higher_http_1_minor_version_is_served_as_http_1_1() {
+    for version in ["1.2", "1.9"] {
+        let bytes = format!("GET /mcp HTTP/{version}\r\nHost: a\r\n\r\n");
+        let request = one_request(bytes.as_bytes());
+        assert_eq!(request.minor_version, 1, "HTTP/{version}");
+        assert_eq!(request.target, "/mcp");
+        assert!(request.keep_alive);
+    }
+}
+
+#[test]
+fn another_http_major_version_is_505() {
+    for bytes in [
+        &b"GET / HTTP/2.0\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n",
+        b"GET / HTTP/3.0\r\nHost: a\r\n",
+        b"GET / HTTP/0.9\r\n",
+    ] {
+        let err = error(bytes);
+        assert_eq!(
+            err,
+            DecodeError::VersionNotSupported,
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert_eq!(err.status(), 505);
+        assert_eq!(err.reason(), "HTTP Version Not Supported");
     }
 }
 

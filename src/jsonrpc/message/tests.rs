@@ -229,6 +229,53 @@ fn numeric_ids_keep_value_s_spelling() {
 }
 
 #[test]
+fn an_id_that_is_no_64_bit_integer_is_an_invalid_request_answered_with_null() {
+    for id in [
+        "123456789012345678901234567890123",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.5",
+        "1e2",
+        "1.0",
+    ] {
+        for text in [
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#),
+        ] {
+            assert_eq!(
+                parse(&text).map(|message| message.kind()),
+                Err(Rejected::NotJsonRpc {
+                    why: "\"id\" must be a string or an integer",
+                    id: None
+                }),
+                "{text}"
+            );
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert!(classify(&value).is_err(), "{text}");
+        }
+    }
+    // The extremes of 64 bits are ids, kept in their exact spelling.
+    for id in ["18446744073709551615", "-9223372036854775808", "0"] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+        let message = parse(&text).unwrap();
+        assert_eq!(message.id_key(), Some(IdKey::Number(id.to_string())));
+        assert_eq!(message.reply_id().get(), id);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(classify(&value), Ok(Kind::Request));
+    }
+}
+
+#[test]
+fn an_id_of_a_wrong_type_is_not_echoed() {
+    for id in ["true", r#"{"a":1}"#, "[1]", "1.5"] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+        let rejected = parse(&text).unwrap_err();
+        assert_eq!(rejected.id().get(), "null", "{text}");
+        assert_eq!(rejected.code(), crate::jsonrpc::INVALID_REQUEST, "{text}");
+    }
+}
+
+#[test]
 fn deep_nesting_neither_panics_nor_recurses() {
     // Far deeper than serde_json's recursion limit (128) for a `Value`: the
     // raw pass skips it with a loop, so it is read, and it travels as it is.
@@ -330,7 +377,7 @@ fn agrees_with_classify_on_noise() {
                     "{}",
                     String::from_utf8_lossy(&bytes)
                 );
-                let id = value.get("id").and_then(IdKey::of);
+                let id = value.get("id").and_then(IdKey::of_id);
                 assert_eq!(message.id_key(), id);
                 agreed += 1;
             }

@@ -142,6 +142,13 @@ impl Proxy {
                 let Some(wait) = client.filter(|wait| self.client_waits(*wait, exchange)) else {
                     return;
                 };
+                if response::forbids_body(status) {
+                    // A 204 or 304 has no body to relay (nor may it have a
+                    // chunked head), and a JSON-RPC POST needs an answer:
+                    // the upstream gave none, so 502 with a JSON-RPC error.
+                    self.reply_to_waiting(wait, &relayed_reply(status, b""));
+                    return;
+                }
                 let Some(head) = self
                     .upstream
                     .http()
