@@ -46,8 +46,10 @@ pub enum ConnState {
 /// Which deadline a connection is under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadlineKind {
-    /// A request has begun and must be complete in time, or it gets 408.
+    /// A request head has begun and must be complete in time, or it gets 408.
     Request,
+    /// A request body is arriving; a pause this long gets 408.
+    Body,
     /// Idle between requests; closed quietly when it passes.
     KeepAlive,
 }
@@ -86,6 +88,9 @@ pub struct Conn {
     pub heartbeat_at: Option<Instant>,
     /// The deadline of this connection's one armed heartbeat timer.
     pub heartbeat_timer: Option<Instant>,
+    /// Bytes arrived since the connection's deadline was last set (a
+    /// request body that moves renews its body timeout).
+    pub received: bool,
 }
 
 impl Conn {
@@ -105,6 +110,7 @@ impl Conn {
             dirty: false,
             heartbeat_at: None,
             heartbeat_timer: None,
+            received: false,
         }
     }
 

@@ -23,6 +23,11 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A request head not complete within this long gets 408 and a close.
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body that receives nothing for this long gets 408 and a close.
+/// Measured between two reads that bring body bytes, as nginx's
+/// `client_body_timeout` (whose default this is), so a large body on a slow
+/// link is not cut while it still moves.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a child's stdin is closed, how long it has to exit before SIGTERM,
 /// and again after SIGTERM before SIGKILL.
 pub const DEFAULT_CHILD_GRACE: Duration = Duration::from_secs(2);
@@ -79,6 +84,7 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub head_timeout: Duration,
+    pub body_timeout: Duration,
     pub child_grace: Duration,
     pub max_head_bytes: usize,
     pub max_body_bytes: usize,
@@ -132,6 +138,7 @@ impl Config {
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             child_grace: DEFAULT_CHILD_GRACE,
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -193,6 +200,7 @@ OPTIONS:
     --session-idle-timeout DUR    end sessions idle this long [default: 30m]
     --shutdown-grace DUR          time in-flight requests get on SIGTERM [default: 10s]
     --head-timeout DUR            time to send a request head [default: 10s]
+    --body-timeout DUR            longest pause inside a request body [default: 60s]
     --child-grace DUR             wait after closing stdin before SIGTERM, and
                                   after SIGTERM before SIGKILL [default: 2s]
     --request-timeout DUR         a request with no answer and no progress this
@@ -304,6 +312,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             }
             "--shutdown-grace" => config.shutdown_grace = parse_duration(&name, &value(&name)?)?,
             "--head-timeout" => config.head_timeout = parse_duration(&name, &value(&name)?)?,
+            "--body-timeout" => config.body_timeout = parse_duration(&name, &value(&name)?)?,
             "--child-grace" => config.child_grace = parse_duration(&name, &value(&name)?)?,
             "--request-timeout" => config.request_timeout = parse_duration(&name, &value(&name)?)?,
             "--request-timeout-max" => {

@@ -260,6 +260,12 @@ impl RequestDecoder {
         self.error.is_none() && matches!(self.state, State::Head) && self.head.bytes() > 0
     }
 
+    /// True while a request's head is decoded and its body is still
+    /// arriving (the body timeout applies).
+    pub fn body_in_progress(&self) -> bool {
+        self.error.is_none() && matches!(self.state, State::Body { .. })
+    }
+
     /// True if the head just decoded asked `Expect: 100-continue` and the body has not
     /// all arrived; returns true only once per request (take semantics), so the caller writes
     /// `HTTP/1.1 100 Continue` once.

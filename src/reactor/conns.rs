@@ -28,7 +28,9 @@ impl Proxy {
         let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
+        let before = conn.input.len();
         let outcome = conn.read_available(max_input, &mut self.scratch);
+        conn.received |= conn.input.len() > before;
         let streaming = matches!(conn.state, ConnState::Streaming { .. });
         if outcome == ReadOutcome::Closed && streaming {
             // A client that hangs up mid-stream has gone away (as nginx treats
@@ -109,15 +111,21 @@ impl Proxy {
             }
             return;
         }
-        let mid_request = conn.decoder.head_in_progress() || !conn.input.is_empty();
-        let wanted = if mid_request {
+        let received = std::mem::take(&mut conn.received);
+        let wanted = if conn.decoder.body_in_progress() {
+            DeadlineKind::Body
+        } else if conn.decoder.head_in_progress() || !conn.input.is_empty() {
             DeadlineKind::Request
         } else {
             DeadlineKind::KeepAlive
         };
-        if conn.deadline.map(|(_, kind)| kind) != Some(wanted) {
+        // The head's deadline covers the whole head; the body's restarts
+        // whenever body bytes arrive.
+        let renew = wanted == DeadlineKind::Body && received;
+        if renew || conn.deadline.map(|(_, kind)| kind) != Some(wanted) {
             let after = match wanted {
                 DeadlineKind::Request => self.config.head_timeout,
+                DeadlineKind::Body => self.config.body_timeout,
                 DeadlineKind::KeepAlive => DEFAULT_KEEPALIVE_TIMEOUT,
             };
             self.set_conn_deadline(key, wanted, after);

@@ -517,6 +517,16 @@ impl Proxy {
             return;
         }
         match kind {
+            Some(DeadlineKind::Body) => {
+                debug!("connection {key}: request body stalled: 408");
+                let reply = Reply::error(
+                    408,
+                    RawValue::NULL,
+                    jsonrpc::INVALID_REQUEST,
+                    "Request Timeout: the request body stopped arriving",
+                );
+                self.reply(key, &reply, false);
+            }
             Some(DeadlineKind::Request) => {
                 debug!("connection {key}: request not complete in time: 408");
                 let reply = Reply::error(

@@ -653,7 +653,7 @@ fn poisoned_decoder_repeats_error() {
 }
 
 #[test]
-fn head_in_progress_transitions() {
+fn head_and_body_in_progress_transitions() {
     let mut decoder = RequestDecoder::new(Limits::default());
     assert!(!decoder.head_in_progress());
     let mut input = Vec::new();
@@ -664,9 +664,11 @@ fn head_in_progress_transitions() {
     assert_eq!(decoder.decode(&mut input), Ok(Decoded::Incomplete));
     assert!(decoder.head_in_progress());
 
+    assert!(!decoder.body_in_progress(), "still in the head");
     input.extend_from_slice(b"Length: 3\r\n\r\nab");
     assert_eq!(decoder.decode(&mut input), Ok(Decoded::Incomplete));
     assert!(!decoder.head_in_progress(), "head done, body pending");
+    assert!(decoder.body_in_progress(), "head done, body pending");
 
     input.extend_from_slice(b"cGET");
     assert!(matches!(
@@ -674,6 +676,7 @@ fn head_in_progress_transitions() {
         Ok(Decoded::Request(_))
     ));
     assert!(!decoder.head_in_progress(), "between requests");
+    assert!(!decoder.body_in_progress(), "between requests");
     assert_eq!(input, b"GET");
 
     assert_eq!(decoder.decode(&mut input), Ok(Decoded::Incomplete));
