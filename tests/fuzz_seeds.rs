@@ -1,7 +1,8 @@
 //! The fuzz properties on the committed seed corpus, so `cargo test` (and
 //! CI) checks them without libFuzzer: every file under `fuzz/seeds/TARGET/`
 //! goes through the same property function its fuzz target runs
-//! (`fuzz/src/lib.rs`, included here as a module), whole and cut at every
+//! (`fuzz/src/lib.rs` and its modules, included here as a module; its
+//! `mod` lines resolve beside it, under `fuzz/src/`), whole and cut at every
 //! length, since a prefix of a seed is an input of its own.
 
 #[path = "../fuzz/src/lib.rs"]
