@@ -18,15 +18,13 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
-use serde_json::value::RawValue;
 
 use crate::arena::Arena;
-use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
+use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
 use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
-use crate::http::request::{Decoded, Limits};
+use crate::http::request::Limits;
 use crate::http::response;
-use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -38,12 +36,11 @@ mod drive;
 pub(crate) mod edge_io;
 mod front_door;
 pub(crate) mod http_upstream;
-mod sessions;
 mod stdio_upstream;
-mod streams;
 mod upstreams;
 
-use front_door::HttpFrontDoor;
+use conns::Next;
+use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use http_upstream::HttpSide;
 use stdio_upstream::{Pipe, StdioUpstream};
 use upstreams::Upstreams;
@@ -112,6 +109,9 @@ pub struct Proxy {
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
     scratch: Vec<u8>,
+    /// What the front door reported during a call, handled after it returns
+    /// (kept to reuse its allocation).
+    front_events: Vec<FrontEvent>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
@@ -192,6 +192,7 @@ impl Proxy {
             shutdown_signal,
             child_signal,
             scratch: vec![0; READ_CHUNK_BYTES],
+            front_events: Vec::new(),
             local_addr,
             now: Instant::now(),
             upstream,
@@ -387,10 +388,67 @@ impl Proxy {
         self.front
             .conns
             .insert(Conn::new(socket, self.front.limits));
-        self.set_conn_deadline(key, DeadlineKind::Request, self.config.head_timeout);
+        let head_timeout = self.config.head_timeout;
+        let (front, mut ctx) = self.front_parts();
+        front.set_deadline(&mut ctx, key, DeadlineKind::Request, head_timeout);
     }
 
     // ----- client connections ---------------------------------------------
+
+    /// The front door and what its calls need of the rest of the proxy.
+    fn front_parts(&mut self) -> (&mut HttpFrontDoor, FrontCtx<'_>) {
+        let ctx = FrontCtx {
+            now: self.now,
+            config: &self.config,
+            timers: &mut self.timers,
+            registry: self.poll.registry(),
+            serving: self.run_state == RunState::Serving,
+            scratch: &mut self.scratch,
+            events: &mut self.front_events,
+        };
+        (&mut self.front, ctx)
+    }
+
+    fn read_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.read_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    /// Acts on buffered requests while the connection is free to take them.
+    fn process_conn(&mut self, key: ConnKey) {
+        loop {
+            let (front, mut ctx) = self.front_parts();
+            match front.next_request(&mut ctx, key) {
+                Next::Request(request) => self.handle_request(key, request),
+                Next::Wait => {
+                    front.after_processing(&mut ctx, key);
+                    break;
+                }
+                Next::Gone => break,
+            }
+        }
+        self.run_front_events();
+    }
+
+    fn flush_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.flush_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    fn close_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.close_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    /// Queues an immediate response on a connection; it is the last one
+    /// while mcphop shuts down.
+    fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
+        let keep_alive = keep_alive && self.run_state == RunState::Serving;
+        self.front.reply(key, reply, keep_alive);
+    }
 }
 
 impl Proxy {
@@ -505,40 +563,14 @@ impl Proxy {
     }
 
     fn on_conn_deadline(&mut self, key: ConnKey, deadline: Instant) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
-            return;
-        };
-        if conn.deadline.map(|(at, _)| at) != Some(deadline) {
-            return;
-        }
-        let kind = conn.deadline.map(|(_, kind)| kind);
-        conn.deadline = None;
-        if conn.state != ConnState::Requests {
-            return;
-        }
-        match kind {
-            Some(DeadlineKind::Body) => {
-                debug!("connection {key}: request body stalled: 408");
-                let reply = Reply::error(
-                    408,
-                    RawValue::NULL,
-                    jsonrpc::INVALID_REQUEST,
-                    "Request Timeout: the request body stopped arriving",
-                );
-                self.reply(key, &reply, false);
-            }
-            Some(DeadlineKind::Request) => {
-                debug!("connection {key}: request not complete in time: 408");
-                let reply = Reply::error(
-                    408,
-                    RawValue::NULL,
-                    jsonrpc::INVALID_REQUEST,
-                    "Request Timeout: the request was not complete in time",
-                );
-                self.reply(key, &reply, false);
-            }
-            _ => self.close_conn(key),
-        }
+        let (front, mut ctx) = self.front_parts();
+        front.on_deadline(&mut ctx, key, deadline);
+        self.run_front_events();
+    }
+
+    fn on_heartbeat(&mut self, key: ConnKey, deadline: Instant) {
+        let (front, mut ctx) = self.front_parts();
+        front.on_heartbeat(&mut ctx, key, deadline);
     }
 
     // ----- shutdown ---------------------------------------------------------
