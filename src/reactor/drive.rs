@@ -21,8 +21,12 @@ use crate::mcp::router::{RouterLimits, StreamId};
 use crate::session::{Session, SessionKey};
 use crate::session_id;
 
+use mio::event::Event as MioEvent;
+
 use super::front_door::{FrontEvent, StreamHead};
-use super::{Proxy, RunState, Timer};
+use super::stdio_upstream::Pipe;
+use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
+use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
 
 /// A client connection a core's actions may answer.
 #[derive(Debug, Clone, Copy)]
@@ -283,6 +287,114 @@ impl Proxy {
         self.sessions.remove(session_key);
     }
 
+    /// The upstream side and what its calls need of the rest of the proxy.
+    fn upstream_parts(&mut self) -> (&mut Upstreams, UpstreamCtx<'_>) {
+        let ctx = UpstreamCtx {
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            sessions: &self.sessions,
+            events: &mut self.upstream_events,
+        };
+        (&mut self.upstream, ctx)
+    }
+
+    /// A readiness event on a child's pipe (`index`: its session's slot).
+    pub(super) fn on_child_event(&mut self, index: usize, pipe: Pipe, event: &MioEvent) {
+        let Some(key) = self.sessions.key_at(index) else {
+            return;
+        };
+        let (upstream, mut ctx) = self.upstream_parts();
+        let read = upstream.on_pipe_event(&mut ctx, key, pipe, event);
+        self.run_upstream_events();
+        if read {
+            self.pump_output(key);
+        }
+    }
+
+    /// SIGCHLD: children that exited are reaped and their sessions ended.
+    pub(super) fn reap_children(&mut self) {
+        let (upstream, mut ctx) = self.upstream_parts();
+        upstream.reap(&mut ctx);
+        self.run_upstream_events();
+    }
+
+    /// Reads a session's upstream output one step at a time while its
+    /// clients keep up (back-pressure), at most `MAX_STDOUT_READS_PER_TURN`
+    /// steps per turn.
+    pub(super) fn pump_output(&mut self, session_key: SessionKey) {
+        for _ in 0..MAX_STDOUT_READS_PER_TURN {
+            let Some(session) = self.sessions.get(session_key) else {
+                return;
+            };
+            if session.core.is_live() && !self.session_can_emit(session) {
+                return;
+            }
+            let (upstream, mut ctx) = self.upstream_parts();
+            let more = upstream.read_output(&mut ctx, session_key);
+            self.run_upstream_events();
+            if !more {
+                return;
+            }
+        }
+        // More may be waiting: come back after the other sources had a turn.
+        self.upstream.requeue_output(session_key);
+    }
+
+    /// True when every connection carrying this session's streams can take
+    /// more output; otherwise its upstream output waits (back-pressure).
+    fn session_can_emit(&self, session: &Session) -> bool {
+        session.stream_conns.values().all(|conn_key| {
+            self.front
+                .conns
+                .get(*conn_key)
+                .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
+        })
+    }
+
+    /// A client caught up: let the session's upstream output flow again.
+    fn resume_upstream_output(&mut self, session_key: SessionKey) {
+        if self.upstream.is_pipe() {
+            self.pump_output(session_key);
+        } else {
+            self.resume_http_output(session_key);
+        }
+    }
+
+    /// Feeds what the upstream side reported during its last call to the
+    /// session cores.
+    pub(super) fn run_upstream_events(&mut self) {
+        while !self.upstream_events.is_empty() {
+            let mut events = std::mem::take(&mut self.upstream_events);
+            for event in events.drain(..) {
+                self.feed_upstream_event(event);
+            }
+            if self.upstream_events.is_empty() {
+                // Keep the allocation for the next call.
+                self.upstream_events = events;
+            }
+        }
+    }
+
+    fn feed_upstream_event(&mut self, event: UpstreamEvent) {
+        match event {
+            UpstreamEvent::Message { session, message } => {
+                let Some(core) = self.sessions.get(session).map(|s| &s.core) else {
+                    return;
+                };
+                if !core.is_live() {
+                    debug!(
+                        "session {}: discarding output of an ended session",
+                        core.short_id()
+                    );
+                    return;
+                }
+                self.deliver_from_upstream(session, &message);
+            }
+            UpstreamEvent::EndSession { session, reason } => self.end_session(session, &reason),
+            UpstreamEvent::Finalize { session } => self.finalize_if_done(session),
+        }
+    }
+
     /// Handles what the front door reported during its last call.
     pub(super) fn run_front_events(&mut self) {
         while !self.front_events.is_empty() {
@@ -425,7 +537,8 @@ impl Proxy {
             self.drive(session_key, origin, |core| core.stream_ready(stream));
         }
         for message in &forward.messages {
-            self.send_to_child(session_key, message.bytes());
+            self.upstream
+                .send_to_child(session_key, message.bytes(), self.poll.registry());
         }
         if forward.client_waits && forward.stream.is_none() {
             if let Some(client) = origin.client {
@@ -448,7 +561,8 @@ impl Proxy {
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
         if self.upstream.is_pipe() {
-            self.stop_child(session_key);
+            self.upstream
+                .stop_child(session_key, self.poll.registry(), self.now);
         } else {
             self.end_http_session(session_key);
         }
@@ -456,10 +570,10 @@ impl Proxy {
     }
 
     /// One message from a session's upstream, for the core to route.
-    pub(super) fn deliver_from_upstream(
+    pub(super) fn deliver_from_upstream<B: AsRef<[u8]>>(
         &mut self,
         session_key: SessionKey,
-        message: &Message<&[u8]>,
+        message: &Message<B>,
     ) {
         let now = self.now;
         self.drive(session_key, Origin::upstream(message.bytes()), |core| {

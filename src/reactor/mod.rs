@@ -43,7 +43,7 @@ use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use http_upstream::HttpSide;
 use stdio_upstream::{Pipe, StdioUpstream};
-use upstreams::Upstreams;
+use upstreams::{UpstreamEvent, Upstreams};
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -112,6 +112,9 @@ pub struct Proxy {
     /// What the front door reported during a call, handled after it returns
     /// (kept to reuse its allocation).
     front_events: Vec<FrontEvent>,
+    /// What the upstream side reported during a call, fed to the cores after
+    /// it returns (kept to reuse its allocation).
+    upstream_events: Vec<UpstreamEvent>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
@@ -193,6 +196,7 @@ impl Proxy {
             child_signal,
             scratch: vec![0; READ_CHUNK_BYTES],
             front_events: Vec::new(),
+            upstream_events: Vec::new(),
             local_addr,
             now: Instant::now(),
             upstream,
@@ -252,7 +256,7 @@ impl Proxy {
                 }
             }
             for session_key in self.upstream.take_pending_reads() {
-                self.pump_stdout(session_key);
+                self.pump_output(session_key);
             }
             self.run_timers(self.now);
             self.settle();
@@ -498,7 +502,7 @@ impl Proxy {
                     }
                 }
                 Timer::FinalExit => {
-                    self.kill_all_children();
+                    self.upstream.kill_all();
                     self.reap_children();
                     for key in self.sessions.keys() {
                         if let Some(session) = self.sessions.get(key) {
@@ -580,7 +584,7 @@ impl Proxy {
             // SIGKILL cannot be ignored: the children die now, and whatever
             // mcphop does not reap before it exits, init reaps.
             warn!("second signal: killing every child and exiting now");
-            self.kill_all_children();
+            self.upstream.kill_all();
             self.reap_children();
             return Some(1);
         }
@@ -622,10 +626,6 @@ impl Proxy {
         }
         None
     }
-}
-
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
 }
 
 /// Runs mcphop with `config` until it shuts down; returns the exit code.

@@ -8,12 +8,42 @@
 use std::io;
 use std::time::Instant;
 
+use log::debug;
+use mio::event::Event;
 use mio::Registry;
 
+use crate::arena::Arena;
+use crate::child;
+use crate::jsonrpc::Message;
 use crate::session::{HttpSession, Session, SessionKey, Upstream};
 
 use super::http_upstream::HttpSide;
-use super::stdio_upstream::StdioUpstream;
+use super::stdio_upstream::{Pipe, StdioUpstream};
+
+/// What an upstream adapter's call needs of the reactor: the poll
+/// registry, a read buffer, a read-only view of the sessions, and the queue
+/// its `UpstreamEvent`s go to (fed to the session cores after the call).
+pub(crate) struct UpstreamCtx<'a> {
+    pub registry: &'a Registry,
+    pub scratch: &'a mut [u8],
+    pub sessions: &'a Arena<Session>,
+    pub events: &'a mut Vec<UpstreamEvent>,
+}
+
+/// What an upstream adapter reports for the session cores.
+#[derive(Debug)]
+pub(crate) enum UpstreamEvent {
+    /// One message from a session's upstream, its bytes as received (moved,
+    /// not copied), for its core to route.
+    Message {
+        session: SessionKey,
+        message: Message<Vec<u8>>,
+    },
+    /// The session's upstream is gone: the session ends.
+    EndSession { session: SessionKey, reason: String },
+    /// Something the removal of an ended session waits for is over.
+    Finalize { session: SessionKey },
+}
 
 /// The upstream of every session.
 // One value per proxy: its size does not matter, and boxing would add a
@@ -93,6 +123,74 @@ impl Upstreams {
         self.stdio_mut()
             .map(StdioUpstream::take_backlog)
             .unwrap_or_default()
+    }
+
+    /// A readiness event on a child's pipe; true when the session's
+    /// upstream output is to be read (`read_output`).
+    pub(crate) fn on_pipe_event(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        key: SessionKey,
+        pipe: Pipe,
+        event: &Event,
+    ) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.on_pipe_event(ctx, key, pipe, event),
+            Upstreams::Http(_) => false,
+        }
+    }
+
+    /// One read of a session's upstream output, passed on as events; true
+    /// when more may be waiting (a child's stdout).
+    pub(crate) fn read_output(&mut self, ctx: &mut UpstreamCtx<'_>, key: SessionKey) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.read_output(ctx, key),
+            Upstreams::Http(_) => false,
+        }
+    }
+
+    /// The per-turn read cap cut a session's output short: it is read again
+    /// this turn, after the other sources, if it still has more.
+    pub(crate) fn requeue_output(&mut self, key: SessionKey) {
+        if let Upstreams::Stdio(stdio) = self {
+            if stdio.stdout_readable(key) {
+                stdio.push_backlog(key);
+            }
+        }
+    }
+
+    /// SIGCHLD: reaps every child that exited.
+    pub(crate) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.reap(ctx),
+            Upstreams::Http(_) => {
+                while let Some((pid, status)) = child::reap_any() {
+                    debug!("reaped process {pid} ({status})");
+                }
+            }
+        }
+    }
+
+    /// Queues messages for a session's child (see `StdioUpstream::send`).
+    pub(crate) fn send_to_child(&mut self, session: SessionKey, body: &[u8], registry: &Registry) {
+        if let Some(stdio) = self.stdio_mut() {
+            stdio.send(session, body, registry);
+        }
+    }
+
+    /// The session ended: its child is told to exit (stdin closed; SIGTERM
+    /// and SIGKILL follow if it lingers).
+    pub(crate) fn stop_child(&mut self, session: SessionKey, registry: &Registry, now: Instant) {
+        if let Some(stdio) = self.stdio_mut() {
+            stdio.stop(session, registry, now);
+        }
+    }
+
+    /// SIGKILL to every child's group that has not been reaped.
+    pub(crate) fn kill_all(&self) {
+        if let Some(stdio) = self.stdio() {
+            stdio.kill_all();
+        }
     }
 
     /// Forgets a removed session's upstream state (a child's pipes).
