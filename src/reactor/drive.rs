@@ -24,6 +24,7 @@ use crate::session_id;
 use mio::event::Event as MioEvent;
 
 use super::front_door::{FrontEvent, StreamHead};
+use super::http_upstream::{self, HttpCtx, HttpSide, UpConnKey};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
 use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
@@ -127,7 +128,10 @@ impl Proxy {
                 return;
             }
             Intent::Stateless { refusal } => {
-                if !self.passthrough(key, &request) {
+                if !self
+                    .with_http(|http, ctx| http_upstream::passthrough(http, ctx, key, &request))
+                    .unwrap_or(false)
+                {
                     self.reply(key, refusal, request.keep_alive);
                 }
                 return;
@@ -356,8 +360,41 @@ impl Proxy {
         if self.upstream.is_pipe() {
             self.pump_output(session_key);
         } else {
-            self.resume_http_output(session_key);
+            self.with_http(|_, ctx| http_upstream::resume_http_output(ctx, session_key));
         }
+    }
+
+    /// Calls the HTTP upstream's glue with what it needs of the proxy, then
+    /// feeds the events it reported to the cores; `None` without an HTTP
+    /// upstream.
+    pub(super) fn with_http<R>(
+        &mut self,
+        call: impl FnOnce(&mut HttpSide, &mut HttpCtx<'_>) -> R,
+    ) -> Option<R> {
+        let http = self.upstream.http_mut()?;
+        let mut ctx = HttpCtx {
+            now: self.now,
+            config: &self.config,
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            serving: self.run_state == RunState::Serving,
+            sessions: &mut self.sessions,
+            front: &mut self.front,
+            timers: &mut self.timers,
+            events: &mut self.upstream_events,
+        };
+        let result = call(http, &mut ctx);
+        self.run_upstream_events();
+        Some(result)
+    }
+
+    /// Reads an upstream connection one step at a time, each step's events
+    /// fed before the next.
+    fn pump_up_conn(&mut self, conn: UpConnKey) {
+        while self
+            .with_http(|http, ctx| http_upstream::read_step(http, ctx, conn))
+            .unwrap_or(false)
+        {}
     }
 
     /// Feeds what the upstream side reported during its last call to the
@@ -392,6 +429,25 @@ impl Proxy {
             }
             UpstreamEvent::EndSession { session, reason } => self.end_session(session, &reason),
             UpstreamEvent::Finalize { session } => self.finalize_if_done(session),
+            UpstreamEvent::StreamReady {
+                session,
+                stream,
+                client,
+            } => self.drive(session, Origin::client(client), |core| {
+                core.stream_ready(stream)
+            }),
+            UpstreamEvent::FailStream {
+                session,
+                stream,
+                why,
+            } => self.fail_stream_requests(session, stream, &why),
+            UpstreamEvent::DiscardSession { session, why } => self.discard_session(session, &why),
+            UpstreamEvent::StreamLost { session, stream } => self.stream_lost(session, stream),
+            UpstreamEvent::CloseConn { conn } => self.close_conn(conn),
+            UpstreamEvent::ReadConn { conn } => self.pump_up_conn(conn),
+            UpstreamEvent::AnswerEnded { session, ended } => {
+                self.with_http(|_, ctx| http_upstream::answer_stream_closed(ctx, session, ended));
+            }
         }
     }
 
@@ -416,9 +472,15 @@ impl Proxy {
                     session, stream, ..
                 } => self.stream_lost(session, stream),
                 ConnState::AwaitingUpstream { exchange } => {
-                    self.client_left_exchange(exchange, false)
+                    self.with_http(|http, ctx| {
+                        http_upstream::client_left_exchange(http, ctx, exchange, false)
+                    });
                 }
-                ConnState::Relaying { exchange, .. } => self.client_left_exchange(exchange, true),
+                ConnState::Relaying { exchange, .. } => {
+                    self.with_http(|http, ctx| {
+                        http_upstream::client_left_exchange(http, ctx, exchange, true)
+                    });
+                }
                 ConnState::Requests => {}
             },
             FrontEvent::CaughtUp { session } => {
@@ -520,7 +582,11 @@ impl Proxy {
                 }
             }
             Action::Forward(forward) => self.forward(session_key, origin, forward),
-            Action::OpenUpstreamGet => self.open_upstream_get(session_key),
+            Action::OpenUpstreamGet => {
+                self.with_http(|http, ctx| {
+                    http_upstream::open_upstream_get(http, ctx, session_key)
+                });
+            }
             Action::Ended { reason } => self.session_ended(session_key, &reason),
         }
     }
@@ -528,7 +594,9 @@ impl Proxy {
     /// Sends messages to the session's upstream, whichever kind it is.
     fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
         if !self.upstream.is_pipe() {
-            self.forward_http(session_key, origin, forward);
+            self.with_http(|http, ctx| {
+                http_upstream::forward_http(http, ctx, session_key, origin, forward)
+            });
             return;
         }
         // A pipe takes everything at once: the answer stream starts now, and
@@ -564,7 +632,7 @@ impl Proxy {
             self.upstream
                 .stop_child(session_key, self.poll.registry(), self.now);
         } else {
-            self.end_http_session(session_key);
+            self.with_http(|http, ctx| http_upstream::end_http_session(http, ctx, session_key));
         }
         self.finalize_if_done(session_key);
     }

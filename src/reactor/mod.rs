@@ -315,7 +315,7 @@ impl Proxy {
             Source::ChildStdout(index) => self.on_child_event(index, Pipe::Stdout, event),
             Source::Upstream(index) => {
                 let key = self.upstream.http()?.conns.key_at(index)?;
-                self.on_upstream_event(key, event);
+                self.with_http(|http, ctx| http_upstream::on_upstream_event(http, ctx, key, event));
             }
             Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
         }
@@ -517,8 +517,14 @@ impl Proxy {
                     }
                     self.upstream.abandon(self.poll.registry());
                 }
-                Timer::Pool => self.on_pool_timer(deadline),
-                Timer::Upstream(key) => self.on_upstream_timer(key, deadline),
+                Timer::Pool => {
+                    self.with_http(|http, ctx| http_upstream::on_pool_timer(http, ctx, deadline));
+                }
+                Timer::Upstream(key) => {
+                    self.with_http(|http, ctx| {
+                        http_upstream::on_upstream_timer(http, ctx, key, deadline)
+                    });
+                }
                 Timer::ExitFlush => {}
                 Timer::RetryAccept => {
                     self.front.listener_readable = true;
@@ -556,7 +562,10 @@ impl Proxy {
                 .sessions
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
-            Timer::Pool => self.pool_timer_is(deadline),
+            Timer::Pool => self
+                .upstream
+                .http()
+                .is_some_and(|http| http_upstream::pool_timer_is(http, deadline)),
             Timer::Upstream(key) => self
                 .sessions
                 .get(key)

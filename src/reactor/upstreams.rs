@@ -17,7 +17,11 @@ use crate::child;
 use crate::jsonrpc::Message;
 use crate::session::{HttpSession, Session, SessionKey, Upstream};
 
-use super::http_upstream::HttpSide;
+use crate::client::ConnKey;
+use crate::mcp::router::StreamId;
+
+use super::drive::ClientRef;
+use super::http_upstream::{AnswerEnd, HttpSide, UpConnKey};
 use super::stdio_upstream::{Pipe, StdioUpstream};
 
 /// What an upstream adapter's call needs of the reactor: the poll
@@ -43,6 +47,37 @@ pub(crate) enum UpstreamEvent {
     EndSession { session: SessionKey, reason: String },
     /// Something the removal of an ended session waits for is over.
     Finalize { session: SessionKey },
+    /// A session's answer `stream` is open upstream; it starts on `client`
+    /// (the connection waiting for it) if any.
+    StreamReady {
+        session: SessionKey,
+        stream: StreamId,
+        client: Option<ClientRef>,
+    },
+    /// Every request still waiting on `stream` gets an error.
+    FailStream {
+        session: SessionKey,
+        stream: StreamId,
+        why: String,
+    },
+    /// A session that never got going is dropped.
+    DiscardSession { session: SessionKey, why: String },
+    /// The client carrying `stream` went away.
+    StreamLost {
+        session: SessionKey,
+        stream: StreamId,
+    },
+    /// A client connection is to close now.
+    CloseConn { conn: ConnKey },
+    /// An upstream connection is to be read, one step at a time, the events
+    /// of each step fed before the next.
+    ReadConn { conn: UpConnKey },
+    /// An upstream answer stream ended with the messages before it fed: what
+    /// its requests still wait for is decided now.
+    AnswerEnded {
+        session: SessionKey,
+        ended: AnswerEnd,
+    },
 }
 
 /// The upstream of every session.
