@@ -24,7 +24,7 @@ use crate::session_id;
 use mio::event::Event as MioEvent;
 
 use super::front_door::{FrontEvent, StreamHead};
-use super::http_upstream::{self, HttpCtx, HttpSide, UpConnKey};
+use super::http_upstream::UpConnKey;
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
 use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
@@ -128,10 +128,7 @@ impl Proxy {
                 return;
             }
             Intent::Stateless { refusal } => {
-                if !self
-                    .with_http(|http, ctx| http_upstream::passthrough(http, ctx, key, &request))
-                    .unwrap_or(false)
-                {
+                if !self.with_upstream(|upstream, ctx| upstream.passthrough(ctx, key, &request)) {
                     self.reply(key, refusal, request.keep_alive);
                 }
                 return;
@@ -291,15 +288,26 @@ impl Proxy {
         self.sessions.remove(session_key);
     }
 
-    /// The upstream side and what its calls need of the rest of the proxy.
-    fn upstream_parts(&mut self) -> (&mut Upstreams, UpstreamCtx<'_>) {
-        let ctx = UpstreamCtx {
+    /// Calls the upstream side with what it needs of the rest of the proxy,
+    /// then feeds the events it reported to the cores.
+    pub(super) fn with_upstream<R>(
+        &mut self,
+        call: impl FnOnce(&mut Upstreams, &mut UpstreamCtx<'_>) -> R,
+    ) -> R {
+        let mut ctx = UpstreamCtx {
+            now: self.now,
+            config: &self.config,
             registry: self.poll.registry(),
             scratch: &mut self.scratch,
-            sessions: &self.sessions,
+            serving: self.run_state == RunState::Serving,
+            sessions: &mut self.sessions,
+            front: &mut self.front,
+            timers: &mut self.timers,
             events: &mut self.upstream_events,
         };
-        (&mut self.upstream, ctx)
+        let result = call(&mut self.upstream, &mut ctx);
+        self.run_upstream_events();
+        result
     }
 
     /// A readiness event on a child's pipe (`index`: its session's slot).
@@ -307,9 +315,8 @@ impl Proxy {
         let Some(key) = self.sessions.key_at(index) else {
             return;
         };
-        let (upstream, mut ctx) = self.upstream_parts();
-        let read = upstream.on_pipe_event(&mut ctx, key, pipe, event);
-        self.run_upstream_events();
+        let read =
+            self.with_upstream(|upstream, ctx| upstream.on_pipe_event(ctx, key, pipe, event));
         if read {
             self.pump_output(key);
         }
@@ -317,9 +324,7 @@ impl Proxy {
 
     /// SIGCHLD: children that exited are reaped and their sessions ended.
     pub(super) fn reap_children(&mut self) {
-        let (upstream, mut ctx) = self.upstream_parts();
-        upstream.reap(&mut ctx);
-        self.run_upstream_events();
+        self.with_upstream(|upstream, ctx| upstream.reap(ctx));
     }
 
     /// Reads a session's upstream output one step at a time while its
@@ -333,9 +338,7 @@ impl Proxy {
             if session.core.is_live() && !self.session_can_emit(session) {
                 return;
             }
-            let (upstream, mut ctx) = self.upstream_parts();
-            let more = upstream.read_output(&mut ctx, session_key);
-            self.run_upstream_events();
+            let more = self.with_upstream(|upstream, ctx| upstream.read_output(ctx, session_key));
             if !more {
                 return;
             }
@@ -357,44 +360,13 @@ impl Proxy {
 
     /// A client caught up: let the session's upstream output flow again.
     fn resume_upstream_output(&mut self, session_key: SessionKey) {
-        if self.upstream.is_pipe() {
-            self.pump_output(session_key);
-        } else {
-            self.with_http(|_, ctx| http_upstream::resume_http_output(ctx, session_key));
-        }
-    }
-
-    /// Calls the HTTP upstream's glue with what it needs of the proxy, then
-    /// feeds the events it reported to the cores; `None` without an HTTP
-    /// upstream.
-    pub(super) fn with_http<R>(
-        &mut self,
-        call: impl FnOnce(&mut HttpSide, &mut HttpCtx<'_>) -> R,
-    ) -> Option<R> {
-        let http = self.upstream.http_mut()?;
-        let mut ctx = HttpCtx {
-            now: self.now,
-            config: &self.config,
-            registry: self.poll.registry(),
-            scratch: &mut self.scratch,
-            serving: self.run_state == RunState::Serving,
-            sessions: &mut self.sessions,
-            front: &mut self.front,
-            timers: &mut self.timers,
-            events: &mut self.upstream_events,
-        };
-        let result = call(http, &mut ctx);
-        self.run_upstream_events();
-        Some(result)
+        self.with_upstream(|upstream, ctx| upstream.resume_output(ctx, session_key));
     }
 
     /// Reads an upstream connection one step at a time, each step's events
     /// fed before the next.
     fn pump_up_conn(&mut self, conn: UpConnKey) {
-        while self
-            .with_http(|http, ctx| http_upstream::read_step(http, ctx, conn))
-            .unwrap_or(false)
-        {}
+        while self.with_upstream(|upstream, ctx| upstream.read_conn_step(ctx, conn)) {}
     }
 
     /// Feeds what the upstream side reported during its last call to the
@@ -445,8 +417,9 @@ impl Proxy {
             UpstreamEvent::StreamLost { session, stream } => self.stream_lost(session, stream),
             UpstreamEvent::CloseConn { conn } => self.close_conn(conn),
             UpstreamEvent::ReadConn { conn } => self.pump_up_conn(conn),
+            UpstreamEvent::ReadOutput { session } => self.pump_output(session),
             UpstreamEvent::AnswerEnded { session, ended } => {
-                self.with_http(|_, ctx| http_upstream::answer_stream_closed(ctx, session, ended));
+                self.with_upstream(|upstream, ctx| upstream.answer_ended(ctx, session, ended));
             }
         }
     }
@@ -472,14 +445,10 @@ impl Proxy {
                     session, stream, ..
                 } => self.stream_lost(session, stream),
                 ConnState::AwaitingUpstream { exchange } => {
-                    self.with_http(|http, ctx| {
-                        http_upstream::client_left_exchange(http, ctx, exchange, false)
-                    });
+                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, false));
                 }
                 ConnState::Relaying { exchange, .. } => {
-                    self.with_http(|http, ctx| {
-                        http_upstream::client_left_exchange(http, ctx, exchange, true)
-                    });
+                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, true));
                 }
                 ConnState::Requests => {}
             },
@@ -583,9 +552,7 @@ impl Proxy {
             }
             Action::Forward(forward) => self.forward(session_key, origin, forward),
             Action::OpenUpstreamGet => {
-                self.with_http(|http, ctx| {
-                    http_upstream::open_upstream_get(http, ctx, session_key)
-                });
+                self.with_upstream(|upstream, ctx| upstream.open_get(ctx, session_key));
             }
             Action::Ended { reason } => self.session_ended(session_key, &reason),
         }
@@ -593,30 +560,7 @@ impl Proxy {
 
     /// Sends messages to the session's upstream, whichever kind it is.
     fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
-        if !self.upstream.is_pipe() {
-            self.with_http(|http, ctx| {
-                http_upstream::forward_http(http, ctx, session_key, origin, forward)
-            });
-            return;
-        }
-        // A pipe takes everything at once: the answer stream starts now, and
-        // a client sending no request hears 202.
-        if let Some(stream) = forward.stream {
-            self.drive(session_key, origin, |core| core.stream_ready(stream));
-        }
-        for message in &forward.messages {
-            self.upstream
-                .send_to_child(session_key, message.bytes(), self.poll.registry());
-        }
-        if forward.client_waits && forward.stream.is_none() {
-            if let Some(client) = origin.client {
-                self.reply(
-                    client.key,
-                    &crate::mcp::endpoint::Reply::empty(202),
-                    client.keep_alive,
-                );
-            }
-        }
+        self.with_upstream(|upstream, ctx| upstream.forward(ctx, session_key, origin, forward));
     }
 
     /// The core ended the session: it is unreachable, and its upstream is
@@ -628,12 +572,7 @@ impl Proxy {
         debug!("session {} ending: {reason}", session.core.short_id());
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
-        if self.upstream.is_pipe() {
-            self.upstream
-                .stop_child(session_key, self.poll.registry(), self.now);
-        } else {
-            self.with_http(|http, ctx| http_upstream::end_http_session(http, ctx, session_key));
-        }
+        self.with_upstream(|upstream, ctx| upstream.session_ended(ctx, session_key));
         self.finalize_if_done(session_key);
     }
 

@@ -314,8 +314,7 @@ impl Proxy {
             Source::ChildStdin(index) => self.on_child_event(index, Pipe::Stdin, event),
             Source::ChildStdout(index) => self.on_child_event(index, Pipe::Stdout, event),
             Source::Upstream(index) => {
-                let key = self.upstream.http()?.conns.key_at(index)?;
-                self.with_http(|http, ctx| http_upstream::on_upstream_event(http, ctx, key, event));
+                self.with_upstream(|upstream, ctx| upstream.on_socket_event(ctx, index, event));
             }
             Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
         }
@@ -518,11 +517,11 @@ impl Proxy {
                     self.upstream.abandon(self.poll.registry());
                 }
                 Timer::Pool => {
-                    self.with_http(|http, ctx| http_upstream::on_pool_timer(http, ctx, deadline));
+                    self.with_upstream(|upstream, ctx| upstream.on_pool_timer(ctx, deadline));
                 }
                 Timer::Upstream(key) => {
-                    self.with_http(|http, ctx| {
-                        http_upstream::on_upstream_timer(http, ctx, key, deadline)
+                    self.with_upstream(|upstream, ctx| {
+                        upstream.on_session_timer(ctx, key, deadline)
                     });
                 }
                 Timer::ExitFlush => {}
@@ -562,10 +561,7 @@ impl Proxy {
                 .sessions
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
-            Timer::Pool => self
-                .upstream
-                .http()
-                .is_some_and(|http| http_upstream::pool_timer_is(http, deadline)),
+            Timer::Pool => self.upstream.pool_timer_is(deadline),
             Timer::Upstream(key) => self
                 .sessions
                 .get(key)

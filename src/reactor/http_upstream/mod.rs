@@ -51,13 +51,9 @@ pub(in crate::reactor) use conn::*;
 pub(in crate::reactor) use session::*;
 
 use super::drive::{ClientRef, Origin};
-use super::front_door::HttpFrontDoor;
-use super::upstreams::UpstreamEvent;
+use super::upstreams::{UpstreamCtx, UpstreamEvent};
 use super::Timer;
-use crate::arena::Arena;
-use crate::config::Config;
 use crate::core::Forward;
-use crate::timers::TimerQueue;
 
 /// Largest upstream response head accepted.
 const MAX_UPSTREAM_HEAD_BYTES: usize = http_client::DEFAULT_MAX_RESPONSE_HEAD_BYTES;
@@ -203,22 +199,8 @@ pub(super) struct ClientHeaders {
     pub forwarded: Vec<(String, String)>,
 }
 
-/// What the HTTP upstream's glue needs of the reactor: the clock, the
-/// settings, the registry, a read buffer, the sessions (their `HttpSession`
-/// state; a core is fed only through events), the front door (a relayed
-/// body, a waiting client's answer), the timer queue, and the queue its
-/// `UpstreamEvent`s go to, fed to the cores after the call returns.
-pub(in crate::reactor) struct HttpCtx<'a> {
-    pub now: Instant,
-    pub config: &'a Config,
-    pub registry: &'a mio::Registry,
-    pub scratch: &'a mut [u8],
-    pub serving: bool,
-    pub sessions: &'a mut Arena<Session>,
-    pub front: &'a mut HttpFrontDoor,
-    pub timers: &'a mut TimerQueue<Timer>,
-    pub events: &'a mut Vec<UpstreamEvent>,
-}
+/// What the HTTP upstream's glue needs of the reactor (see `UpstreamCtx`).
+pub(in crate::reactor) type HttpCtx<'a> = UpstreamCtx<'a>;
 
 /// Answers every request still waiting on `stream` with an error.
 fn fail_stream(ctx: &mut HttpCtx<'_>, session: SessionKey, stream: StreamId, why: &str) {
