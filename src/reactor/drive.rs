@@ -1,9 +1,12 @@
 //! Drives the session cores: what each endpoint intent of the front door
 //! does to the session table (create, post, batch, open or resume a stream,
 //! delete) as core inputs, the events the front door reports (a connection
-//! closed, a client caught up), one input fed to a core and the actions it
-//! decided carried out on client connections (SSE streams, replies) and on
-//! the session's upstream, and the session's one timer for `poll_timeout`.
+//! closed, a client caught up) and the upstream reports (`UpstreamEvent`s)
+//! fed to the cores, one input fed to a core and the actions it decided
+//! carried out on client connections (SSE streams, replies) and on the
+//! session's upstream (through `Upstreams`' one interface, `with_upstream`),
+//! the output pumps that read an upstream one step at a time, and the
+//! session's one timer for `poll_timeout`.
 //! Nothing MCP is decided here.
 
 use std::time::Instant;

@@ -1,9 +1,12 @@
 //! The upstream side of the proxy: one kind per run, chosen by
 //! `Config::upstream`, each kind a type owning its own state (`StdioUpstream`:
 //! every session's child and pipes; `HttpSide`: the pool, the upstream
-//! connections and the exchanges). The reactor owns the sessions and asks the
-//! kind through these methods; a new kind (legacy SSE) is a new variant and
-//! a new adapter module, with no change to the others.
+//! connections and the exchanges). The reactor owns the sessions and drives
+//! the kind through these methods only, each delegating to the kind with an
+//! `UpstreamCtx`; what the kind reports for the session cores comes back as
+//! `UpstreamEvent`s, fed to the cores after the call returns. A new kind
+//! (legacy SSE) is a new variant, its arms here and a new adapter module,
+//! with no change to the others.
 
 use std::io;
 use std::time::Instant;

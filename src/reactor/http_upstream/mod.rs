@@ -3,8 +3,11 @@
 //! connection from the keep-alive pool (or, for a session's GET stream, by a
 //! dedicated connection outside it). This part owns the upstream sockets and
 //! exchanges, carries out the pool's actions, decodes responses with the
-//! sans-IO HTTP and SSE decoders, and hands the messages they carry to the
-//! session's router, as a child's stdout lines would be.
+//! sans-IO HTTP and SSE decoders, and reports the messages they carry (and
+//! what else the session cores must hear) as `UpstreamEvent`s, as a child's
+//! stdout lines are. The glue is functions of `(&mut HttpSide, &mut
+//! HttpCtx)` (here and in `conn.rs`, `answer.rs`, `session.rs`), called
+//! through `Upstreams`; it feeds no core itself.
 //!
 //! A client's POST waits for the upstream's response head before it is
 //! answered, so an upstream status (404 for a forgotten session, 4xx for a bad
