@@ -376,14 +376,15 @@ impl Proxy {
     /// session cores.
     pub(super) fn run_upstream_events(&mut self) {
         while !self.upstream_events.is_empty() {
-            let mut events = std::mem::take(&mut self.upstream_events);
+            // Feeding an event may call the upstream again (an HTTP read
+            // step, a forward): those calls report into a spare queue, kept
+            // with its allocation for the next time.
+            let spare = self.spare_upstream_events.pop().unwrap_or_default();
+            let mut events = std::mem::replace(&mut self.upstream_events, spare);
             for event in events.drain(..) {
                 self.feed_upstream_event(event);
             }
-            if self.upstream_events.is_empty() {
-                // Keep the allocation for the next call.
-                self.upstream_events = events;
-            }
+            self.spare_upstream_events.push(events);
         }
     }
 

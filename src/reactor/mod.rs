@@ -115,6 +115,9 @@ pub struct Proxy {
     /// What the upstream side reported during a call, fed to the cores after
     /// it returns (kept to reuse its allocation).
     upstream_events: Vec<UpstreamEvent>,
+    /// Emptied event queues, reused by calls made while events are fed (one
+    /// per nesting level).
+    spare_upstream_events: Vec<Vec<UpstreamEvent>>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
@@ -197,6 +200,7 @@ impl Proxy {
             scratch: vec![0; READ_CHUNK_BYTES],
             front_events: Vec::new(),
             upstream_events: Vec::new(),
+            spare_upstream_events: Vec::new(),
             local_addr,
             now: Instant::now(),
             upstream,
