@@ -1,102 +1,128 @@
 //! Client connections of the Streamable HTTP front door: reading and
-//! decoding requests, their deadlines (408 for a slow request, keep-alive
-//! expiry), flushing queued output, immediate replies, and closing.
+//! decoding requests (one at a time, for the reactor to act on), their
+//! deadlines (408 for a slow request, keep-alive expiry), flushing queued
+//! output, and closing. A close or a client catching up is reported as a
+//! `FrontEvent`.
 
-use super::*;
+use std::time::{Duration, Instant};
 
-impl Proxy {
-    pub(super) fn set_conn_deadline(&mut self, key: ConnKey, kind: DeadlineKind, after: Duration) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+use log::debug;
+use serde_json::value::RawValue;
+
+use crate::client::{ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
+use crate::http::request::{Decoded, Request};
+use crate::http::response;
+use crate::jsonrpc;
+use crate::mcp::endpoint::Reply;
+
+use super::front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
+use super::{Timer, DEFAULT_KEEPALIVE_TIMEOUT};
+
+/// What `next_request` found on a connection.
+pub(super) enum Next {
+    /// A complete request, for the reactor to act on.
+    Request(Request),
+    /// Nothing to act on now: `after_processing` sets the deadline.
+    Wait,
+    /// The connection is gone, or closes once its error answer is flushed.
+    Gone,
+}
+
+impl HttpFrontDoor {
+    pub(super) fn set_deadline(
+        &mut self,
+        ctx: &mut FrontCtx<'_>,
+        key: ConnKey,
+        kind: DeadlineKind,
+        after: Duration,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let at = self.now + after;
+        let at = ctx.now + after;
         conn.deadline = Some((at, kind));
-        self.timers.schedule(at, Timer::Conn(key));
+        ctx.timers.schedule(at, Timer::Conn(key));
     }
 
-    /// Most bytes of unprocessed input kept per connection; reading pauses
-    /// beyond it until requests are taken out.
-    pub(super) fn max_conn_input(&self) -> usize {
-        self.config
+    /// Reads what a connection's socket holds; its input is decoded in
+    /// `next_request`.
+    pub(super) fn read_conn(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) {
+        // Most bytes of unprocessed input kept per connection; reading
+        // pauses beyond it until requests are taken out.
+        let max_input = ctx
+            .config
             .max_head_bytes
-            .saturating_add(self.config.max_body_bytes)
-            .saturating_add(READ_CHUNK_BYTES)
-    }
-
-    pub(super) fn read_conn(&mut self, key: ConnKey) {
-        let max_input = self.max_conn_input();
-        let Some(conn) = self.front.conns.get_mut(key) else {
+            .saturating_add(ctx.config.max_body_bytes)
+            .saturating_add(READ_CHUNK_BYTES);
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let before = conn.input.len();
-        let outcome = conn.read_available(max_input, &mut self.scratch);
+        let outcome = conn.read_available(max_input, ctx.scratch);
         conn.received |= conn.input.len() > before;
         let streaming = matches!(conn.state, ConnState::Streaming { .. });
         if outcome == ReadOutcome::Closed && streaming {
             // A client that hangs up mid-stream has gone away (as nginx treats
             // a client abort); its stream ends with it.
             debug!("connection {key} closed by the client during a stream");
-            self.close_conn(key);
+            self.close_conn(ctx, key);
             return;
         }
-        self.front.process_list.push(key);
+        self.process_list.push(key);
     }
 
-    /// Decodes and handles buffered requests while the connection is free to
-    /// take them.
-    pub(super) fn process_conn(&mut self, key: ConnKey) {
-        loop {
-            let max_buffer = self.config.max_client_buffer;
-            let Some(conn) = self.front.conns.get_mut(key) else {
-                return;
-            };
-            if conn.state != ConnState::Requests
-                || conn.close_after_flush
-                || conn.unwritten() > max_buffer
-            {
-                break;
+    /// Decodes the next buffered request while the connection is free to
+    /// take it. A malformed request is answered here.
+    pub(super) fn next_request(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) -> Next {
+        let max_buffer = ctx.config.max_client_buffer;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Next::Gone;
+        };
+        if conn.state != ConnState::Requests
+            || conn.close_after_flush
+            || conn.unwritten() > max_buffer
+        {
+            return Next::Wait;
+        }
+        match conn.decoder.decode(&mut conn.input) {
+            Ok(Decoded::Request(request)) => {
+                conn.deadline = None;
+                Next::Request(request)
             }
-            match conn.decoder.decode(&mut conn.input) {
-                Ok(Decoded::Request(request)) => {
-                    conn.deadline = None;
-                    self.handle_request(key, request);
+            Ok(Decoded::Incomplete) => {
+                if conn.decoder.take_expect_continue() {
+                    response::write_continue(conn.output());
+                    self.mark_dirty(key);
                 }
-                Ok(Decoded::Incomplete) => {
-                    if conn.decoder.take_expect_continue() {
-                        response::write_continue(conn.output());
-                        self.front.mark_dirty(key);
-                    }
-                    break;
-                }
-                Err(error) => {
-                    let status = error.status();
-                    debug!("connection {key}: bad request: {}", error.reason());
-                    let body = jsonrpc::error_response(
-                        RawValue::NULL,
-                        jsonrpc::INVALID_REQUEST,
-                        error.reason(),
-                    );
-                    response::write_full(
-                        conn.output(),
-                        status,
-                        &[("Content-Type", "application/json")],
-                        &body,
-                        false,
-                    );
-                    conn.close_after_flush = true;
-                    conn.deadline = None;
-                    self.front.mark_dirty(key);
-                    return;
-                }
+                Next::Wait
+            }
+            Err(error) => {
+                let status = error.status();
+                debug!("connection {key}: bad request: {}", error.reason());
+                let body = jsonrpc::error_response(
+                    RawValue::NULL,
+                    jsonrpc::INVALID_REQUEST,
+                    error.reason(),
+                );
+                response::write_full(
+                    conn.output(),
+                    status,
+                    &[("Content-Type", "application/json")],
+                    &body,
+                    false,
+                );
+                conn.close_after_flush = true;
+                conn.deadline = None;
+                self.mark_dirty(key);
+                Next::Gone
             }
         }
-        self.after_processing(key);
     }
 
     /// Sets the deadline a connection is now under, and closes it if the
     /// client is gone and nothing is left to do.
-    pub(super) fn after_processing(&mut self, key: ConnKey) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn after_processing(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.state != ConnState::Requests {
@@ -105,7 +131,7 @@ impl Proxy {
         }
         if conn.peer_closed {
             if conn.unwritten() == 0 {
-                self.close_conn(key);
+                self.close_conn(ctx, key);
             } else {
                 conn.close_after_flush = true;
             }
@@ -124,68 +150,95 @@ impl Proxy {
         let renew = wanted == DeadlineKind::Body && received;
         if renew || conn.deadline.map(|(_, kind)| kind) != Some(wanted) {
             let after = match wanted {
-                DeadlineKind::Request => self.config.head_timeout,
-                DeadlineKind::Body => self.config.body_timeout,
+                DeadlineKind::Request => ctx.config.head_timeout,
+                DeadlineKind::Body => ctx.config.body_timeout,
                 DeadlineKind::KeepAlive => DEFAULT_KEEPALIVE_TIMEOUT,
             };
-            self.set_conn_deadline(key, wanted, after);
+            self.set_deadline(ctx, key, wanted, after);
         }
     }
 
-    pub(super) fn flush_conn(&mut self, key: ConnKey) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn flush_conn(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.dirty = false;
         if let Err(error) = conn.flush() {
             debug!("connection {key}: write failed: {error}");
-            self.close_conn(key);
+            self.close_conn(ctx, key);
             return;
         }
         let drained = conn.unwritten() == 0;
         if drained && conn.close_after_flush {
-            self.close_conn(key);
+            self.close_conn(ctx, key);
             return;
         }
-        let below_limit = conn.unwritten() <= self.config.max_client_buffer;
+        let below_limit = conn.unwritten() <= ctx.config.max_client_buffer;
         match conn.state {
-            // The client caught up: its child's stdout may flow again.
-            ConnState::Streaming { session, .. }
-                if below_limit
-                    && self
-                        .sessions
-                        .get(session)
-                        .is_some_and(|s| self.upstream.has_backlog(session, s)) =>
-            {
-                self.resume_upstream_output(session);
+            // The client caught up: its session's upstream output may flow
+            // again (if it waits).
+            ConnState::Streaming { session, .. } if below_limit => {
+                ctx.events.push(FrontEvent::CaughtUp { session });
             }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {
-                self.front.process_list.push(key);
+                self.process_list.push(key);
             }
             _ => {}
         }
     }
 
-    pub(super) fn close_conn(&mut self, key: ConnKey) {
-        let Some(mut conn) = self.front.conns.remove(key) else {
+    pub(super) fn close_conn(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) {
+        let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
-        match conn.state {
-            ConnState::Streaming {
-                session, stream, ..
-            } => self.stream_lost(session, stream),
-            ConnState::AwaitingUpstream { exchange } => self.client_left_exchange(exchange, false),
-            ConnState::Relaying { exchange, .. } => self.client_left_exchange(exchange, true),
-            ConnState::Requests => {}
-        }
+        let _ = ctx.registry.deregister(&mut conn.socket);
         debug!("connection {key} closed");
+        ctx.events.push(FrontEvent::Closed { state: conn.state });
     }
 
     /// Queues an immediate response on a connection; it is the last one
     /// while mcphop shuts down.
-    pub(super) fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
-        let keep_alive = keep_alive && self.run_state == RunState::Serving;
-        self.front.reply(key, reply, keep_alive);
+    pub(super) fn reply_now(
+        &mut self,
+        ctx: &FrontCtx<'_>,
+        key: ConnKey,
+        reply: &Reply,
+        keep_alive: bool,
+    ) {
+        self.reply(key, reply, keep_alive && ctx.serving);
+    }
+
+    /// A connection's deadline passed: 408 for a request (or its body) not
+    /// complete in time, a close for an idle keep-alive connection.
+    pub(super) fn on_deadline(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey, deadline: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.deadline.map(|(at, _)| at) != Some(deadline) {
+            return;
+        }
+        let kind = conn.deadline.map(|(_, kind)| kind);
+        conn.deadline = None;
+        if conn.state != ConnState::Requests {
+            return;
+        }
+        let why = match kind {
+            Some(DeadlineKind::Body) => "Request Timeout: the request body stopped arriving",
+            Some(DeadlineKind::Request) => "Request Timeout: the request was not complete in time",
+            _ => {
+                self.close_conn(ctx, key);
+                return;
+            }
+        };
+        debug!(
+            "connection {key}: {}: 408",
+            if kind == Some(DeadlineKind::Body) {
+                "request body stalled"
+            } else {
+                "request not complete in time"
+            }
+        );
+        let reply = Reply::error(408, RawValue::NULL, jsonrpc::INVALID_REQUEST, why);
+        self.reply_now(ctx, key, &reply, false);
     }
 }

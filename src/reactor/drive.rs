@@ -1,21 +1,36 @@
-//! Drives a session core: feeds it one input, then carries out the actions it
-//! decided on client connections (SSE streams, replies) and on the session's
-//! upstream, and arms the session's one timer for `poll_timeout`. Nothing MCP
-//! is decided here.
+//! Drives the session cores: what each endpoint intent of the front door
+//! does to the session table (create, post, batch, open or resume a stream,
+//! delete) as core inputs, the events the front door reports (a connection
+//! closed, a client caught up) and the upstream reports (`UpstreamEvent`s)
+//! fed to the cores, one input fed to a core and the actions it decided
+//! carried out on client connections (SSE streams, replies) and on the
+//! session's upstream (through `Upstreams`' one interface, `with_upstream`),
+//! the output pumps that read an upstream one step at a time, and the
+//! session's one timer for `poll_timeout`.
+//! Nothing MCP is decided here.
 
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, error, info, warn};
+use serde_json::value::RawValue;
 
-use crate::client::ConnKey;
-use crate::core::{Action, Forward, Payload, SessionCore};
+use crate::client::{ConnKey, ConnState};
+use crate::config::RETRY_AFTER_SECONDS;
+use crate::core::{Action, CoreConfig, Forward, Payload, SessionCore};
 use crate::http::request::Request;
-use crate::jsonrpc::Message;
-use crate::mcp::router::StreamId;
-use crate::session::SessionKey;
+use crate::jsonrpc::{self, Message};
+use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
+use crate::mcp::router::{RouterLimits, StreamId};
+use crate::session::{Session, SessionKey};
+use crate::session_id;
 
-use super::streams::StreamHead;
-use super::{Proxy, RunState, Timer};
+use mio::event::Event as MioEvent;
+
+use super::front_door::{FrontEvent, StreamHead};
+use super::http_upstream::UpConnKey;
+use super::stdio_upstream::Pipe;
+use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
+use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
 
 /// A client connection a core's actions may answer.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +97,377 @@ impl<'a> Origin<'a> {
 }
 
 impl Proxy {
+    fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            router: RouterLimits {
+                max_held_bytes: self.config.max_held_bytes,
+                replay_max_events: self.config.replay_max_events,
+                replay_max_bytes: self.config.replay_max_bytes,
+                request_timeout: self.config.request_timeout,
+                request_timeout_max: self.config.request_timeout_max,
+                initialize_timeout: self.config.spawn_timeout,
+            },
+            idle_timeout: self.config.session_idle_timeout,
+            resume_window: self.config.resume_window,
+        }
+    }
+
+    /// Acts on one complete request from a client connection.
+    pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
+        if self.run_state != RunState::Serving {
+            let reply = Reply::error(
+                503,
+                RawValue::NULL,
+                jsonrpc::SHUTTING_DOWN,
+                "Service Unavailable: mcphop is shutting down",
+            );
+            self.reply(key, &reply, false);
+            return;
+        }
+        let intent = endpoint::interpret(&mut request, &self.config.path, &self.front.policy);
+        let session_id = match &intent {
+            Intent::Reply(reply) => {
+                self.reply(key, reply, request.keep_alive);
+                return;
+            }
+            Intent::Stateless { refusal } => {
+                if !self.with_upstream(|upstream, ctx| upstream.passthrough(ctx, key, &request)) {
+                    self.reply(key, refusal, request.keep_alive);
+                }
+                return;
+            }
+            Intent::Initialize { .. } => None,
+            Intent::Post { session, .. }
+            | Intent::Batch { session, .. }
+            | Intent::OpenStream { session, .. }
+            | Intent::Delete { session } => Some(session.as_str()),
+        };
+        let session_key = match session_id {
+            None => None,
+            Some(id) => match self.session_ids.get(id).copied() {
+                Some(session_key) => Some(session_key),
+                None => {
+                    self.reply(key, &Reply::session_not_found(), request.keep_alive);
+                    return;
+                }
+            },
+        };
+        if let Some(session_key) = session_key {
+            let now = self.now;
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                return;
+            };
+            if let Some(header) = request.header(PROTOCOL_VERSION_HEADER) {
+                if let Err(reply) = session.core.check_version(header.trim()) {
+                    self.reply(key, &reply, request.keep_alive);
+                    return;
+                }
+            }
+            session.core.touch(now);
+        }
+        let now = self.now;
+        let origin = Origin::request(ClientRef::of(key, &request), &request);
+        match (intent, session_key) {
+            (Intent::Initialize { message }, _) => self.initialize(key, &request, message),
+            (Intent::Post { message, .. }, Some(session_key)) => {
+                if let Err(reply) = self.check_upstream_room(session_key, &message) {
+                    self.reply(key, &reply, request.keep_alive);
+                    return;
+                }
+                self.drive(session_key, origin, |core| {
+                    core.client_message(message, now)
+                });
+            }
+            (Intent::Batch { messages, .. }, Some(session_key)) => {
+                for message in &messages {
+                    if let Err(reply) = self.check_upstream_room(session_key, message) {
+                        self.reply(key, &reply, request.keep_alive);
+                        return;
+                    }
+                }
+                self.drive(session_key, origin, |core| core.client_batch(messages, now));
+            }
+            (Intent::OpenStream { last_event_id, .. }, Some(session_key)) => match last_event_id {
+                Some(last_event_id) => self.drive(session_key, origin, |core| {
+                    core.client_resume(&last_event_id)
+                }),
+                None => self.drive(session_key, origin, SessionCore::client_open_get),
+            },
+            (Intent::Delete { .. }, Some(session_key)) => {
+                self.end_session(session_key, "client sent DELETE");
+                self.reply(key, &Reply::empty(200), request.keep_alive);
+            }
+            _ => {}
+        }
+    }
+
+    /// A stdio child that stopped reading its stdin takes no more: the
+    /// client hears 503 rather than mcphop buffering without bound.
+    fn check_upstream_room(&self, session_key: SessionKey, message: &Message) -> Result<(), Reply> {
+        let full = self.upstream.input_backlog(session_key) > self.config.max_child_stdin_buffer;
+        if full {
+            return Err(Reply::error(
+                503,
+                message.reply_id(),
+                jsonrpc::UPSTREAM_GONE,
+                "Service Unavailable: the upstream server is not reading its input",
+            )
+            .with_header("Retry-After", "1"));
+        }
+        Ok(())
+    }
+
+    fn initialize(&mut self, key: ConnKey, request: &Request, message: Message) {
+        let id = message.reply_id();
+        if self.session_ids.len() >= self.config.max_sessions {
+            warn!(
+                "refusing a new session: {} sessions open (--max-sessions)",
+                self.session_ids.len()
+            );
+            let reply = Reply::error(
+                503,
+                id,
+                jsonrpc::UPSTREAM_GONE,
+                "Service Unavailable: too many sessions; retry later",
+            )
+            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        }
+        let session_id = match session_id::new_session_id() {
+            Ok(session_id) => session_id,
+            Err(error) => {
+                error!("no randomness for a session id: {error}");
+                let reply = Reply::error(500, id, jsonrpc::INTERNAL_ERROR, "no session id");
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        };
+        let session_key = self.sessions.next_key();
+        let (upstream, description) = match self.upstream.start(session_key, self.poll.registry()) {
+            Ok(started) => started,
+            Err(error) => {
+                let reply = Reply::error(
+                    502,
+                    id,
+                    jsonrpc::UPSTREAM_GONE,
+                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
+                );
+                self.reply(key, &reply, request.keep_alive);
+                return;
+            }
+        };
+        let core = SessionCore::new(session_id, self.core_config(), self.now);
+        info!(
+            "session {} started: {description}, {} live",
+            core.short_id(),
+            self.session_ids.len() + 1
+        );
+        self.session_ids.insert(core.id().to_string(), session_key);
+        self.sessions.insert(Session::new(core, upstream));
+        let now = self.now;
+        let origin = Origin::request(ClientRef::of(key, request), request);
+        self.drive(session_key, origin, |core| {
+            core.client_initialize(message, now)
+        });
+    }
+
+    /// Ends a live session (see `SessionCore::end`).
+    pub(super) fn end_session(&mut self, session_key: SessionKey, reason: &str) {
+        let shutting_down = self.run_state != RunState::Serving;
+        self.drive(session_key, Origin::NONE, |core| {
+            core.end(reason, shutting_down)
+        });
+    }
+
+    /// Drops a session that never got going (its upstream refused
+    /// initialize): no stream, no DELETE, one log line.
+    pub(super) fn discard_session(&mut self, session_key: SessionKey, why: &str) {
+        let Some(session) = self.sessions.get(session_key) else {
+            return;
+        };
+        warn!("session {} not started: {why}", session.core.short_id());
+        self.session_ids.remove(session.core.id());
+        self.sessions.remove(session_key);
+    }
+
+    /// Calls the upstream side with what it needs of the rest of the proxy,
+    /// then feeds the events it reported to the cores.
+    pub(super) fn with_upstream<R>(
+        &mut self,
+        call: impl FnOnce(&mut Upstreams, &mut UpstreamCtx<'_>) -> R,
+    ) -> R {
+        let mut ctx = UpstreamCtx {
+            now: self.now,
+            config: &self.config,
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            serving: self.run_state == RunState::Serving,
+            sessions: &mut self.sessions,
+            front: &mut self.front,
+            timers: &mut self.timers,
+            events: &mut self.upstream_events,
+        };
+        let result = call(&mut self.upstream, &mut ctx);
+        self.run_upstream_events();
+        result
+    }
+
+    /// A readiness event on a child's pipe (`index`: its session's slot).
+    pub(super) fn on_child_event(&mut self, index: usize, pipe: Pipe, event: &MioEvent) {
+        let Some(key) = self.sessions.key_at(index) else {
+            return;
+        };
+        let read =
+            self.with_upstream(|upstream, ctx| upstream.on_pipe_event(ctx, key, pipe, event));
+        if read {
+            self.pump_output(key);
+        }
+    }
+
+    /// SIGCHLD: children that exited are reaped and their sessions ended.
+    pub(super) fn reap_children(&mut self) {
+        self.with_upstream(|upstream, ctx| upstream.reap(ctx));
+    }
+
+    /// Reads a session's upstream output one step at a time while its
+    /// clients keep up (back-pressure), at most `MAX_STDOUT_READS_PER_TURN`
+    /// steps per turn.
+    pub(super) fn pump_output(&mut self, session_key: SessionKey) {
+        for _ in 0..MAX_STDOUT_READS_PER_TURN {
+            let Some(session) = self.sessions.get(session_key) else {
+                return;
+            };
+            if session.core.is_live() && !self.session_can_emit(session) {
+                return;
+            }
+            let more = self.with_upstream(|upstream, ctx| upstream.read_output(ctx, session_key));
+            if !more {
+                return;
+            }
+        }
+        // More may be waiting: come back after the other sources had a turn.
+        self.upstream.requeue_output(session_key);
+    }
+
+    /// True when every connection carrying this session's streams can take
+    /// more output; otherwise its upstream output waits (back-pressure).
+    fn session_can_emit(&self, session: &Session) -> bool {
+        session.stream_conns.values().all(|conn_key| {
+            self.front
+                .conns
+                .get(*conn_key)
+                .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
+        })
+    }
+
+    /// A client caught up: let the session's upstream output flow again.
+    fn resume_upstream_output(&mut self, session_key: SessionKey) {
+        self.with_upstream(|upstream, ctx| upstream.resume_output(ctx, session_key));
+    }
+
+    /// Reads an upstream connection one step at a time, each step's events
+    /// fed before the next.
+    fn pump_up_conn(&mut self, conn: UpConnKey) {
+        while self.with_upstream(|upstream, ctx| upstream.read_conn_step(ctx, conn)) {}
+    }
+
+    /// Feeds what the upstream side reported during its last call to the
+    /// session cores.
+    pub(super) fn run_upstream_events(&mut self) {
+        while !self.upstream_events.is_empty() {
+            // Feeding an event may call the upstream again (an HTTP read
+            // step, a forward): those calls report into a spare queue, kept
+            // with its allocation for the next time.
+            let spare = self.spare_upstream_events.pop().unwrap_or_default();
+            let mut events = std::mem::replace(&mut self.upstream_events, spare);
+            for event in events.drain(..) {
+                self.feed_upstream_event(event);
+            }
+            self.spare_upstream_events.push(events);
+        }
+    }
+
+    fn feed_upstream_event(&mut self, event: UpstreamEvent) {
+        match event {
+            UpstreamEvent::Message { session, message } => {
+                let Some(core) = self.sessions.get(session).map(|s| &s.core) else {
+                    return;
+                };
+                if !core.is_live() {
+                    debug!(
+                        "session {}: discarding output of an ended session",
+                        core.short_id()
+                    );
+                    return;
+                }
+                self.deliver_from_upstream(session, &message);
+            }
+            UpstreamEvent::EndSession { session, reason } => self.end_session(session, &reason),
+            UpstreamEvent::Finalize { session } => self.finalize_if_done(session),
+            UpstreamEvent::StreamReady {
+                session,
+                stream,
+                client,
+            } => self.drive(session, Origin::client(client), |core| {
+                core.stream_ready(stream)
+            }),
+            UpstreamEvent::FailStream {
+                session,
+                stream,
+                why,
+            } => self.fail_stream_requests(session, stream, &why),
+            UpstreamEvent::DiscardSession { session, why } => self.discard_session(session, &why),
+            UpstreamEvent::StreamLost { session, stream } => self.stream_lost(session, stream),
+            UpstreamEvent::CloseConn { conn } => self.close_conn(conn),
+            UpstreamEvent::ReadConn { conn } => self.pump_up_conn(conn),
+            UpstreamEvent::ReadOutput { session } => self.pump_output(session),
+            UpstreamEvent::AnswerEnded { session, ended } => {
+                self.with_upstream(|upstream, ctx| upstream.answer_ended(ctx, session, ended));
+            }
+        }
+    }
+
+    /// Handles what the front door reported during its last call.
+    pub(super) fn run_front_events(&mut self) {
+        while !self.front_events.is_empty() {
+            let mut events = std::mem::take(&mut self.front_events);
+            for event in events.drain(..) {
+                self.on_front_event(event);
+            }
+            if self.front_events.is_empty() {
+                // Keep the allocation for the next call.
+                self.front_events = events;
+            }
+        }
+    }
+
+    fn on_front_event(&mut self, event: FrontEvent) {
+        match event {
+            FrontEvent::Closed { state } => match state {
+                ConnState::Streaming {
+                    session, stream, ..
+                } => self.stream_lost(session, stream),
+                ConnState::AwaitingUpstream { exchange } => {
+                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, false));
+                }
+                ConnState::Relaying { exchange, .. } => {
+                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, true));
+                }
+                ConnState::Requests => {}
+            },
+            FrontEvent::CaughtUp { session } => {
+                let waits = self
+                    .sessions
+                    .get(session)
+                    .is_some_and(|s| self.upstream.has_backlog(session, s));
+                if waits {
+                    self.resume_upstream_output(session);
+                }
+            }
+        }
+    }
+
     /// Gives one input to a session's core and carries out what it decides.
     pub(super) fn drive(
         &mut self,
@@ -113,22 +499,22 @@ impl Proxy {
                 let Some(client) = origin.client else {
                     return;
                 };
-                let session_id = self
-                    .sessions
-                    .get(session_key)
-                    .filter(|_| session_header)
-                    .map(|session| session.core.id().to_string());
-                self.start_stream(
-                    client.key,
-                    session_key,
-                    stream,
-                    StreamHead {
-                        session_id: session_id.as_deref(),
-                        priming,
-                        keep_alive: client.keep_alive,
-                        http11: client.http11,
-                    },
-                );
+                let Some(session) = self.sessions.get(session_key) else {
+                    return;
+                };
+                let session_id = session_header.then(|| session.core.id().to_string());
+                let head = StreamHead {
+                    session_id: session_id.as_deref(),
+                    priming,
+                    keep_alive: client.keep_alive,
+                    http11: client.http11,
+                };
+                let (front, mut ctx) = self.front_parts();
+                if front.start_stream(&mut ctx, client.key, session_key, stream, head) {
+                    if let Some(session) = self.sessions.get_mut(session_key) {
+                        session.stream_conns.insert(stream, client.key);
+                    }
+                }
             }
             Action::Event {
                 stream,
@@ -169,34 +555,16 @@ impl Proxy {
                 }
             }
             Action::Forward(forward) => self.forward(session_key, origin, forward),
-            Action::OpenUpstreamGet => self.open_upstream_get(session_key),
+            Action::OpenUpstreamGet => {
+                self.with_upstream(|upstream, ctx| upstream.open_get(ctx, session_key));
+            }
             Action::Ended { reason } => self.session_ended(session_key, &reason),
         }
     }
 
     /// Sends messages to the session's upstream, whichever kind it is.
     fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
-        if !self.upstream.is_pipe() {
-            self.forward_http(session_key, origin, forward);
-            return;
-        }
-        // A pipe takes everything at once: the answer stream starts now, and
-        // a client sending no request hears 202.
-        if let Some(stream) = forward.stream {
-            self.drive(session_key, origin, |core| core.stream_ready(stream));
-        }
-        for message in &forward.messages {
-            self.send_to_child(session_key, message.bytes());
-        }
-        if forward.client_waits && forward.stream.is_none() {
-            if let Some(client) = origin.client {
-                self.reply(
-                    client.key,
-                    &crate::mcp::endpoint::Reply::empty(202),
-                    client.keep_alive,
-                );
-            }
-        }
+        self.with_upstream(|upstream, ctx| upstream.forward(ctx, session_key, origin, forward));
     }
 
     /// The core ended the session: it is unreachable, and its upstream is
@@ -208,19 +576,15 @@ impl Proxy {
         debug!("session {} ending: {reason}", session.core.short_id());
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
-        if self.upstream.is_pipe() {
-            self.stop_child(session_key);
-        } else {
-            self.end_http_session(session_key);
-        }
+        self.with_upstream(|upstream, ctx| upstream.session_ended(ctx, session_key));
         self.finalize_if_done(session_key);
     }
 
     /// One message from a session's upstream, for the core to route.
-    pub(super) fn deliver_from_upstream(
+    pub(super) fn deliver_from_upstream<B: AsRef<[u8]>>(
         &mut self,
         session_key: SessionKey,
-        message: &Message<&[u8]>,
+        message: &Message<B>,
     ) {
         let now = self.now;
         self.drive(session_key, Origin::upstream(message.bytes()), |core| {

@@ -4,24 +4,71 @@
 //! heartbeats are encoded in (a message's event is encoded straight into the
 //! connection's output, inside its chunk); with the operations on them that
 //! need nothing of the sessions or the upstream (queueing a reply or an SSE
-//! event, ending a stream). What a request means for a session is the
-//! reactor's (`sessions.rs`), which feeds the session cores.
+//! event, starting and ending a stream, heartbeats). Connection lifecycle
+//! (reading, decoding, deadlines, flushing, closing) is in `conns.rs`.
+//! What a request means for a session is the reactor's (`drive.rs`), which
+//! feeds the session cores; what the front door cannot finish alone (a
+//! connection that closed mid-stream, a client that caught up) it reports as
+//! `FrontEvent`s through `FrontCtx`, which the reactor handles after the
+//! call returns.
 
 use std::time::Instant;
 
 use mio::net::TcpListener;
+use mio::Registry;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState};
+use crate::config::Config;
 use crate::http::request::Limits;
 use crate::http::response;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::mcp::router::StreamId;
+use crate::session::SessionKey;
 use crate::sse;
+use crate::timers::TimerQueue;
 
 use crate::mcp::router::event_id;
 
-use super::streams::put_on_stream;
+use super::Timer;
+
+/// What a front door call needs of the reactor: the clock, the settings, the
+/// timer queue, the poll registry, a read buffer, and the queue its
+/// `FrontEvent`s go to.
+pub(super) struct FrontCtx<'a> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub timers: &'a mut TimerQueue<Timer>,
+    pub registry: &'a Registry,
+    /// mcphop is serving (not shutting down): replies may keep the
+    /// connection alive.
+    pub serving: bool,
+    pub scratch: &'a mut Vec<u8>,
+    pub events: &'a mut Vec<FrontEvent>,
+}
+
+/// What happened at the front door that the session side must hear of.
+#[derive(Debug)]
+pub(super) enum FrontEvent {
+    /// A connection closed; `state` is what it was doing (the stream it
+    /// carried, the upstream exchange it waited on).
+    Closed { state: ConnState },
+    /// A client carrying one of `session`'s streams caught up: the session's
+    /// upstream output may flow again.
+    CaughtUp { session: SessionKey },
+}
+
+/// What the SSE response head says besides the usual.
+pub(super) struct StreamHead<'a> {
+    /// The `Mcp-Session-Id` header, on the answer to `initialize`.
+    pub session_id: Option<&'a str>,
+    /// Open with a priming event (a fresh stream; not a resumed one).
+    pub priming: bool,
+    /// The client's request allowed keep-alive.
+    pub keep_alive: bool,
+    /// The client speaks HTTP/1.1 (chunked bodies); HTTP/1.0 otherwise.
+    pub http11: bool,
+}
 
 /// The front door through which clients reach mcphop.
 pub(crate) struct HttpFrontDoor {
@@ -166,5 +213,104 @@ impl HttpFrontDoor {
         }
         self.mark_dirty(key);
         self.process_list.push(key);
+    }
+    /// Starts an SSE response on a connection for `stream` of `session`;
+    /// false when the connection is gone.
+    pub(super) fn start_stream(
+        &mut self,
+        ctx: &mut FrontCtx<'_>,
+        conn_key: ConnKey,
+        session: SessionKey,
+        stream: StreamId,
+        head: StreamHead<'_>,
+    ) -> bool {
+        let heartbeat_at = ctx.now + ctx.config.sse_keepalive;
+        let retry_millis = ctx.config.sse_retry.as_millis();
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return false;
+        };
+        let chunked = head.http11;
+        let mut headers = vec![
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-store"),
+            ("X-Accel-Buffering", "no"),
+        ];
+        if let Some(session_id) = head.session_id {
+            headers.push(("Mcp-Session-Id", session_id));
+        }
+        if chunked {
+            response::write_chunked_head(conn.output(), 200, &headers, head.keep_alive);
+        } else {
+            // HTTP/1.0 has no chunking: the stream's end is the connection's end.
+            response::write_stream_head(conn.output(), 200, &headers);
+        }
+        conn.state = ConnState::Streaming {
+            session,
+            stream,
+            chunked,
+        };
+        if !head.keep_alive || !chunked {
+            conn.close_after_flush_when_idle();
+        }
+        conn.deadline = None;
+        conn.heartbeat_at = Some(heartbeat_at);
+        // One heartbeat timer per connection: an armed one (from an earlier
+        // stream) is due no later than this one and re-arms itself.
+        let arm_heartbeat = conn.heartbeat_timer.is_none();
+        if arm_heartbeat {
+            conn.heartbeat_timer = Some(heartbeat_at);
+            ctx.timers
+                .schedule(heartbeat_at, Timer::Heartbeat(conn_key));
+        }
+        if head.priming {
+            self.write_priming(conn_key, stream, retry_millis);
+        }
+        self.mark_dirty(conn_key);
+        true
+    }
+
+    /// A connection's heartbeat timer fired: comment on its stream if the
+    /// stream was silent for a whole interval, and re-arm for when the current
+    /// silence would be long enough.
+    pub(super) fn on_heartbeat(
+        &mut self,
+        ctx: &mut FrontCtx<'_>,
+        conn_key: ConnKey,
+        deadline: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
+        if conn.heartbeat_timer != Some(deadline) {
+            return;
+        }
+        conn.heartbeat_timer = None;
+        if !matches!(conn.state, ConnState::Streaming { .. }) {
+            return;
+        }
+        let Some(due) = conn.heartbeat_at else {
+            return;
+        };
+        let next = if due > deadline {
+            due
+        } else {
+            self.write_heartbeat(conn_key);
+            ctx.now + ctx.config.sse_keepalive
+        };
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
+        conn.heartbeat_at = Some(next);
+        conn.heartbeat_timer = Some(next);
+        ctx.timers.schedule(next, Timer::Heartbeat(conn_key));
+    }
+}
+
+/// Appends SSE bytes to a stream's body: as a chunk, or raw for HTTP/1.0.
+fn put_on_stream(out: &mut Vec<u8>, chunked: bool, bytes: &[u8]) {
+    if chunked {
+        response::write_chunk(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
     }
 }

@@ -18,15 +18,13 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
-use serde_json::value::RawValue;
 
 use crate::arena::Arena;
-use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
+use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
 use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
-use crate::http::request::{Decoded, Limits};
+use crate::http::request::Limits;
 use crate::http::response;
-use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -38,15 +36,14 @@ mod drive;
 pub(crate) mod edge_io;
 mod front_door;
 pub(crate) mod http_upstream;
-mod sessions;
 mod stdio_upstream;
-mod streams;
 mod upstreams;
 
-use front_door::HttpFrontDoor;
+use conns::Next;
+use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use http_upstream::HttpSide;
 use stdio_upstream::{Pipe, StdioUpstream};
-use upstreams::Upstreams;
+use upstreams::{UpstreamEvent, Upstreams};
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -112,6 +109,15 @@ pub struct Proxy {
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
     scratch: Vec<u8>,
+    /// What the front door reported during a call, handled after it returns
+    /// (kept to reuse its allocation).
+    front_events: Vec<FrontEvent>,
+    /// What the upstream side reported during a call, fed to the cores after
+    /// it returns (kept to reuse its allocation).
+    upstream_events: Vec<UpstreamEvent>,
+    /// Emptied event queues, reused by calls made while events are fed (one
+    /// per nesting level).
+    spare_upstream_events: Vec<Vec<UpstreamEvent>>,
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
@@ -192,6 +198,9 @@ impl Proxy {
             shutdown_signal,
             child_signal,
             scratch: vec![0; READ_CHUNK_BYTES],
+            front_events: Vec::new(),
+            upstream_events: Vec::new(),
+            spare_upstream_events: Vec::new(),
             local_addr,
             now: Instant::now(),
             upstream,
@@ -251,7 +260,7 @@ impl Proxy {
                 }
             }
             for session_key in self.upstream.take_pending_reads() {
-                self.pump_stdout(session_key);
+                self.pump_output(session_key);
             }
             self.run_timers(self.now);
             self.settle();
@@ -309,8 +318,7 @@ impl Proxy {
             Source::ChildStdin(index) => self.on_child_event(index, Pipe::Stdin, event),
             Source::ChildStdout(index) => self.on_child_event(index, Pipe::Stdout, event),
             Source::Upstream(index) => {
-                let key = self.upstream.http()?.conns.key_at(index)?;
-                self.on_upstream_event(key, event);
+                self.with_upstream(|upstream, ctx| upstream.on_socket_event(ctx, index, event));
             }
             Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
         }
@@ -387,10 +395,67 @@ impl Proxy {
         self.front
             .conns
             .insert(Conn::new(socket, self.front.limits));
-        self.set_conn_deadline(key, DeadlineKind::Request, self.config.head_timeout);
+        let head_timeout = self.config.head_timeout;
+        let (front, mut ctx) = self.front_parts();
+        front.set_deadline(&mut ctx, key, DeadlineKind::Request, head_timeout);
     }
 
     // ----- client connections ---------------------------------------------
+
+    /// The front door and what its calls need of the rest of the proxy.
+    fn front_parts(&mut self) -> (&mut HttpFrontDoor, FrontCtx<'_>) {
+        let ctx = FrontCtx {
+            now: self.now,
+            config: &self.config,
+            timers: &mut self.timers,
+            registry: self.poll.registry(),
+            serving: self.run_state == RunState::Serving,
+            scratch: &mut self.scratch,
+            events: &mut self.front_events,
+        };
+        (&mut self.front, ctx)
+    }
+
+    fn read_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.read_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    /// Acts on buffered requests while the connection is free to take them.
+    fn process_conn(&mut self, key: ConnKey) {
+        loop {
+            let (front, mut ctx) = self.front_parts();
+            match front.next_request(&mut ctx, key) {
+                Next::Request(request) => self.handle_request(key, request),
+                Next::Wait => {
+                    front.after_processing(&mut ctx, key);
+                    break;
+                }
+                Next::Gone => break,
+            }
+        }
+        self.run_front_events();
+    }
+
+    fn flush_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.flush_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    fn close_conn(&mut self, key: ConnKey) {
+        let (front, mut ctx) = self.front_parts();
+        front.close_conn(&mut ctx, key);
+        self.run_front_events();
+    }
+
+    /// Queues an immediate response on a connection; it is the last one
+    /// while mcphop shuts down.
+    fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
+        let keep_alive = keep_alive && self.run_state == RunState::Serving;
+        self.front.reply(key, reply, keep_alive);
+    }
 }
 
 impl Proxy {
@@ -440,7 +505,7 @@ impl Proxy {
                     }
                 }
                 Timer::FinalExit => {
-                    self.kill_all_children();
+                    self.upstream.kill_all();
                     self.reap_children();
                     for key in self.sessions.keys() {
                         if let Some(session) = self.sessions.get(key) {
@@ -455,8 +520,14 @@ impl Proxy {
                     }
                     self.upstream.abandon(self.poll.registry());
                 }
-                Timer::Pool => self.on_pool_timer(deadline),
-                Timer::Upstream(key) => self.on_upstream_timer(key, deadline),
+                Timer::Pool => {
+                    self.with_upstream(|upstream, ctx| upstream.on_pool_timer(ctx, deadline));
+                }
+                Timer::Upstream(key) => {
+                    self.with_upstream(|upstream, ctx| {
+                        upstream.on_session_timer(ctx, key, deadline)
+                    });
+                }
                 Timer::ExitFlush => {}
                 Timer::RetryAccept => {
                     self.front.listener_readable = true;
@@ -494,7 +565,7 @@ impl Proxy {
                 .sessions
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
-            Timer::Pool => self.pool_timer_is(deadline),
+            Timer::Pool => self.upstream.pool_timer_is(deadline),
             Timer::Upstream(key) => self
                 .sessions
                 .get(key)
@@ -505,40 +576,14 @@ impl Proxy {
     }
 
     fn on_conn_deadline(&mut self, key: ConnKey, deadline: Instant) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
-            return;
-        };
-        if conn.deadline.map(|(at, _)| at) != Some(deadline) {
-            return;
-        }
-        let kind = conn.deadline.map(|(_, kind)| kind);
-        conn.deadline = None;
-        if conn.state != ConnState::Requests {
-            return;
-        }
-        match kind {
-            Some(DeadlineKind::Body) => {
-                debug!("connection {key}: request body stalled: 408");
-                let reply = Reply::error(
-                    408,
-                    RawValue::NULL,
-                    jsonrpc::INVALID_REQUEST,
-                    "Request Timeout: the request body stopped arriving",
-                );
-                self.reply(key, &reply, false);
-            }
-            Some(DeadlineKind::Request) => {
-                debug!("connection {key}: request not complete in time: 408");
-                let reply = Reply::error(
-                    408,
-                    RawValue::NULL,
-                    jsonrpc::INVALID_REQUEST,
-                    "Request Timeout: the request was not complete in time",
-                );
-                self.reply(key, &reply, false);
-            }
-            _ => self.close_conn(key),
-        }
+        let (front, mut ctx) = self.front_parts();
+        front.on_deadline(&mut ctx, key, deadline);
+        self.run_front_events();
+    }
+
+    fn on_heartbeat(&mut self, key: ConnKey, deadline: Instant) {
+        let (front, mut ctx) = self.front_parts();
+        front.on_heartbeat(&mut ctx, key, deadline);
     }
 
     // ----- shutdown ---------------------------------------------------------
@@ -548,7 +593,7 @@ impl Proxy {
             // SIGKILL cannot be ignored: the children die now, and whatever
             // mcphop does not reap before it exits, init reaps.
             warn!("second signal: killing every child and exiting now");
-            self.kill_all_children();
+            self.upstream.kill_all();
             self.reap_children();
             return Some(1);
         }
@@ -590,10 +635,6 @@ impl Proxy {
         }
         None
     }
-}
-
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
 }
 
 /// Runs mcphop with `config` until it shuts down; returns the exit code.

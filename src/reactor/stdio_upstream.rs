@@ -141,8 +141,9 @@ impl StdioUpstream {
     }
 
     /// A readiness event on one of a session's pipes: remembered, and the
-    /// stdin queue written. Reading is the reactor's call (`read_stdout`,
-    /// `pump_stderr`), as it depends on the session's clients keeping up.
+    /// stdin queue written. Reading is `read_output` and `stderr`
+    /// (children.rs), stepped by the reactor, as stdout depends on the
+    /// session's clients keeping up.
     pub(crate) fn on_event(
         &mut self,
         session: SessionKey,

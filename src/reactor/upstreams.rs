@@ -1,19 +1,106 @@
 //! The upstream side of the proxy: one kind per run, chosen by
 //! `Config::upstream`, each kind a type owning its own state (`StdioUpstream`:
 //! every session's child and pipes; `HttpSide`: the pool, the upstream
-//! connections and the exchanges). The reactor owns the sessions and asks the
-//! kind through these methods; a new kind (legacy SSE) is a new variant and
-//! a new adapter module, with no change to the others.
+//! connections and the exchanges). The reactor owns the sessions and drives
+//! the kind through these methods only, each delegating to the kind with an
+//! `UpstreamCtx`; what the kind reports for the session cores comes back as
+//! `UpstreamEvent`s, fed to the cores after the call returns. A new kind
+//! (legacy SSE) is a new variant, its arms here and a new adapter module,
+//! with no change to the others.
 
 use std::io;
 use std::time::Instant;
 
+use log::debug;
+use mio::event::Event;
 use mio::Registry;
 
+use crate::arena::Arena;
+use crate::child;
+use crate::jsonrpc::Message;
 use crate::session::{HttpSession, Session, SessionKey, Upstream};
 
-use super::http_upstream::HttpSide;
-use super::stdio_upstream::StdioUpstream;
+use crate::client::ConnKey;
+use crate::mcp::router::StreamId;
+
+use crate::config::Config;
+use crate::core::Forward;
+use crate::http::request::Request;
+use crate::mcp::endpoint::Reply;
+use crate::timers::TimerQueue;
+
+use super::drive::{ClientRef, Origin};
+use super::front_door::HttpFrontDoor;
+use super::http_upstream::{self, AnswerEnd, ExchangeKey, HttpSide, UpConnKey};
+use super::stdio_upstream::{Pipe, StdioUpstream};
+use super::Timer;
+
+/// What an upstream adapter's call needs of the reactor: the clock, the
+/// settings, the registry, a read buffer, the sessions (their per-upstream
+/// state; a core is fed only through events), the front door (a relayed body,
+/// a waiting client's answer), the timer queue, and the queue its
+/// `UpstreamEvent`s go to, fed to the cores after the call returns.
+pub(crate) struct UpstreamCtx<'a> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub registry: &'a Registry,
+    pub scratch: &'a mut [u8],
+    /// mcphop is serving (not shutting down).
+    pub serving: bool,
+    pub sessions: &'a mut Arena<Session>,
+    pub front: &'a mut HttpFrontDoor,
+    pub timers: &'a mut TimerQueue<Timer>,
+    pub events: &'a mut Vec<UpstreamEvent>,
+}
+
+/// What an upstream adapter reports for the session cores.
+#[derive(Debug)]
+pub(crate) enum UpstreamEvent {
+    /// One message from a session's upstream, its bytes as received (moved,
+    /// not copied), for its core to route.
+    Message {
+        session: SessionKey,
+        message: Message<Vec<u8>>,
+    },
+    /// The session's upstream is gone: the session ends.
+    EndSession { session: SessionKey, reason: String },
+    /// Something the removal of an ended session waits for is over.
+    Finalize { session: SessionKey },
+    /// A session's answer `stream` is open upstream; it starts on `client`
+    /// (the connection waiting for it) if any.
+    StreamReady {
+        session: SessionKey,
+        stream: StreamId,
+        client: Option<ClientRef>,
+    },
+    /// Every request still waiting on `stream` gets an error.
+    FailStream {
+        session: SessionKey,
+        stream: StreamId,
+        why: String,
+    },
+    /// A session that never got going is dropped.
+    DiscardSession { session: SessionKey, why: String },
+    /// The client carrying `stream` went away.
+    StreamLost {
+        session: SessionKey,
+        stream: StreamId,
+    },
+    /// A client connection is to close now.
+    CloseConn { conn: ConnKey },
+    /// An upstream connection is to be read, one step at a time, the events
+    /// of each step fed before the next.
+    ReadConn { conn: UpConnKey },
+    /// A session's upstream output is to be read again (its clients caught
+    /// up), one step at a time.
+    ReadOutput { session: SessionKey },
+    /// An upstream answer stream ended with the messages before it fed: what
+    /// its requests still wait for is decided now.
+    AnswerEnded {
+        session: SessionKey,
+        ended: AnswerEnd,
+    },
+}
 
 /// The upstream of every session.
 // One value per proxy: its size does not matter, and boxing would add a
@@ -42,13 +129,6 @@ impl Upstreams {
     }
 
     pub(crate) fn http(&self) -> Option<&HttpSide> {
-        match self {
-            Upstreams::Http(http) => Some(http),
-            Upstreams::Stdio(_) => None,
-        }
-    }
-
-    pub(crate) fn http_mut(&mut self) -> Option<&mut HttpSide> {
         match self {
             Upstreams::Http(http) => Some(http),
             Upstreams::Stdio(_) => None,
@@ -95,18 +175,208 @@ impl Upstreams {
             .unwrap_or_default()
     }
 
+    /// A readiness event on a child's pipe; true when the session's
+    /// upstream output is to be read (`read_output`).
+    pub(crate) fn on_pipe_event(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        key: SessionKey,
+        pipe: Pipe,
+        event: &Event,
+    ) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.on_pipe_event(ctx, key, pipe, event),
+            Upstreams::Http(_) => false,
+        }
+    }
+
+    /// One read of a session's upstream output, passed on as events; true
+    /// when more may be waiting (a child's stdout).
+    pub(crate) fn read_output(&mut self, ctx: &mut UpstreamCtx<'_>, key: SessionKey) -> bool {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.read_output(ctx, key),
+            Upstreams::Http(_) => false,
+        }
+    }
+
+    /// The per-turn read cap cut a session's output short: it is read again
+    /// this turn, after the other sources, if it still has more.
+    pub(crate) fn requeue_output(&mut self, key: SessionKey) {
+        if let Upstreams::Stdio(stdio) = self {
+            if stdio.stdout_readable(key) {
+                stdio.push_backlog(key);
+            }
+        }
+    }
+
+    /// SIGCHLD: reaps every child that exited.
+    pub(crate) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.reap(ctx),
+            Upstreams::Http(_) => {
+                while let Some((pid, status)) = child::reap_any() {
+                    debug!("reaped process {pid} ({status})");
+                }
+            }
+        }
+    }
+
+    /// Sends a core's messages to a session's upstream. A pipe takes
+    /// everything at once: the answer stream starts now, and a client
+    /// sending no request hears 202. The HTTP upstream sends one POST, and
+    /// a client that waits for it waits for the upstream's answer.
+    pub(crate) fn forward(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        session: SessionKey,
+        origin: Origin<'_>,
+        forward: Forward,
+    ) {
+        match self {
+            Upstreams::Stdio(stdio) => {
+                if let Some(stream) = forward.stream {
+                    ctx.events.push(UpstreamEvent::StreamReady {
+                        session,
+                        stream,
+                        client: origin.client,
+                    });
+                }
+                for message in &forward.messages {
+                    stdio.send(session, message.bytes(), ctx.registry);
+                }
+                if forward.client_waits && forward.stream.is_none() {
+                    if let Some(client) = origin.client {
+                        let keep_alive = client.keep_alive && ctx.serving;
+                        ctx.front.reply(client.key, &Reply::empty(202), keep_alive);
+                    }
+                }
+            }
+            Upstreams::Http(http) => {
+                http_upstream::forward_http(http, ctx, session, origin, forward)
+            }
+        }
+    }
+
+    /// A session ended: its child is told to exit (stdin closed; SIGTERM and
+    /// SIGKILL follow if it lingers); an HTTP session is deleted upstream
+    /// and its GET stream closed.
+    pub(crate) fn session_ended(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.stop(session, ctx.registry, ctx.now),
+            Upstreams::Http(http) => http_upstream::end_http_session(http, ctx, session),
+        }
+    }
+
+    /// A client of the session caught up: its upstream output flows again.
+    pub(crate) fn resume_output(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
+        match self {
+            Upstreams::Stdio(_) => ctx.events.push(UpstreamEvent::ReadOutput { session }),
+            Upstreams::Http(_) => http_upstream::resume_http_output(ctx, session),
+        }
+    }
+
+    /// The core asked for the session's upstream GET stream (HTTP only).
+    pub(crate) fn open_get(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
+        if let Upstreams::Http(http) = self {
+            http_upstream::open_upstream_get(http, ctx, session);
+        }
+    }
+
+    /// A stateless-era request goes upstream as it is; false when the kind
+    /// has no such path (a pipe), for the caller to refuse it.
+    pub(crate) fn passthrough(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        conn: ConnKey,
+        request: &Request,
+    ) -> bool {
+        match self {
+            Upstreams::Stdio(_) => false,
+            Upstreams::Http(http) => http_upstream::passthrough(http, ctx, conn, request),
+        }
+    }
+
+    /// A client connection waiting for (or relaying) an exchange went away.
+    pub(crate) fn client_left(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        exchange: ExchangeKey,
+        relaying: bool,
+    ) {
+        if let Upstreams::Http(http) = self {
+            http_upstream::client_left_exchange(http, ctx, exchange, relaying);
+        }
+    }
+
+    /// One read step on an upstream connection; true when there may be more.
+    pub(crate) fn read_conn_step(&mut self, ctx: &mut UpstreamCtx<'_>, conn: UpConnKey) -> bool {
+        match self {
+            Upstreams::Stdio(_) => false,
+            Upstreams::Http(http) => http_upstream::read_step(http, ctx, conn),
+        }
+    }
+
+    /// An answer stream's end, decided once the messages before it were fed.
+    pub(crate) fn answer_ended(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        session: SessionKey,
+        ended: AnswerEnd,
+    ) {
+        http_upstream::answer_stream_closed(ctx, session, ended);
+    }
+
+    /// A readiness event on an upstream socket (`index`: its slot).
+    pub(crate) fn on_socket_event(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        index: usize,
+        event: &Event,
+    ) {
+        if let Upstreams::Http(http) = self {
+            if let Some(key) = http.conns.key_at(index) {
+                http_upstream::on_upstream_event(http, ctx, key, event);
+            }
+        }
+    }
+
+    /// The pool's timer fired.
+    pub(crate) fn on_pool_timer(&mut self, ctx: &mut UpstreamCtx<'_>, deadline: Instant) {
+        if let Upstreams::Http(http) = self {
+            http_upstream::on_pool_timer(http, ctx, deadline);
+        }
+    }
+
+    /// True when `deadline` is the armed pool timer's.
+    pub(crate) fn pool_timer_is(&self, deadline: Instant) -> bool {
+        self.http()
+            .is_some_and(|http| http_upstream::pool_timer_is(http, deadline))
+    }
+
+    /// A session's upstream timer fired (its HTTP streams' schedule).
+    pub(crate) fn on_session_timer(
+        &mut self,
+        ctx: &mut UpstreamCtx<'_>,
+        session: SessionKey,
+        deadline: Instant,
+    ) {
+        if let Upstreams::Http(http) = self {
+            http_upstream::on_upstream_timer(http, ctx, session, deadline);
+        }
+    }
+
+    /// SIGKILL to every child's group that has not been reaped.
+    pub(crate) fn kill_all(&self) {
+        if let Some(stdio) = self.stdio() {
+            stdio.kill_all();
+        }
+    }
+
     /// Forgets a removed session's upstream state (a child's pipes).
     pub(crate) fn forget(&mut self, session: SessionKey, registry: &Registry) {
         if let Some(stdio) = self.stdio_mut() {
             stdio.remove(session, registry);
         }
-    }
-
-    /// True when a session's upstream takes everything at once (a pipe):
-    /// its answer streams start when the messages go, with no response head
-    /// to wait for.
-    pub(crate) fn is_pipe(&self) -> bool {
-        matches!(self, Upstreams::Stdio(_))
     }
 
     /// True once nothing upstream is left to wait for before a session that

@@ -4,422 +4,452 @@
 
 use super::*;
 
-impl Proxy {
-    /// A readiness event on an upstream connection.
-    pub(in crate::reactor) fn on_upstream_event(&mut self, key: UpConnKey, event: &Event) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(up) = http.conns.get_mut(key) else {
-            return;
-        };
-        up.ready.on_event(event);
-        match up.state {
-            UpState::Connecting { exchange } => self.finish_connect(key, exchange),
-            UpState::Idle => {
-                if up.ready.readable() {
-                    self.idle_conn_event(key);
-                }
+/// A readiness event on an upstream connection.
+pub(in crate::reactor) fn on_upstream_event(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+    event: &Event,
+) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(up) = http.conns.get_mut(key) else {
+        return;
+    };
+    up.ready.on_event(event);
+    match up.state {
+        UpState::Connecting { exchange } => finish_connect(side, ctx, key, exchange),
+        UpState::Idle => {
+            if up.ready.readable() {
+                idle_conn_event(side, ctx, key);
             }
-            UpState::Busy(_) => {
-                self.flush_up_conn(key);
-                self.read_up_conn(key);
-            }
+        }
+        UpState::Busy(_) => {
+            flush_up_conn(side, ctx, key);
+            read_up_conn(ctx, key);
         }
     }
+}
 
-    pub(in crate::reactor) fn finish_connect(
-        &mut self,
-        key: UpConnKey,
-        exchange: Option<ExchangeKey>,
-    ) {
-        let now = self.now;
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(up) = http.conns.get_mut(key) else {
-            return;
-        };
-        if !up.ready.writable() && !up.ready.readable() {
-            return;
-        }
-        let outcome = match up.socket.take_error() {
-            Ok(Some(error)) | Err(error) => Err(error),
-            Ok(None) => match up.socket.peer_addr() {
-                Ok(_) => Ok(true),
-                Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
-                Err(error) => Err(error),
-            },
-        };
-        match (outcome, exchange) {
-            (Ok(false), _) => {}
-            (Ok(true), None) => {
-                up.state = UpState::Idle;
-                http.pool.connected(key.index(), now, &mut http.actions);
-                self.run_pool_actions();
-            }
-            (Ok(true), Some(exchange)) => {
-                let Some(entry) = http.exchanges.get(exchange) else {
-                    self.drop_up_conn(key);
-                    return;
-                };
-                up.state = UpState::Busy(exchange);
-                up.output.extend_from_slice(&entry.request);
-                self.flush_up_conn(key);
-                self.read_up_conn(key);
-            }
-            (Err(error), None) => {
-                debug!("upstream connect failed: {error}");
-                if let Some(mut conn) = http.conns.remove(key) {
-                    let _ = self.poll.registry().deregister(&mut conn.socket);
-                }
-                http.pool.connect_failed(key.index(), &mut http.actions);
-                self.run_pool_actions();
-            }
-            (Err(error), Some(exchange)) => {
-                self.drop_up_conn(key);
-                self.exchange_failed(
-                    exchange,
-                    &format!("cannot connect to the upstream: {error}"),
-                );
-            }
-        }
+pub(in crate::reactor) fn finish_connect(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+    exchange: Option<ExchangeKey>,
+) {
+    let now = ctx.now;
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(up) = http.conns.get_mut(key) else {
+        return;
+    };
+    if !up.ready.writable() && !up.ready.readable() {
+        return;
     }
-
-    /// Anything on an idle pooled connection (EOF, data, error) evicts it.
-    pub(in crate::reactor) fn idle_conn_event(&mut self, key: UpConnKey) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(up) = http.conns.get_mut(key) else {
-            return;
-        };
-        let mut byte = [0u8; 1];
-        let cause = match up.socket.peek(&mut byte) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                up.ready.clear_readable();
+    let outcome = match up.socket.take_error() {
+        Ok(Some(error)) | Err(error) => Err(error),
+        Ok(None) => match up.socket.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(error) => Err(error),
+        },
+    };
+    match (outcome, exchange) {
+        (Ok(false), _) => {}
+        (Ok(true), None) => {
+            up.state = UpState::Idle;
+            http.pool.connected(key.index(), now, &mut http.actions);
+            run_pool_actions(side, ctx);
+        }
+        (Ok(true), Some(exchange)) => {
+            let Some(entry) = http.exchanges.get(exchange) else {
+                drop_up_conn(side, ctx, key);
                 return;
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
-            Ok(0) => EvictCause::PeerClosed,
-            Ok(_) => EvictCause::UnexpectedData,
-            Err(_) => EvictCause::Error,
-        };
-        debug!("idle upstream connection {key} evicted: {}", cause.name());
-        http.pool.evict(key.index(), cause, &mut http.actions);
-        self.run_pool_actions();
-    }
-
-    pub(in crate::reactor) fn flush_up_conn(&mut self, key: UpConnKey) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(up) = http.conns.get_mut(key) else {
-            return;
-        };
-        let UpState::Busy(exchange) = up.state else {
-            return;
-        };
-        let mut failed = None;
-        if up.written < up.output.len() {
-            let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
-            up.written += outcome.written;
-            if let Some(entry) = http.exchanges.get_mut(exchange) {
-                entry.life.on(ExchangeEvent::Wrote {
-                    written: outcome.written,
-                    all_out: up.written == up.output.len(),
-                });
-            }
-            failed = outcome.failed;
+            };
+            up.start(exchange);
+            up.output.extend_from_slice(&entry.request);
+            flush_up_conn(side, ctx, key);
+            read_up_conn(ctx, key);
         }
-        if up.written == up.output.len() {
-            up.output.clear();
-            up.written = 0;
+        (Err(error), None) => {
+            debug!("upstream connect failed: {error}");
+            if let Some(mut conn) = http.conns.remove(key) {
+                let _ = ctx.registry.deregister(&mut conn.socket);
+            }
+            http.pool.connect_failed(key.index(), &mut http.actions);
+            run_pool_actions(side, ctx);
         }
-        if let Some(error) = failed {
-            self.conn_broke(key, &format!("writing to the upstream failed: {error}"));
+        (Err(error), Some(exchange)) => {
+            drop_up_conn(side, ctx, key);
+            exchange_failed(
+                side,
+                ctx,
+                exchange,
+                &format!("cannot connect to the upstream: {error}"),
+            );
         }
     }
+}
 
-    /// True when the client stream an exchange feeds cannot take more now.
-    pub(in crate::reactor) fn exchange_blocked(&self, exchange: &Exchange) -> bool {
-        let (Some(session_key), Some(stream)) = (exchange.session, exchange.stream) else {
+/// Anything on an idle pooled connection (EOF, data, error) evicts it.
+pub(in crate::reactor) fn idle_conn_event(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(up) = http.conns.get_mut(key) else {
+        return;
+    };
+    let mut byte = [0u8; 1];
+    let cause = match up.socket.peek(&mut byte) {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            up.ready.clear_readable();
+            return;
+        }
+        Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
+        Ok(0) => EvictCause::PeerClosed,
+        Ok(_) => EvictCause::UnexpectedData,
+        Err(_) => EvictCause::Error,
+    };
+    debug!("idle upstream connection {key} evicted: {}", cause.name());
+    http.pool.evict(key.index(), cause, &mut http.actions);
+    run_pool_actions(side, ctx);
+}
+
+pub(in crate::reactor) fn flush_up_conn(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(up) = http.conns.get_mut(key) else {
+        return;
+    };
+    let UpState::Busy(exchange) = up.state else {
+        return;
+    };
+    let mut failed = None;
+    if up.written < up.output.len() {
+        let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
+        up.written += outcome.written;
+        if let Some(entry) = http.exchanges.get_mut(exchange) {
+            entry.life.on(ExchangeEvent::Wrote {
+                written: outcome.written,
+                all_out: up.written == up.output.len(),
+            });
+        }
+        failed = outcome.failed;
+    }
+    if up.written == up.output.len() {
+        up.output.clear();
+        up.written = 0;
+    }
+    if let Some(error) = failed {
+        conn_broke(
+            side,
+            ctx,
+            key,
+            &format!("writing to the upstream failed: {error}"),
+        );
+    }
+}
+
+/// True when the client stream an exchange feeds cannot take more now.
+pub(in crate::reactor) fn exchange_blocked(ctx: &HttpCtx<'_>, exchange: &Exchange) -> bool {
+    let (Some(session_key), Some(stream)) = (exchange.session, exchange.stream) else {
+        return false;
+    };
+    ctx.sessions
+        .get(session_key)
+        .and_then(|session| session.stream_conns.get(&stream))
+        .and_then(|conn_key| ctx.front.conns.get(*conn_key))
+        .is_some_and(|conn| conn.unwritten() > ctx.config.max_client_buffer)
+}
+
+/// One step of reading an upstream connection: the next response event
+/// decoded earlier, or else one read and its decoding (until it would
+/// block, the response ends, or the client stream it feeds is full).
+/// True when there may be more; the reactor feeds the step's events to
+/// the cores before the next, as a core's state and the client's
+/// back-pressure are to be current at each.
+pub(in crate::reactor) fn read_step(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+) -> bool {
+    let Some(up) = side.conns.get_mut(key) else {
+        return false;
+    };
+    let UpState::Busy(exchange) = up.state else {
+        return false;
+    };
+    if !up.pending.is_empty() {
+        let event = up.pending.remove(0);
+        let clean = !up.leftover;
+        on_response_event(side, ctx, exchange, event, clean);
+        let Some(up) = side
+            .conns
+            .get(key)
+            .filter(|up| up.state == UpState::Busy(exchange))
+        else {
             return false;
         };
-        self.sessions
-            .get(session_key)
-            .and_then(|session| session.stream_conns.get(&stream))
-            .and_then(|conn_key| self.front.conns.get(*conn_key))
-            .is_some_and(|conn| conn.unwritten() > self.config.max_client_buffer)
+        // EOF ended a close-delimited body (EOF with the response
+        // incomplete was an error when it was decoded).
+        return !(up.pending.is_empty() && up.at_eof);
     }
-
-    /// Reads and decodes what an upstream connection has, until it would
-    /// block, the response ends, or the client stream it feeds is full.
-    pub(in crate::reactor) fn read_up_conn(&mut self, key: UpConnKey) {
-        let mut events = Vec::new();
-        // Bytes came after the response: the connection cannot be reused.
-        let mut leftover = false;
-        loop {
-            let Some(http) = self.upstream.http() else {
-                return;
-            };
-            let Some(up) = http.conns.get(key) else {
-                return;
-            };
-            let UpState::Busy(exchange) = up.state else {
-                return;
-            };
-            if !up.ready.readable() {
-                return;
-            }
-            let Some(entry) = http.exchanges.get(exchange) else {
-                self.drop_up_conn(key);
-                return;
-            };
-            if self.exchange_blocked(entry) {
-                // Back-pressure: the upstream waits in its socket buffer.
-                if let Some(http_session) = entry
-                    .session
-                    .and_then(|session_key| self.sessions.get_mut(session_key))
-                    .and_then(Session::http_mut)
-                {
-                    if !http_session.paused.contains(&key) {
-                        http_session.paused.push(key);
-                    }
-                }
-                return;
-            }
-            let Some(http) = self.upstream.http_mut() else {
-                return;
-            };
-            let Some(up) = http.conns.get_mut(key) else {
-                return;
-            };
-            let Some(entry) = http.exchanges.get_mut(exchange) else {
-                return;
-            };
-            events.clear();
-            let outcome = match read_into(&mut up.socket, &mut up.ready, &mut self.scratch) {
-                ReadOutcome::Eof => entry.decoder.eof(&mut events).map(|()| true),
-                ReadOutcome::Data(count) => {
-                    let bytes = &self.scratch[..count];
-                    entry.decoder.decode(bytes, &mut events).map(|used| {
-                        if used < count {
-                            leftover = true;
-                        }
-                        false
-                    })
-                }
-                ReadOutcome::Blocked => return,
-                ReadOutcome::Failed(error) => {
-                    self.conn_broke(key, &format!("reading from the upstream failed: {error}"));
-                    return;
-                }
-            };
-            match outcome {
-                Ok(at_eof) => {
-                    for event in events.drain(..) {
-                        self.on_response_event(exchange, event, !leftover);
-                    }
-                    let still_busy = self.upstream.http().is_some_and(|http| {
-                        http.conns
-                            .get(key)
-                            .is_some_and(|up| up.state == UpState::Busy(exchange))
-                    });
-                    if !still_busy {
-                        return;
-                    }
-                    if at_eof {
-                        // EOF with the response incomplete was an error above;
-                        // here it ended a close-delimited body.
-                        return;
-                    }
-                }
-                Err(error) => {
-                    let started = self
-                        .upstream
-                        .http()
-                        .and_then(|http| http.exchanges.get(exchange))
-                        .is_some_and(|entry| entry.life.head().is_some());
-                    let why = if started {
-                        format!("the upstream response broke off: {error}")
-                    } else {
-                        format!("the upstream closed the connection: {error}")
-                    };
-                    self.conn_broke(key, &why);
-                    return;
-                }
-            }
-        }
+    if up.at_eof || !up.ready.readable() {
+        return false;
     }
-
-    /// The client caught up: read the upstream connections that waited for it.
-    pub(in crate::reactor) fn resume_http_output(&mut self, session_key: SessionKey) {
-        let paused = self
-            .sessions
-            .get_mut(session_key)
+    let Some(entry) = side.exchanges.get(exchange) else {
+        drop_up_conn(side, ctx, key);
+        return false;
+    };
+    if exchange_blocked(ctx, entry) {
+        // Back-pressure: the upstream waits in its socket buffer.
+        if let Some(http_session) = entry
+            .session
+            .and_then(|session_key| ctx.sessions.get_mut(session_key))
             .and_then(Session::http_mut)
-            .map(|http| std::mem::take(&mut http.paused))
-            .unwrap_or_default();
-        for key in paused {
-            self.read_up_conn(key);
+        {
+            if !http_session.paused.contains(&key) {
+                http_session.paused.push(key);
+            }
         }
+        return false;
     }
-
-    /// An upstream connection failed mid-exchange: it is dropped, and the
-    /// exchange is retried if the rules allow, or answered with an error.
-    pub(in crate::reactor) fn conn_broke(&mut self, key: UpConnKey, why: &str) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(up) = http.conns.get(key) else {
-            return;
-        };
-        let exchange = match up.state {
-            UpState::Busy(exchange) => Some(exchange),
-            _ => None,
-        };
-        if up.pooled {
-            http.pool
-                .evict(key.index(), EvictCause::Error, &mut http.actions);
-            self.run_pool_actions();
-        } else {
-            self.drop_up_conn(key);
-        }
-        if let Some(exchange) = exchange {
-            self.exchange_failed(exchange, why);
-        }
-    }
-
-    /// Retries an exchange if allowed, or gives up on it.
-    pub(in crate::reactor) fn exchange_failed(&mut self, exchange: ExchangeKey, why: &str) {
-        let now = self.now;
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(entry) = http.exchanges.get_mut(exchange) else {
-            return;
-        };
-        // Its connection is gone already (evicted or dropped by the caller).
-        let step = entry.life.on(ExchangeEvent::Broke {
-            response_started: entry.decoder.started(),
-        });
-        if step == Step::Retry {
-            debug!("retrying an upstream request on a fresh connection: {why}");
-            entry.decoder = ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, false);
-            entry.body.clear();
-            let host = http.host.clone();
-            http.pool.note_retry();
-            http.pool
-                .checkout_fresh(&host, exchange, now, &mut http.actions);
-            self.run_pool_actions();
-            return;
-        }
-        self.exchange_gave_up(exchange, 502, &format!("Bad Gateway: {why}"));
-    }
-
-    /// Ends an exchange that cannot be completed: whoever waits for it gets
-    /// `status` (before a response head) or a JSON-RPC error per request.
-    pub(in crate::reactor) fn exchange_gave_up(
-        &mut self,
-        exchange: ExchangeKey,
-        status: u16,
-        why: &str,
-    ) {
-        let Some(mut entry) = self.take_exchange(exchange) else {
-            return;
-        };
-        let conn = match entry.life.on(ExchangeEvent::Abandoned) {
-            Step::GiveUp { conn } => conn,
-            _ => None,
-        };
-        if let Some(conn) = conn {
-            if let Some(http) = self.upstream.http_mut() {
-                if http.conns.get(conn).is_some_and(|up| up.pooled) {
-                    http.pool
-                        .evict(conn.index(), EvictCause::Error, &mut http.actions);
-                } else {
-                    self.drop_up_conn(conn);
+    let (Some(up), Some(entry)) = (side.conns.get_mut(key), side.exchanges.get_mut(exchange))
+    else {
+        return false;
+    };
+    let outcome = match read_into(&mut up.socket, &mut up.ready, ctx.scratch) {
+        ReadOutcome::Eof => entry.decoder.eof(&mut up.pending).map(|()| true),
+        ReadOutcome::Data(count) => {
+            let bytes = &ctx.scratch[..count];
+            entry.decoder.decode(bytes, &mut up.pending).map(|used| {
+                // Bytes came after the response: the connection cannot
+                // be reused.
+                if used < count {
+                    up.leftover = true;
                 }
-            }
+                false
+            })
         }
-        if let Some(http) = self.upstream.http_mut() {
-            http.pool.cancel_waiter(exchange);
+        ReadOutcome::Blocked => return false,
+        ReadOutcome::Failed(error) => {
+            conn_broke(
+                side,
+                ctx,
+                key,
+                &format!("reading from the upstream failed: {error}"),
+            );
+            return false;
         }
-        self.run_pool_actions();
-        warn!("upstream exchange failed: {why}");
-        let session_key = entry.session.filter(|key| self.sessions.contains(*key));
-        match entry.purpose {
-            Purpose::GetStream => {
-                let released = session_key
-                    .and_then(|key| self.sessions.get_mut(key))
-                    .and_then(Session::http_mut)
-                    .and_then(|http| http.streams.get_failed());
-                self.send_released(released);
-                return;
-            }
-            Purpose::Continue => {
-                if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
-                    self.fail_stream_requests(session_key, stream, why);
-                }
-                return;
-            }
-            Purpose::Messages {
-                has_requests: false,
-            } => {
-                if let Some(session_key) = session_key {
-                    self.message_lost(session_key, why);
-                }
-            }
-            Purpose::Delete => return,
-            _ => {}
+    };
+    match outcome {
+        Ok(at_eof) => {
+            up.at_eof = at_eof;
+            true
         }
-        if entry.life.streaming() {
-            if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
-                self.fail_stream_requests(session_key, stream, why);
-            }
-            if entry.purpose == Purpose::Passthrough {
-                if let Some(wait) = entry.client {
-                    self.close_conn(wait.key);
-                }
-            }
-            return;
-        }
-        // Before any head: the waiting client gets the error as its answer.
-        if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
-            if let Some(session) = self.sessions.get_mut(session_key) {
-                session.core.stream_refused(stream, &entry.request_ids);
-            }
-        }
-        if entry.purpose == Purpose::Initialize {
-            if let Some(session_key) = session_key {
-                self.discard_session(session_key, why);
-            }
-        }
-        if let Some(wait) = entry.client {
-            let id = match entry.request_ids.as_slice() {
-                [only] => only.to_raw(),
-                _ => RawValue::NULL.to_owned(),
+        Err(error) => {
+            let why = if entry.life.head().is_some() {
+                format!("the upstream response broke off: {error}")
+            } else {
+                format!("the upstream closed the connection: {error}")
             };
-            let reply = Reply::error(status, &id, jsonrpc::UPSTREAM_GONE, why);
-            self.reply_to_waiting(wait, &reply);
+            conn_broke(side, ctx, key, &why);
+            false
         }
     }
+}
 
-    pub(in crate::reactor) fn take_exchange(&mut self, exchange: ExchangeKey) -> Option<Exchange> {
-        self.upstream.http_mut()?.exchanges.remove(exchange)
+/// The client caught up: read the upstream connections that waited for it.
+pub(in crate::reactor) fn resume_http_output(ctx: &mut HttpCtx<'_>, session_key: SessionKey) {
+    let paused = ctx
+        .sessions
+        .get_mut(session_key)
+        .and_then(Session::http_mut)
+        .map(|http| std::mem::take(&mut http.paused))
+        .unwrap_or_default();
+    for key in paused {
+        read_up_conn(ctx, key);
     }
+}
 
-    /// Answers a client connection that waits for an exchange, if it still does.
-    pub(in crate::reactor) fn reply_to_waiting(&mut self, wait: ClientWait, reply: &Reply) {
-        let Some(conn) = self.front.conns.get_mut(wait.key) else {
+/// An upstream connection failed mid-exchange: it is dropped, and the
+/// exchange is retried if the rules allow, or answered with an error.
+pub(in crate::reactor) fn conn_broke(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    key: UpConnKey,
+    why: &str,
+) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(up) = http.conns.get(key) else {
+        return;
+    };
+    let exchange = match up.state {
+        UpState::Busy(exchange) => Some(exchange),
+        _ => None,
+    };
+    if up.pooled {
+        http.pool
+            .evict(key.index(), EvictCause::Error, &mut http.actions);
+        run_pool_actions(side, ctx);
+    } else {
+        drop_up_conn(side, ctx, key);
+    }
+    if let Some(exchange) = exchange {
+        exchange_failed(side, ctx, exchange, why);
+    }
+}
+
+/// Retries an exchange if allowed, or gives up on it.
+pub(in crate::reactor) fn exchange_failed(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    exchange: ExchangeKey,
+    why: &str,
+) {
+    let now = ctx.now;
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(entry) = http.exchanges.get_mut(exchange) else {
+        return;
+    };
+    // Its connection is gone already (evicted or dropped by the caller).
+    let step = entry.life.on(ExchangeEvent::Broke {
+        response_started: entry.decoder.started(),
+    });
+    if step == Step::Retry {
+        debug!("retrying an upstream request on a fresh connection: {why}");
+        entry.decoder = ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, false);
+        entry.body.clear();
+        let host = http.host.clone();
+        http.pool.note_retry();
+        http.pool
+            .checkout_fresh(&host, exchange, now, &mut http.actions);
+        run_pool_actions(side, ctx);
+        return;
+    }
+    exchange_gave_up(side, ctx, exchange, 502, &format!("Bad Gateway: {why}"));
+}
+
+/// Ends an exchange that cannot be completed: whoever waits for it gets
+/// `status` (before a response head) or a JSON-RPC error per request.
+pub(in crate::reactor) fn exchange_gave_up(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    exchange: ExchangeKey,
+    status: u16,
+    why: &str,
+) {
+    let Some(mut entry) = take_exchange(side, exchange) else {
+        return;
+    };
+    let conn = match entry.life.on(ExchangeEvent::Abandoned) {
+        Step::GiveUp { conn } => conn,
+        _ => None,
+    };
+    if let Some(conn) = conn {
+        if let Some(http) = Some(&mut *side) {
+            if http.conns.get(conn).is_some_and(|up| up.pooled) {
+                http.pool
+                    .evict(conn.index(), EvictCause::Error, &mut http.actions);
+            } else {
+                drop_up_conn(side, ctx, conn);
+            }
+        }
+    }
+    if let Some(http) = Some(&mut *side) {
+        http.pool.cancel_waiter(exchange);
+    }
+    run_pool_actions(side, ctx);
+    warn!("upstream exchange failed: {why}");
+    let session_key = entry.session.filter(|key| ctx.sessions.contains(*key));
+    match entry.purpose {
+        Purpose::GetStream => {
+            let released = session_key
+                .and_then(|key| ctx.sessions.get_mut(key))
+                .and_then(Session::http_mut)
+                .and_then(|http| http.streams.get_failed());
+            send_released(side, ctx, released);
             return;
+        }
+        Purpose::Continue => {
+            if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+                fail_stream(ctx, session_key, stream, why);
+            }
+            return;
+        }
+        Purpose::Messages {
+            has_requests: false,
+        } => {
+            if let Some(session_key) = session_key {
+                message_lost(ctx, session_key, why);
+            }
+        }
+        Purpose::Delete => return,
+        _ => {}
+    }
+    if entry.life.streaming() {
+        if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+            fail_stream(ctx, session_key, stream, why);
+        }
+        if entry.purpose == Purpose::Passthrough {
+            if let Some(wait) = entry.client {
+                close_conn(ctx, wait.key);
+            }
+        }
+        return;
+    }
+    // Before any head: the waiting client gets the error as its answer.
+    if let (Some(session_key), Some(stream)) = (session_key, entry.stream) {
+        if let Some(session) = ctx.sessions.get_mut(session_key) {
+            session.core.stream_refused(stream, &entry.request_ids);
+        }
+    }
+    if entry.purpose == Purpose::Initialize {
+        if let Some(session_key) = session_key {
+            discard_session(ctx, session_key, why);
+        }
+    }
+    if let Some(wait) = entry.client {
+        let id = match entry.request_ids.as_slice() {
+            [only] => only.to_raw(),
+            _ => RawValue::NULL.to_owned(),
         };
-        if !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
-            return;
-        }
-        conn.state = ConnState::Requests;
-        self.reply(wait.key, reply, wait.keep_alive);
-        self.front.process_list.push(wait.key);
+        let reply = Reply::error(status, &id, jsonrpc::UPSTREAM_GONE, why);
+        reply_to_waiting(ctx, wait, &reply);
     }
+}
+
+pub(in crate::reactor) fn take_exchange(
+    side: &mut HttpSide,
+    exchange: ExchangeKey,
+) -> Option<Exchange> {
+    Some(&mut *side)?.exchanges.remove(exchange)
+}
+
+/// Answers a client connection that waits for an exchange, if it still does.
+pub(in crate::reactor) fn reply_to_waiting(ctx: &mut HttpCtx<'_>, wait: ClientWait, reply: &Reply) {
+    let Some(conn) = ctx.front.conns.get_mut(wait.key) else {
+        return;
+    };
+    if !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
+        return;
+    }
+    conn.state = ConnState::Requests;
+    reply_now(ctx, wait.key, reply, wait.keep_alive);
+    ctx.front.process_list.push(wait.key);
 }

@@ -3,8 +3,11 @@
 //! connection from the keep-alive pool (or, for a session's GET stream, by a
 //! dedicated connection outside it). This part owns the upstream sockets and
 //! exchanges, carries out the pool's actions, decodes responses with the
-//! sans-IO HTTP and SSE decoders, and hands the messages they carry to the
-//! session's router, as a child's stdout lines would be.
+//! sans-IO HTTP and SSE decoders, and reports the messages they carry (and
+//! what else the session cores must hear) as `UpstreamEvent`s, as a child's
+//! stdout lines are. The glue is functions of `(&mut HttpSide, &mut
+//! HttpCtx)` (here and in `conn.rs`, `answer.rs`, `session.rs`), called
+//! through `Upstreams`; it feeds no core itself.
 //!
 //! A client's POST waits for the upstream's response head before it is
 //! answered, so an upstream status (404 for a forgotten session, 4xx for a bad
@@ -46,8 +49,13 @@ mod side;
 
 pub(crate) use side::HttpSide;
 
+pub(in crate::reactor) use answer::*;
+pub(in crate::reactor) use conn::*;
+pub(in crate::reactor) use session::*;
+
 use super::drive::{ClientRef, Origin};
-use super::{Proxy, RunState, Timer};
+use super::upstreams::{UpstreamCtx, UpstreamEvent};
+use super::Timer;
 use crate::core::Forward;
 
 /// Largest upstream response head accepted.
@@ -83,6 +91,12 @@ pub(crate) struct UpConn {
     output: Vec<u8>,
     written: usize,
     ready: Readiness,
+    /// Response events decoded and not yet handled (`read_step`).
+    pending: Vec<ResponseEvent>,
+    /// Bytes came after the response: the connection cannot be reused.
+    leftover: bool,
+    /// The last read met EOF.
+    at_eof: bool,
 }
 
 impl UpConn {
@@ -96,7 +110,19 @@ impl UpConn {
             output: Vec::new(),
             written: 0,
             ready: Readiness::default(),
+            pending: Vec::new(),
+            leftover: false,
+            at_eof: false,
         }
+    }
+
+    /// The connection starts carrying `exchange`: nothing read for another
+    /// is left.
+    fn start(&mut self, exchange: ExchangeKey) {
+        self.state = UpState::Busy(exchange);
+        self.pending.clear();
+        self.leftover = false;
+        self.at_eof = false;
     }
 }
 
@@ -176,6 +202,51 @@ pub(super) struct ClientHeaders {
     pub forwarded: Vec<(String, String)>,
 }
 
+/// What the HTTP upstream's glue needs of the reactor (see `UpstreamCtx`).
+pub(in crate::reactor) type HttpCtx<'a> = UpstreamCtx<'a>;
+
+/// Answers every request still waiting on `stream` with an error.
+fn fail_stream(ctx: &mut HttpCtx<'_>, session: SessionKey, stream: StreamId, why: &str) {
+    ctx.events.push(UpstreamEvent::FailStream {
+        session,
+        stream,
+        why: why.to_string(),
+    });
+}
+
+fn end_session(ctx: &mut HttpCtx<'_>, session: SessionKey, reason: &str) {
+    ctx.events.push(UpstreamEvent::EndSession {
+        session,
+        reason: reason.to_string(),
+    });
+}
+
+fn discard_session(ctx: &mut HttpCtx<'_>, session: SessionKey, why: &str) {
+    ctx.events.push(UpstreamEvent::DiscardSession {
+        session,
+        why: why.to_string(),
+    });
+}
+
+fn stream_lost(ctx: &mut HttpCtx<'_>, session: SessionKey, stream: StreamId) {
+    ctx.events
+        .push(UpstreamEvent::StreamLost { session, stream });
+}
+
+fn close_conn(ctx: &mut HttpCtx<'_>, conn: ConnKey) {
+    ctx.events.push(UpstreamEvent::CloseConn { conn });
+}
+
+/// An immediate answer to a client; the last one while mcphop shuts down.
+fn reply_now(ctx: &mut HttpCtx<'_>, key: ConnKey, reply: &Reply, keep_alive: bool) {
+    ctx.front.reply(key, reply, keep_alive && ctx.serving);
+}
+
+/// Reads an upstream connection (one step at a time, see `read_step`).
+fn read_up_conn(ctx: &mut HttpCtx<'_>, conn: UpConnKey) {
+    ctx.events.push(UpstreamEvent::ReadConn { conn });
+}
+
 impl ClientHeaders {
     /// The parts of `request` an exchange needs; `names` lists the headers to
     /// pass on.
@@ -198,344 +269,347 @@ impl ClientHeaders {
     }
 }
 
-impl Proxy {
-    fn http(&mut self) -> Option<&mut HttpSide> {
-        self.upstream.http_mut()
+/// Starts an exchange: encodes its request and asks the pool for a
+/// connection (a dedicated one for a GET stream).
+pub(super) fn start_exchange(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    spec: ExchangeSpec,
+) -> Option<ExchangeKey> {
+    let session = spec
+        .session
+        .and_then(|key| ctx.sessions.get(key).map(|session| (key, session)));
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if spec.method == "POST" {
+        headers.push(("Content-Type".into(), "application/json".into()));
     }
-
-    /// Starts an exchange: encodes its request and asks the pool for a
-    /// connection (a dedicated one for a GET stream).
-    pub(super) fn start_exchange(&mut self, spec: ExchangeSpec) -> Option<ExchangeKey> {
-        let session = spec
-            .session
-            .and_then(|key| self.sessions.get(key).map(|session| (key, session)));
-        let mut headers: Vec<(String, String)> = Vec::new();
-        if spec.method == "POST" {
-            headers.push(("Content-Type".into(), "application/json".into()));
+    let dedicated = matches!(spec.purpose, Purpose::GetStream | Purpose::Continue);
+    let accept = if dedicated {
+        "text/event-stream"
+    } else {
+        "application/json, text/event-stream"
+    };
+    headers.push(("Accept".into(), accept.into()));
+    if let Some(last_event_id) = &spec.last_event_id {
+        headers.push(("Last-Event-ID".into(), last_event_id.clone()));
+    }
+    if let Some((_, session)) = &session {
+        if let Some(id) = session.http().and_then(|http| http.upstream_id.clone()) {
+            headers.push(("Mcp-Session-Id".into(), id));
         }
-        let dedicated = matches!(spec.purpose, Purpose::GetStream | Purpose::Continue);
-        let accept = if dedicated {
-            "text/event-stream"
-        } else {
-            "application/json, text/event-stream"
-        };
-        headers.push(("Accept".into(), accept.into()));
-        if let Some(last_event_id) = &spec.last_event_id {
-            headers.push(("Last-Event-ID".into(), last_event_id.clone()));
+        if let Some(version) = session.core.protocol_version() {
+            headers.push(("MCP-Protocol-Version".into(), version.to_string()));
         }
-        if let Some((_, session)) = &session {
-            if let Some(id) = session.http().and_then(|http| http.upstream_id.clone()) {
-                headers.push(("Mcp-Session-Id".into(), id));
-            }
-            if let Some(version) = session.core.protocol_version() {
-                headers.push(("MCP-Protocol-Version".into(), version.to_string()));
-            }
-        }
-        match (&spec.client, &session) {
-            // The client's own request: the headers it sent now.
-            (Some((_, client)), _) => headers.extend(client.forwarded.iter().cloned()),
-            // mcphop's own request for a session (GET stream, cancel, DELETE):
-            // the headers its client sent last.
-            (None, Some((_, session))) => {
-                if let Some(http) = session.http() {
-                    headers.extend(http.forwarded.iter().cloned());
-                }
-            }
-            (None, None) => {}
-        }
-        headers.extend(self.config.upstream_headers.iter().cloned());
-        let session_ref = session.map(|(key, _)| key);
-        if let (Some((_, client)), Some(key)) = (&spec.client, session_ref) {
-            if let Some(http) = self.sessions.get_mut(key).and_then(Session::http_mut) {
-                if http.forwarded != client.forwarded {
-                    http.forwarded.clone_from(&client.forwarded);
-                }
+    }
+    match (&spec.client, &session) {
+        // The client's own request: the headers it sent now.
+        (Some((_, client)), _) => headers.extend(client.forwarded.iter().cloned()),
+        // mcphop's own request for a session (GET stream, cancel, DELETE):
+        // the headers its client sent last.
+        (None, Some((_, session))) => {
+            if let Some(http) = session.http() {
+                headers.extend(http.forwarded.iter().cloned());
             }
         }
-        let http = self.upstream.http_mut()?;
-        let header_refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        let mut request = Vec::with_capacity(spec.body.len() + 256);
-        http_client::write_request(
-            &mut request,
-            spec.method,
-            &http.url.target,
-            &http.authority,
-            &header_refs,
-            &spec.body,
+        (None, None) => {}
+    }
+    headers.extend(ctx.config.upstream_headers.iter().cloned());
+    let session_ref = session.map(|(key, _)| key);
+    if let (Some((_, client)), Some(key)) = (&spec.client, session_ref) {
+        if let Some(http) = ctx.sessions.get_mut(key).and_then(Session::http_mut) {
+            if http.forwarded != client.forwarded {
+                http.forwarded.clone_from(&client.forwarded);
+            }
+        }
+    }
+    let http = Some(&mut *side)?;
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let mut request = Vec::with_capacity(spec.body.len() + 256);
+    http_client::write_request(
+        &mut request,
+        spec.method,
+        &http.url.target,
+        &http.authority,
+        &header_refs,
+        &spec.body,
+    );
+    let client = spec.client.as_ref().map(|(key, client)| ClientWait {
+        key: *key,
+        keep_alive: client.keep_alive,
+        http11: client.http11,
+    });
+    let exchange = http.exchanges.insert(Exchange {
+        purpose: spec.purpose,
+        request,
+        request_ids: spec.request_ids,
+        // A GET stream or a continuation is reopened on its own schedule,
+        // never by the pool's retry rule.
+        life: Lifecycle::new(spec.mcp_method, !dedicated),
+        decoder: ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, spec.method == "HEAD"),
+        sse: SseDecoder::new(MAX_UPSTREAM_BODY_BYTES),
+        body: Vec::new(),
+        client: None,
+        session: session_ref,
+        stream: spec.stream,
+        sse_end: StreamEnd::default(),
+        empty_reconnects: 0,
+    });
+    if let Some(wait) = client {
+        if let Some(conn) = ctx.front.conns.get_mut(wait.key) {
+            conn.state = ConnState::AwaitingUpstream { exchange };
+            conn.deadline = None;
+            if let Some(exchange) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
+                exchange.client = Some(wait);
+            }
+        }
+    }
+    let gated = match (spec.purpose, session_ref) {
+        (Purpose::Messages { .. }, Some(session_key)) => ctx
+            .sessions
+            .get_mut(session_key)
+            .and_then(Session::http_mut)
+            .is_some_and(|http| http.streams.hold(exchange)),
+        _ => false,
+    };
+    if gated {
+        debug!(
+            "upstream {} held until the session's upstream GET stream is open",
+            spec.method
         );
-        let client = spec.client.as_ref().map(|(key, client)| ClientWait {
-            key: *key,
-            keep_alive: client.keep_alive,
-            http11: client.http11,
-        });
-        let exchange = http.exchanges.insert(Exchange {
-            purpose: spec.purpose,
-            request,
-            request_ids: spec.request_ids,
-            // A GET stream or a continuation is reopened on its own schedule,
-            // never by the pool's retry rule.
-            life: Lifecycle::new(spec.mcp_method, !dedicated),
-            decoder: ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, spec.method == "HEAD"),
-            sse: SseDecoder::new(MAX_UPSTREAM_BODY_BYTES),
-            body: Vec::new(),
-            client: None,
-            session: session_ref,
-            stream: spec.stream,
-            sse_end: StreamEnd::default(),
-            empty_reconnects: 0,
-        });
-        if let Some(wait) = client {
-            if let Some(conn) = self.front.conns.get_mut(wait.key) {
-                conn.state = ConnState::AwaitingUpstream { exchange };
-                conn.deadline = None;
-                if let Some(exchange) = self.http().and_then(|h| h.exchanges.get_mut(exchange)) {
-                    exchange.client = Some(wait);
-                }
-            }
-        }
-        let gated = match (spec.purpose, session_ref) {
-            (Purpose::Messages { .. }, Some(session_key)) => self
-                .sessions
-                .get_mut(session_key)
-                .and_then(Session::http_mut)
-                .is_some_and(|http| http.streams.hold(exchange)),
-            _ => false,
-        };
-        if gated {
-            debug!(
-                "upstream {} held until the session's upstream GET stream is open",
-                spec.method
-            );
-        } else if dedicated {
-            self.open_dedicated(exchange);
-        } else {
-            let now = self.now;
-            let http = self.upstream.http_mut()?;
-            let host = http.host.clone();
-            http.pool.checkout(&host, exchange, now, &mut http.actions);
-            self.run_pool_actions();
-        }
-        Some(exchange)
+    } else if dedicated {
+        open_dedicated(side, ctx, exchange);
+    } else {
+        let now = ctx.now;
+        let http = Some(&mut *side)?;
+        let host = http.host.clone();
+        http.pool.checkout(&host, exchange, now, &mut http.actions);
+        run_pool_actions(side, ctx);
     }
+    Some(exchange)
+}
 
-    /// Opens a connection outside the pool for a long-lived stream.
-    fn open_dedicated(&mut self, exchange: ExchangeKey) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        match TcpStream::connect(http.addr) {
-            Ok(mut socket) => {
-                let key = http.conns.next_key();
-                if self
-                    .poll
-                    .registry()
-                    .register(
-                        &mut socket,
-                        Source::Upstream(key.index()).token(),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .is_err()
-                {
-                    self.exchange_failed(exchange, "cannot register an upstream socket");
-                    return;
-                }
-                let _ = socket.set_nodelay(true);
-                http.conns
-                    .insert(UpConn::new(socket, false, Some(exchange)));
-                let host = http.host.clone();
-                http.pool.stream_opened(&host);
-                if let Some(entry) = http.exchanges.get_mut(exchange) {
-                    // The request goes out once the connect completes.
-                    entry.life.on(ExchangeEvent::Assigned {
-                        conn: key,
-                        reused: false,
-                    });
-                }
-            }
-            Err(error) => self.exchange_failed(
-                exchange,
-                &format!("cannot connect to the upstream: {error}"),
-            ),
-        }
-    }
-
-    /// Carries out what the pool asked for, until it asks for nothing more.
-    pub(super) fn run_pool_actions(&mut self) {
-        // In the order the pool asked; actions taken may ask for more.
-        while let Some(batch) = self
-            .upstream
-            .http_mut()
-            .filter(|http| !http.actions.is_empty())
-            .map(|http| std::mem::take(&mut http.actions))
-        {
-            for action in batch {
-                self.run_pool_action(action);
-            }
-        }
-        self.arm_pool_timer();
-    }
-
-    fn run_pool_action(&mut self, action: PoolAction<ExchangeKey>) {
-        // The pool knows connections by index; the key of what lives there
-        // now is the one it means (it forgets a connection when it closes).
-        let key_at = |proxy: &Proxy, index: usize| {
-            proxy
-                .upstream
-                .http()
-                .and_then(|http| http.conns.key_at(index))
-        };
-        {
-            match action {
-                PoolAction::Assign {
-                    waiter,
-                    conn,
-                    reused,
-                    peek,
-                } => match key_at(self, conn) {
-                    Some(conn) => self.assign(waiter, conn, reused, peek),
-                    None => self.exchange_failed(waiter, "the pool lent a connection that is gone"),
-                },
-                PoolAction::Connect { host } => self.connect_pooled(&host),
-                PoolAction::Close { conn, cause } => {
-                    debug!("upstream connection {conn} closed: {}", cause.name());
-                    if let Some(conn) = key_at(self, conn) {
-                        self.drop_up_conn(conn);
-                    }
-                }
-                PoolAction::AbortConnect { conn } => {
-                    debug!("upstream connection {conn}: connect timed out");
-                    if let Some(conn) = key_at(self, conn) {
-                        self.drop_up_conn(conn);
-                    }
-                }
-                PoolAction::WaiterTimedOut { waiter } => {
-                    self.exchange_gave_up(
-                        waiter,
-                        504,
-                        "Gateway Timeout: no upstream connection became free in time",
-                    );
-                }
-                PoolAction::WaitersFailed { host, waiters } => {
-                    for waiter in waiters {
-                        self.exchange_gave_up(
-                            waiter,
-                            502,
-                            &format!("Bad Gateway: cannot connect to the upstream {host}"),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn arm_pool_timer(&mut self) {
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let Some(next) = http.pool.next_deadline() else {
-            return;
-        };
-        if http.timer.is_some_and(|armed| armed <= next) {
-            return;
-        }
-        http.timer = Some(next);
-        self.timers.schedule(next, Timer::Pool);
-    }
-
-    /// True when `deadline` is the armed pool timer's.
-    pub(super) fn pool_timer_is(&self, deadline: Instant) -> bool {
-        self.upstream
-            .http()
-            .is_some_and(|http| http.timer == Some(deadline))
-    }
-
-    /// The pool's timer fired.
-    pub(super) fn on_pool_timer(&mut self, deadline: Instant) {
-        let now = self.now;
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        if http.timer != Some(deadline) {
-            return;
-        }
-        http.timer = None;
-        http.pool.expire(now, &mut http.actions);
-        self.run_pool_actions();
-    }
-
-    fn connect_pooled(&mut self, host: &HostKey) {
-        let now = self.now;
-        let registry = self.poll.registry();
-        if let Some(http) = self.upstream.http_mut() {
-            http.connect_pooled(host, registry, now);
-        }
-    }
-
-    fn drop_up_conn(&mut self, key: UpConnKey) {
-        let registry = self.poll.registry();
-        if let Some(http) = self.upstream.http_mut() {
-            http.drop_conn(key, registry);
-        }
-    }
-
-    /// The pool gave `conn` to `exchange`.
-    fn assign(&mut self, exchange: ExchangeKey, conn: UpConnKey, reused: bool, peek: bool) {
-        let now = self.now;
-        let Some(http) = self.upstream.http_mut() else {
-            return;
-        };
-        let alive = http.exchanges.contains(exchange);
-        if !alive {
-            // Its request is gone: the connection goes straight back.
-            http.pool
-                .release(conn.index(), true, now, &mut http.actions);
-            return;
-        }
-        if peek {
-            let verdict = http.conns.get(conn).map(|up| {
-                let mut byte = [0u8; 1];
-                match up.socket.peek(&mut byte) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
-                    Ok(0) => Some(EvictCause::PeerClosed),
-                    Ok(_) => Some(EvictCause::UnexpectedData),
-                    Err(_) => Some(EvictCause::Error),
-                }
-            });
-            if let Some(Some(cause)) = verdict {
-                debug!(
-                    "upstream connection {conn} failed its peek: {}",
-                    cause.name()
-                );
-                let host = http.host.clone();
-                http.pool.evict(conn.index(), cause, &mut http.actions);
-                http.pool.checkout(&host, exchange, now, &mut http.actions);
+/// Opens a connection outside the pool for a long-lived stream.
+fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: ExchangeKey) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    match TcpStream::connect(http.addr) {
+        Ok(mut socket) => {
+            let key = http.conns.next_key();
+            if ctx
+                .registry
+                .register(
+                    &mut socket,
+                    Source::Upstream(key.index()).token(),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                exchange_failed(side, ctx, exchange, "cannot register an upstream socket");
                 return;
             }
+            let _ = socket.set_nodelay(true);
+            http.conns
+                .insert(UpConn::new(socket, false, Some(exchange)));
+            let host = http.host.clone();
+            http.pool.stream_opened(&host);
+            if let Some(entry) = http.exchanges.get_mut(exchange) {
+                // The request goes out once the connect completes.
+                entry.life.on(ExchangeEvent::Assigned {
+                    conn: key,
+                    reused: false,
+                });
+            }
         }
-        let Some(entry) = http.exchanges.get_mut(exchange) else {
-            return;
-        };
-        let Some(up) = http.conns.get_mut(conn) else {
-            return;
-        };
-        if entry.life.on(ExchangeEvent::Assigned { conn, reused }) != (Step::Send { conn }) {
-            // Not waiting for a connection (a duplicate grant): it goes back.
-            http.pool
-                .release(conn.index(), true, now, &mut http.actions);
-            return;
-        }
-        up.state = UpState::Busy(exchange);
-        up.output.clear();
-        up.written = 0;
-        up.output.extend_from_slice(&entry.request);
-        up.ready.set_writable();
-        self.flush_up_conn(conn);
-        // Whatever arrived meanwhile is read now: edges are not repeated.
-        self.read_up_conn(conn);
+        Err(error) => exchange_failed(
+            side,
+            ctx,
+            exchange,
+            &format!("cannot connect to the upstream: {error}"),
+        ),
     }
+}
+
+/// Carries out what the pool asked for, until it asks for nothing more.
+pub(super) fn run_pool_actions(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
+    // In the order the pool asked; actions taken may ask for more.
+    while let Some(batch) = Some(&mut *side)
+        .filter(|http| !http.actions.is_empty())
+        .map(|http| std::mem::take(&mut http.actions))
+    {
+        for action in batch {
+            run_pool_action(side, ctx, action);
+        }
+    }
+    arm_pool_timer(side, ctx);
+}
+
+fn run_pool_action(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, action: PoolAction<ExchangeKey>) {
+    // The pool knows connections by index; the key of what lives there
+    // now is the one it means (it forgets a connection when it closes).
+    let key_at = |side: &HttpSide, index: usize| side.conns.key_at(index);
+    {
+        match action {
+            PoolAction::Assign {
+                waiter,
+                conn,
+                reused,
+                peek,
+            } => match key_at(side, conn) {
+                Some(conn) => assign(side, ctx, waiter, conn, reused, peek),
+                None => {
+                    exchange_failed(side, ctx, waiter, "the pool lent a connection that is gone")
+                }
+            },
+            PoolAction::Connect { host } => connect_pooled(side, ctx, &host),
+            PoolAction::Close { conn, cause } => {
+                debug!("upstream connection {conn} closed: {}", cause.name());
+                if let Some(conn) = key_at(side, conn) {
+                    drop_up_conn(side, ctx, conn);
+                }
+            }
+            PoolAction::AbortConnect { conn } => {
+                debug!("upstream connection {conn}: connect timed out");
+                if let Some(conn) = key_at(side, conn) {
+                    drop_up_conn(side, ctx, conn);
+                }
+            }
+            PoolAction::WaiterTimedOut { waiter } => {
+                exchange_gave_up(
+                    side,
+                    ctx,
+                    waiter,
+                    504,
+                    "Gateway Timeout: no upstream connection became free in time",
+                );
+            }
+            PoolAction::WaitersFailed { host, waiters } => {
+                for waiter in waiters {
+                    exchange_gave_up(
+                        side,
+                        ctx,
+                        waiter,
+                        502,
+                        &format!("Bad Gateway: cannot connect to the upstream {host}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn arm_pool_timer(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let Some(next) = http.pool.next_deadline() else {
+        return;
+    };
+    if http.timer.is_some_and(|armed| armed <= next) {
+        return;
+    }
+    http.timer = Some(next);
+    ctx.timers.schedule(next, Timer::Pool);
+}
+
+/// True when `deadline` is the armed pool timer's.
+pub(in crate::reactor) fn pool_timer_is(side: &HttpSide, deadline: Instant) -> bool {
+    side.timer == Some(deadline)
+}
+
+/// The pool's timer fired.
+pub(super) fn on_pool_timer(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, deadline: Instant) {
+    let now = ctx.now;
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    if http.timer != Some(deadline) {
+        return;
+    }
+    http.timer = None;
+    http.pool.expire(now, &mut http.actions);
+    run_pool_actions(side, ctx);
+}
+
+fn connect_pooled(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, host: &HostKey) {
+    let now = ctx.now;
+    let registry = ctx.registry;
+    if let Some(http) = Some(&mut *side) {
+        http.connect_pooled(host, registry, now);
+    }
+}
+
+fn drop_up_conn(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, key: UpConnKey) {
+    let registry = ctx.registry;
+    if let Some(http) = Some(&mut *side) {
+        http.drop_conn(key, registry);
+    }
+}
+
+/// The pool gave `conn` to `exchange`.
+fn assign(
+    side: &mut HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    exchange: ExchangeKey,
+    conn: UpConnKey,
+    reused: bool,
+    peek: bool,
+) {
+    let now = ctx.now;
+    let Some(http) = Some(&mut *side) else {
+        return;
+    };
+    let alive = http.exchanges.contains(exchange);
+    if !alive {
+        // Its request is gone: the connection goes straight back.
+        http.pool
+            .release(conn.index(), true, now, &mut http.actions);
+        return;
+    }
+    if peek {
+        let verdict = http.conns.get(conn).map(|up| {
+            let mut byte = [0u8; 1];
+            match up.socket.peek(&mut byte) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+                Ok(0) => Some(EvictCause::PeerClosed),
+                Ok(_) => Some(EvictCause::UnexpectedData),
+                Err(_) => Some(EvictCause::Error),
+            }
+        });
+        if let Some(Some(cause)) = verdict {
+            debug!(
+                "upstream connection {conn} failed its peek: {}",
+                cause.name()
+            );
+            let host = http.host.clone();
+            http.pool.evict(conn.index(), cause, &mut http.actions);
+            http.pool.checkout(&host, exchange, now, &mut http.actions);
+            return;
+        }
+    }
+    let Some(entry) = http.exchanges.get_mut(exchange) else {
+        return;
+    };
+    let Some(up) = http.conns.get_mut(conn) else {
+        return;
+    };
+    if entry.life.on(ExchangeEvent::Assigned { conn, reused }) != (Step::Send { conn }) {
+        // Not waiting for a connection (a duplicate grant): it goes back.
+        http.pool
+            .release(conn.index(), true, now, &mut http.actions);
+        return;
+    }
+    up.start(exchange);
+    up.output.clear();
+    up.written = 0;
+    up.output.extend_from_slice(&entry.request);
+    up.ready.set_writable();
+    flush_up_conn(side, ctx, conn);
+    // Whatever arrived meanwhile is read now: edges are not repeated.
+    read_up_conn(ctx, conn);
 }
 
 /// The client's answer when an upstream answered with something else than a
