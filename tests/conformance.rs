@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{peers_dir, repo_root, server_everything, Mcphop};
+use common::{kill_group, peers_dir, repo_root, server_everything, Mcphop};
 use serde_json::Value;
 
 /// How long one whole run of the suite may take (it takes seconds).
@@ -134,16 +134,6 @@ impl Drop for DirectServer {
     fn drop(&mut self) {
         kill_group(&mut self.child);
     }
-}
-
-/// SIGKILLs a child started with `process_group(0)`, and its whole group.
-fn kill_group(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGKILL);
-        }
-    }
-    let _ = child.wait();
 }
 
 /// What one run of a command printed, and whether it finished in time.

@@ -70,16 +70,8 @@ pub fn collect_lines(
     });
 }
 
-/// SIGKILLs a child started with `process_group(0)` and its whole group, and
-/// reaps it.
-pub fn kill_group(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGKILL);
-        }
-    }
-    let _ = child.wait();
-}
+/// The one process-group killer of the tests (`tests/common`).
+pub use crate::common::kill_group;
 
 /// Which real upstream server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
