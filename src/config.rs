@@ -64,6 +64,9 @@ pub enum UpstreamKind {
     Stdio { command: Vec<String> },
     /// A Streamable HTTP server, one upstream session per client session.
     Http { url: UpstreamUrl },
+    /// A legacy HTTP+SSE server (2024-11-05): `url` is its SSE endpoint;
+    /// each client session gets its own SSE stream there.
+    Sse { url: UpstreamUrl },
 }
 
 /// Everything the reactor needs to run.
@@ -113,14 +116,14 @@ impl Config {
     pub fn command(&self) -> &[String] {
         match &self.upstream {
             UpstreamKind::Stdio { command } => command,
-            UpstreamKind::Http { .. } => &[],
+            UpstreamKind::Http { .. } | UpstreamKind::Sse { .. } => &[],
         }
     }
 
-    /// The URL, for a Streamable HTTP upstream.
+    /// The URL, for a Streamable HTTP or legacy SSE upstream.
     pub fn upstream_url(&self) -> Option<&UpstreamUrl> {
         match &self.upstream {
-            UpstreamKind::Http { url } => Some(url),
+            UpstreamKind::Http { url } | UpstreamKind::Sse { url } => Some(url),
             UpstreamKind::Stdio { .. } => None,
         }
     }
@@ -176,14 +179,17 @@ mcphop: a lightweight proxy for the Model Context Protocol
 USAGE:
     mcphop [OPTIONS] -- COMMAND [ARGS...]
     mcphop [OPTIONS] --upstream http://HOST:PORT/PATH
+    mcphop [OPTIONS] --upstream-sse http://HOST:PORT/sse
 
 Serves MCP Streamable HTTP. Each client session gets its own stdio child
 running COMMAND, or its own session on a Streamable HTTP upstream, reached
-over a keep-alive connection pool.
+over a keep-alive connection pool, or its own SSE stream on a legacy
+HTTP+SSE upstream (its POSTs over the pool).
 
 OPTIONS:
     --listen ADDR                 address to bind [default: 127.0.0.1:8080]
     --upstream URL                a Streamable HTTP upstream instead of COMMAND
+    --upstream-sse URL            a legacy HTTP+SSE upstream (its SSE endpoint)
     --forward-header NAME         pass this client header to the HTTP upstream
                                   (repeatable; none are passed by default)
     --upstream-header 'N: V'      add this header to every upstream request
@@ -229,7 +235,7 @@ SIZE is a number of bytes with an optional K, KiB, M, MiB, G or GiB suffix.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
     let mut config = Config::with_command(Vec::new());
     let mut command: Vec<String> = Vec::new();
-    let mut upstream_url: Option<UpstreamUrl> = None;
+    let mut remote_upstream: Option<UpstreamKind> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (name, inline_value) = match arg.split_once('=') {
@@ -255,13 +261,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                     .parse()
                     .map_err(|_| format!("--listen: not an address like 127.0.0.1:8080: {text}"))?;
             }
-            "--upstream" => {
-                let url =
-                    UpstreamUrl::parse(&value(&name)?).map_err(|e| format!("--upstream: {e}"))?;
+            "--upstream" | "--upstream-sse" => {
+                let url = UpstreamUrl::parse(&value(&name)?).map_err(|e| format!("{name}: {e}"))?;
                 if url.scheme == Scheme::Https {
-                    return Err("--upstream: https upstreams are not supported yet".into());
+                    return Err(format!("{name}: https upstreams are not supported yet"));
                 }
-                upstream_url = Some(url);
+                if remote_upstream.is_some() {
+                    return Err("give one of --upstream and --upstream-sse, once".into());
+                }
+                remote_upstream = Some(if name == "--upstream" {
+                    UpstreamKind::Http { url }
+                } else {
+                    UpstreamKind::Sse { url }
+                });
             }
             "--forward-header" => {
                 let header = value(&name)?.trim().to_ascii_lowercase();
@@ -341,18 +353,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             other => return Err(format!("unknown option {other} (see --help)")),
         }
     }
-    config.upstream = match (command.is_empty(), upstream_url) {
+    config.upstream = match (command.is_empty(), remote_upstream) {
         (true, None) => {
             return Err(
-                "no upstream: give a command after `--` (as in `mcphop -- my-server`) or --upstream URL"
+                "no upstream: give a command after `--` (as in `mcphop -- my-server`), --upstream URL or --upstream-sse URL"
                     .into(),
             )
         }
         (false, Some(_)) => {
-            return Err("give either --upstream or a command after `--`, not both".into())
+            return Err("give either an upstream URL or a command after `--`, not both".into())
         }
         (false, None) => UpstreamKind::Stdio { command },
-        (true, Some(url)) => UpstreamKind::Http { url },
+        (true, Some(kind)) => kind,
     };
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());
@@ -480,10 +492,28 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_sse_upstream() {
+        let config = run(&["--upstream-sse", "http://127.0.0.1:3001/sse"]).unwrap();
+        let UpstreamKind::Sse { url } = &config.upstream else {
+            panic!("not an SSE upstream: {:?}", config.upstream);
+        };
+        assert_eq!(url.target, "/sse");
+        assert_eq!(config.upstream_url().unwrap().port, 3001);
+    }
+
+    #[test]
     fn errors_are_clear() {
         assert!(run(&[]).unwrap_err().contains("no upstream"));
         assert!(run(&["--upstream", "http://h:1/", "--", "x"]).is_err());
         assert!(run(&["--upstream", "https://h/"]).is_err());
+        assert!(run(&[
+            "--upstream",
+            "http://h:1/",
+            "--upstream-sse",
+            "http://h:2/sse"
+        ])
+        .is_err());
+        assert!(run(&["--upstream-sse", "http://h:1/sse", "--", "x"]).is_err());
         assert!(run(&["--upstream-header", "novalue", "--", "x"]).is_err());
         assert!(run(&["--bogus", "--", "x"])
             .unwrap_err()

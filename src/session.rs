@@ -10,7 +10,7 @@ use crate::arena::Key;
 use crate::client::ConnKey;
 use crate::core::SessionCore;
 use crate::mcp::router::StreamId;
-use crate::reactor::http_upstream::{ExchangeKey, UpConnKey};
+use crate::reactor::http_upstream::{ExchangeKey, QueuedPost, UpConnKey};
 use crate::upstream::streams::StreamSchedule;
 
 /// A Streamable HTTP upstream: the session's counterpart on the server.
@@ -33,6 +33,26 @@ pub struct HttpSession {
     pub upstream_timer: Option<Instant>,
 }
 
+/// A legacy HTTP+SSE upstream: the session's own SSE stream there, and the
+/// endpoint its messages are POSTed to.
+#[derive(Debug, Default)]
+pub struct SseSession {
+    /// The stream was opened (it opens with the session's first message).
+    pub opened: bool,
+    /// The exchange carrying the session's SSE stream, while it is open.
+    pub stream: Option<ExchangeKey>,
+    /// The target (path and query) the upstream named in its `endpoint`
+    /// event.
+    pub endpoint: Option<String>,
+    /// Messages waiting for the endpoint.
+    pub queued: Vec<QueuedPost>,
+    /// The stream's connection, when it is not read because a client
+    /// stream is full.
+    pub paused: Vec<UpConnKey>,
+    /// The headers (`--forward-header`) the client sent last.
+    pub forwarded: Vec<(String, String)>,
+}
+
 /// What a session talks to upstream.
 // The stdio variant is empty (its child lives in the stdio adapter); a
 // session slot a few hundred bytes larger costs less than an allocation per
@@ -43,6 +63,9 @@ pub enum Upstream {
     Stdio,
     /// A session on a Streamable HTTP server, reached through the pool.
     Http(HttpSession),
+    /// A session on a legacy HTTP+SSE server: its own stream, POSTs through
+    /// the pool.
+    Sse(SseSession),
 }
 
 /// Names a session; stale once it was removed.
@@ -73,7 +96,7 @@ impl Session {
     pub fn http_mut(&mut self) -> Option<&mut HttpSession> {
         match &mut self.upstream {
             Upstream::Http(http) => Some(http),
-            Upstream::Stdio => None,
+            Upstream::Stdio | Upstream::Sse(_) => None,
         }
     }
 
@@ -81,7 +104,35 @@ impl Session {
     pub fn http(&self) -> Option<&HttpSession> {
         match &self.upstream {
             Upstream::Http(http) => Some(http),
+            Upstream::Stdio | Upstream::Sse(_) => None,
+        }
+    }
+
+    /// The legacy SSE upstream session, for a session with one.
+    pub fn sse_mut(&mut self) -> Option<&mut SseSession> {
+        match &mut self.upstream {
+            Upstream::Sse(sse) => Some(sse),
+            Upstream::Stdio | Upstream::Http(_) => None,
+        }
+    }
+
+    /// The upstream connections not read because a client stream is full
+    /// (an upstream reached over HTTP).
+    pub fn paused_mut(&mut self) -> Option<&mut Vec<UpConnKey>> {
+        match &mut self.upstream {
+            Upstream::Http(http) => Some(&mut http.paused),
+            Upstream::Sse(sse) => Some(&mut sse.paused),
             Upstream::Stdio => None,
+        }
+    }
+
+    /// The headers (`--forward-header`) the client sent last, which
+    /// mcphop's own requests for the session carry too.
+    pub fn forwarded(&self) -> &[(String, String)] {
+        match &self.upstream {
+            Upstream::Http(http) => &http.forwarded,
+            Upstream::Sse(sse) => &sse.forwarded,
+            Upstream::Stdio => &[],
         }
     }
 }

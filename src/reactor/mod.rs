@@ -172,6 +172,7 @@ impl Proxy {
         )?;
         let upstream = match &config.upstream {
             UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(url.clone(), config.pool)?),
+            UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(url.clone(), config.pool)?),
             UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
                 command.clone(),
                 config.max_line_bytes,
@@ -219,7 +220,7 @@ impl Proxy {
             self.local_addr,
             self.config.path,
             match &self.config.upstream {
-                UpstreamKind::Http { url } => {
+                UpstreamKind::Http { url } | UpstreamKind::Sse { url } => {
                     format!(
                         "{}://{}{}",
                         url.scheme.as_str(),

@@ -18,7 +18,7 @@ use mio::Registry;
 use crate::arena::Arena;
 use crate::child;
 use crate::jsonrpc::Message;
-use crate::session::{HttpSession, Session, SessionKey, Upstream};
+use crate::session::{HttpSession, Session, SessionKey, SseSession, Upstream};
 
 use crate::client::ConnKey;
 use crate::mcp::router::StreamId;
@@ -111,26 +111,38 @@ pub(crate) enum Upstreams {
     Stdio(StdioUpstream),
     /// A Streamable HTTP server, through the keep-alive pool.
     Http(HttpSide),
+    /// A legacy HTTP+SSE server: a dedicated SSE stream per session, its
+    /// POSTs through the keep-alive pool (`http_upstream/legacy.rs`).
+    Sse(HttpSide),
 }
 
 impl Upstreams {
     pub(crate) fn stdio(&self) -> Option<&StdioUpstream> {
         match self {
             Upstreams::Stdio(stdio) => Some(stdio),
-            Upstreams::Http(_) => None,
+            Upstreams::Http(_) | Upstreams::Sse(_) => None,
         }
     }
 
     pub(crate) fn stdio_mut(&mut self) -> Option<&mut StdioUpstream> {
         match self {
             Upstreams::Stdio(stdio) => Some(stdio),
-            Upstreams::Http(_) => None,
+            Upstreams::Http(_) | Upstreams::Sse(_) => None,
         }
     }
 
+    /// The HTTP client side (pool, connections, exchanges) of a kind
+    /// reached over HTTP.
     pub(crate) fn http(&self) -> Option<&HttpSide> {
         match self {
-            Upstreams::Http(http) => Some(http),
+            Upstreams::Http(http) | Upstreams::Sse(http) => Some(http),
+            Upstreams::Stdio(_) => None,
+        }
+    }
+
+    fn http_mut(&mut self) -> Option<&mut HttpSide> {
+        match self {
+            Upstreams::Http(http) | Upstreams::Sse(http) => Some(http),
             Upstreams::Stdio(_) => None,
         }
     }
@@ -148,6 +160,15 @@ impl Upstreams {
             Upstreams::Http(http) => Ok((
                 Upstream::Http(HttpSession::default()),
                 format!("on {}://{}", http.url.scheme.as_str(), http.url.authority()),
+            )),
+            Upstreams::Sse(http) => Ok((
+                Upstream::Sse(SseSession::default()),
+                format!(
+                    "on {}://{}{} (legacy SSE)",
+                    http.url.scheme.as_str(),
+                    http.url.authority(),
+                    http.url.target
+                ),
             )),
             Upstreams::Stdio(stdio) => {
                 let pid = stdio.start(session, registry)?;
@@ -186,7 +207,7 @@ impl Upstreams {
     ) -> bool {
         match self {
             Upstreams::Stdio(stdio) => stdio.on_pipe_event(ctx, key, pipe, event),
-            Upstreams::Http(_) => false,
+            Upstreams::Http(_) | Upstreams::Sse(_) => false,
         }
     }
 
@@ -195,7 +216,7 @@ impl Upstreams {
     pub(crate) fn read_output(&mut self, ctx: &mut UpstreamCtx<'_>, key: SessionKey) -> bool {
         match self {
             Upstreams::Stdio(stdio) => stdio.read_output(ctx, key),
-            Upstreams::Http(_) => false,
+            Upstreams::Http(_) | Upstreams::Sse(_) => false,
         }
     }
 
@@ -213,7 +234,7 @@ impl Upstreams {
     pub(crate) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
         match self {
             Upstreams::Stdio(stdio) => stdio.reap(ctx),
-            Upstreams::Http(_) => {
+            Upstreams::Http(_) | Upstreams::Sse(_) => {
                 while let Some((pid, status)) = child::reap_any() {
                     debug!("reaped process {pid} ({status})");
                 }
@@ -254,6 +275,9 @@ impl Upstreams {
             Upstreams::Http(http) => {
                 http_upstream::forward_http(http, ctx, session, origin, forward)
             }
+            Upstreams::Sse(http) => {
+                http_upstream::forward_legacy(http, ctx, session, origin, forward)
+            }
         }
     }
 
@@ -264,6 +288,7 @@ impl Upstreams {
         match self {
             Upstreams::Stdio(stdio) => stdio.stop(session, ctx.registry, ctx.now),
             Upstreams::Http(http) => http_upstream::end_http_session(http, ctx, session),
+            Upstreams::Sse(http) => http_upstream::end_legacy_session(http, ctx, session),
         }
     }
 
@@ -271,11 +296,14 @@ impl Upstreams {
     pub(crate) fn resume_output(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
         match self {
             Upstreams::Stdio(_) => ctx.events.push(UpstreamEvent::ReadOutput { session }),
-            Upstreams::Http(_) => http_upstream::resume_http_output(ctx, session),
+            Upstreams::Http(_) | Upstreams::Sse(_) => {
+                http_upstream::resume_http_output(ctx, session)
+            }
         }
     }
 
-    /// The core asked for the session's upstream GET stream (HTTP only).
+    /// The core asked for the session's upstream GET stream (Streamable
+    /// HTTP only: a legacy SSE session's one stream carries everything).
     pub(crate) fn open_get(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
         if let Upstreams::Http(http) = self {
             http_upstream::open_upstream_get(http, ctx, session);
@@ -291,7 +319,7 @@ impl Upstreams {
         request: &Request,
     ) -> bool {
         match self {
-            Upstreams::Stdio(_) => false,
+            Upstreams::Stdio(_) | Upstreams::Sse(_) => false,
             Upstreams::Http(http) => http_upstream::passthrough(http, ctx, conn, request),
         }
     }
@@ -303,7 +331,7 @@ impl Upstreams {
         exchange: ExchangeKey,
         relaying: bool,
     ) {
-        if let Upstreams::Http(http) = self {
+        if let Some(http) = self.http_mut() {
             http_upstream::client_left_exchange(http, ctx, exchange, relaying);
         }
     }
@@ -312,7 +340,9 @@ impl Upstreams {
     pub(crate) fn read_conn_step(&mut self, ctx: &mut UpstreamCtx<'_>, conn: UpConnKey) -> bool {
         match self {
             Upstreams::Stdio(_) => false,
-            Upstreams::Http(http) => http_upstream::read_step(http, ctx, conn),
+            Upstreams::Http(http) | Upstreams::Sse(http) => {
+                http_upstream::read_step(http, ctx, conn)
+            }
         }
     }
 
@@ -333,7 +363,7 @@ impl Upstreams {
         index: usize,
         event: &Event,
     ) {
-        if let Upstreams::Http(http) = self {
+        if let Some(http) = self.http_mut() {
             if let Some(key) = http.conns.key_at(index) {
                 http_upstream::on_upstream_event(http, ctx, key, event);
             }
@@ -342,7 +372,7 @@ impl Upstreams {
 
     /// The pool's timer fired.
     pub(crate) fn on_pool_timer(&mut self, ctx: &mut UpstreamCtx<'_>, deadline: Instant) {
-        if let Upstreams::Http(http) = self {
+        if let Some(http) = self.http_mut() {
             http_upstream::on_pool_timer(http, ctx, deadline);
         }
     }
@@ -385,7 +415,7 @@ impl Upstreams {
     pub(crate) fn session_done(&self, key: SessionKey) -> bool {
         match self {
             Upstreams::Stdio(stdio) => stdio.done(key),
-            Upstreams::Http(_) => true,
+            Upstreams::Http(_) | Upstreams::Sse(_) => true,
         }
     }
 
@@ -395,6 +425,9 @@ impl Upstreams {
         match self {
             Upstreams::Stdio(stdio) => stdio.stdout_readable(key),
             Upstreams::Http(_) => session.http().is_some_and(|http| !http.paused.is_empty()),
+            Upstreams::Sse(_) => {
+                matches!(&session.upstream, Upstream::Sse(sse) if !sse.paused.is_empty())
+            }
         }
     }
 
@@ -405,7 +438,7 @@ impl Upstreams {
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         match self {
             Upstreams::Stdio(stdio) => stdio.next_deadline(),
-            Upstreams::Http(_) => None,
+            Upstreams::Http(_) | Upstreams::Sse(_) => None,
         }
     }
 
@@ -413,7 +446,7 @@ impl Upstreams {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match self {
             Upstreams::Stdio(stdio) => stdio.handle_timeout(now),
-            Upstreams::Http(_) => {}
+            Upstreams::Http(_) | Upstreams::Sse(_) => {}
         }
     }
 
@@ -428,7 +461,7 @@ impl Upstreams {
     pub(crate) fn abandon(&mut self, registry: &Registry) {
         match self {
             Upstreams::Stdio(stdio) => stdio.kill_all(),
-            Upstreams::Http(http) => http.abandon(registry),
+            Upstreams::Http(http) | Upstreams::Sse(http) => http.abandon(registry),
         }
     }
 
@@ -446,6 +479,7 @@ impl Upstreams {
             Upstreams::Http(_) => session
                 .http()
                 .map_or_else(String::new, |http| http.summary()),
+            Upstreams::Sse(_) => "its SSE stream closed".to_string(),
         }
     }
 }

@@ -3,10 +3,11 @@
 
 An independent upstream for mcphop's HTTP upstream mode. Usage:
 
-    py_http_server.py PORT [--json]
+    py_http_server.py PORT [--json | --sse]
 
 binds 127.0.0.1:PORT, endpoint /mcp. With --json it answers requests with
-application/json instead of SSE streams. Prints "ready on PORT" on stdout
+application/json instead of SSE streams. With --sse it serves the legacy
+HTTP+SSE transport instead: GET /sse, POST /messages/?session_id=... Prints "ready on PORT" on stdout
 once it listens. Tools (same semantics as examples/example_server.rs):
 
   echo(message)              the message, as text
@@ -25,6 +26,7 @@ from mcp.types import SamplingMessage, TextContent
 
 port = int(sys.argv[1])
 json_response = "--json" in sys.argv[2:]
+legacy_sse = "--sse" in sys.argv[2:]
 
 mcp = FastMCP(
     "mcphop-py-http",
@@ -70,7 +72,7 @@ async def sample(ctx: Context, prompt: str) -> str:
 
 
 async def main() -> None:
-    app = mcp.streamable_http_app()
+    app = mcp.sse_app() if legacy_sse else mcp.streamable_http_app()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -38,12 +38,13 @@ pub(in crate::reactor) fn on_response_head(
     // Whether the body flows as it arrives, or is collected for its end.
     let flows = match entry.purpose {
         Purpose::Initialize | Purpose::Messages { has_requests: true } => status == 200,
-        Purpose::GetStream | Purpose::Continue => status == 200 && is_sse,
+        Purpose::GetStream | Purpose::Continue | Purpose::LegacyStream => status == 200 && is_sse,
         Purpose::Passthrough => true,
         Purpose::Messages {
             has_requests: false,
         }
-        | Purpose::Delete => false,
+        | Purpose::Delete
+        | Purpose::LegacyPost => false,
     };
     entry.life.on(ExchangeEvent::Head {
         head,
@@ -184,6 +185,7 @@ pub(in crate::reactor) fn on_response_head(
             }
             ctx.front.mark_dirty(wait.key);
         }
+        Purpose::LegacyStream => legacy::stream_head(ctx, session_key, flows, status),
         // Other statuses: the body is collected and relayed at its end.
         _ => {}
     }
@@ -238,6 +240,10 @@ pub(in crate::reactor) fn on_response_body(
             entry.sse.finish();
         }
         let session_key = entry.session;
+        if entry.purpose == Purpose::LegacyStream {
+            legacy::stream_events(side, ctx, session_key, events);
+            return;
+        }
         for event in &events {
             if let Some(id) = &event.id {
                 entry.sse_end.last_event_id = Some(id.clone());
@@ -319,6 +325,8 @@ pub(in crate::reactor) fn on_response_end(
     let status = entry.life.head().map_or(502, |head| head.status);
     match entry.purpose {
         Purpose::Delete => {}
+        Purpose::LegacyStream => legacy::stream_closed(ctx, session_key),
+        Purpose::LegacyPost => legacy::post_answered(ctx, session_key, entry.stream, status),
         Purpose::GetStream => {
             if let Some(session_key) = session_key {
                 get_stream_closed(ctx, session_key, &entry);

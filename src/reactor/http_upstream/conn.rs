@@ -163,6 +163,19 @@ pub(in crate::reactor) fn flush_up_conn(
 
 /// True when the client stream an exchange feeds cannot take more now.
 pub(in crate::reactor) fn exchange_blocked(ctx: &HttpCtx<'_>, exchange: &Exchange) -> bool {
+    if exchange.purpose == Purpose::LegacyStream {
+        // It feeds every stream of its session.
+        return exchange.session.is_some_and(|session_key| {
+            ctx.sessions.get(session_key).is_some_and(|session| {
+                session.stream_conns.values().any(|conn_key| {
+                    ctx.front
+                        .conns
+                        .get(*conn_key)
+                        .is_some_and(|conn| conn.unwritten() > ctx.config.max_client_buffer)
+                })
+            })
+        });
+    }
     let (Some(session_key), Some(stream)) = (exchange.session, exchange.stream) else {
         return false;
     };
@@ -214,13 +227,13 @@ pub(in crate::reactor) fn read_step(
     };
     if exchange_blocked(ctx, entry) {
         // Back-pressure: the upstream waits in its socket buffer.
-        if let Some(http_session) = entry
+        if let Some(paused) = entry
             .session
             .and_then(|session_key| ctx.sessions.get_mut(session_key))
-            .and_then(Session::http_mut)
+            .and_then(Session::paused_mut)
         {
-            if !http_session.paused.contains(&key) {
-                http_session.paused.push(key);
+            if !paused.contains(&key) {
+                paused.push(key);
             }
         }
         return false;
@@ -275,8 +288,8 @@ pub(in crate::reactor) fn resume_http_output(ctx: &mut HttpCtx<'_>, session_key:
     let paused = ctx
         .sessions
         .get_mut(session_key)
-        .and_then(Session::http_mut)
-        .map(|http| std::mem::take(&mut http.paused))
+        .and_then(Session::paused_mut)
+        .map(std::mem::take)
         .unwrap_or_default();
     for key in paused {
         read_up_conn(ctx, key);
@@ -400,6 +413,14 @@ pub(in crate::reactor) fn exchange_gave_up(
             }
         }
         Purpose::Delete => return,
+        Purpose::LegacyStream => {
+            legacy::stream_closed(ctx, session_key);
+            return;
+        }
+        Purpose::LegacyPost => {
+            legacy::post_failed(ctx, session_key, entry.stream, why);
+            return;
+        }
         _ => {}
     }
     if entry.life.streaming() {

@@ -44,6 +44,7 @@ use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
 
 mod answer;
 mod conn;
+mod legacy;
 mod session;
 mod side;
 
@@ -51,6 +52,8 @@ pub(crate) use side::HttpSide;
 
 pub(in crate::reactor) use answer::*;
 pub(in crate::reactor) use conn::*;
+pub(crate) use legacy::QueuedPost;
+pub(in crate::reactor) use legacy::{end_legacy_session, forward_legacy};
 pub(in crate::reactor) use session::*;
 
 use super::drive::{ClientRef, Origin};
@@ -143,6 +146,10 @@ pub(super) enum Purpose {
     Continue,
     /// A stateless-era request, relayed as it is.
     Passthrough,
+    /// A legacy SSE upstream: the session's own SSE stream (`legacy.rs`).
+    LegacyStream,
+    /// A legacy SSE upstream: messages POSTed to the session's endpoint.
+    LegacyPost,
 }
 
 /// The client connection waiting for an exchange's response head.
@@ -192,6 +199,8 @@ pub(super) struct ExchangeSpec {
     pub client: Option<(ConnKey, ClientHeaders)>,
     /// Sent as `Last-Event-ID`, to continue an upstream stream.
     pub last_event_id: Option<String>,
+    /// The request target, when not the upstream URL's (a legacy endpoint).
+    pub target: Option<String>,
 }
 
 /// What an exchange keeps of the client's request.
@@ -283,7 +292,10 @@ pub(super) fn start_exchange(
     if spec.method == "POST" {
         headers.push(("Content-Type".into(), "application/json".into()));
     }
-    let dedicated = matches!(spec.purpose, Purpose::GetStream | Purpose::Continue);
+    let dedicated = matches!(
+        spec.purpose,
+        Purpose::GetStream | Purpose::Continue | Purpose::LegacyStream
+    );
     let accept = if dedicated {
         "text/event-stream"
     } else {
@@ -306,11 +318,7 @@ pub(super) fn start_exchange(
         (Some((_, client)), _) => headers.extend(client.forwarded.iter().cloned()),
         // mcphop's own request for a session (GET stream, cancel, DELETE):
         // the headers its client sent last.
-        (None, Some((_, session))) => {
-            if let Some(http) = session.http() {
-                headers.extend(http.forwarded.iter().cloned());
-            }
-        }
+        (None, Some((_, session))) => headers.extend(session.forwarded().iter().cloned()),
         (None, None) => {}
     }
     headers.extend(ctx.config.upstream_headers.iter().cloned());
@@ -331,7 +339,7 @@ pub(super) fn start_exchange(
     http_client::write_request(
         &mut request,
         spec.method,
-        &http.url.target,
+        spec.target.as_deref().unwrap_or(&http.url.target),
         &http.authority,
         &header_refs,
         &spec.body,

@@ -158,6 +158,7 @@ pub(in crate::reactor) fn start_continuation(
             stream: Some(continuation.stream),
             client: None,
             last_event_id: Some(continuation.last_event_id),
+            target: None,
         },
     );
     if let Some(entry) = exchange.and_then(|exchange| side.exchanges.get_mut(exchange)) {
@@ -198,6 +199,7 @@ pub(in crate::reactor) fn open_upstream_get(
             stream: None,
             client: None,
             last_event_id,
+            target: None,
         },
     );
     let now = ctx.now;
@@ -256,6 +258,7 @@ pub(in crate::reactor) fn end_http_session(
                 stream: None,
                 client: None,
                 last_event_id: None,
+                target: None,
             },
         );
     }
@@ -340,6 +343,7 @@ pub(in crate::reactor) fn forward_http(
             stream: forward.stream,
             client,
             last_event_id: None,
+            target: None,
         },
     );
 }
@@ -374,6 +378,7 @@ pub(in crate::reactor) fn passthrough(
             stream: None,
             client: Some((key, client)),
             last_event_id: None,
+            target: None,
         },
     );
     true

@@ -82,18 +82,32 @@ pub enum Kind {
     Everything,
 }
 
+/// Which transport a real upstream server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP at `/mcp`.
+    Streamable,
+    /// The legacy HTTP+SSE transport: `GET /sse`, then POSTs to its endpoint.
+    LegacySse,
+}
+
 /// A running upstream server, killed (with its process group) on drop.
 pub struct Server {
     pub child: Child,
     pub port: u16,
     pub kind: Kind,
+    pub transport: Transport,
     /// Its stdout and stderr lines.
     pub output: Lines,
 }
 
 impl Server {
+    /// Its MCP endpoint: `/mcp`, or `/sse` for the legacy transport.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        match self.transport {
+            Transport::Streamable => format!("http://127.0.0.1:{}/mcp", self.port),
+            Transport::LegacySse => format!("http://127.0.0.1:{}/sse", self.port),
+        }
     }
 
     pub fn output_text(&self) -> String {
@@ -108,9 +122,14 @@ impl Server {
     /// Starts `py_http_server.py` on a free port (a few tries, in case
     /// another test takes the port first).
     pub fn python() -> Server {
+        Server::python_speaking(Transport::Streamable)
+    }
+
+    /// Starts `py_http_server.py` speaking `transport` on a free port.
+    pub fn python_speaking(transport: Transport) -> Server {
         let mut last = String::new();
         for _ in 0..3 {
-            match Server::python_on(free_port()) {
+            match Server::python_on_speaking(free_port(), transport) {
                 Ok(server) => return server,
                 Err(why) => last = why,
             }
@@ -120,6 +139,10 @@ impl Server {
 
     /// Starts `py_http_server.py` on `port`; Err if it exits or stays silent.
     pub fn python_on(port: u16) -> Result<Server, String> {
+        Server::python_on_speaking(port, Transport::Streamable)
+    }
+
+    fn python_on_speaking(port: u16, transport: Transport) -> Result<Server, String> {
         let peers = peers_dir();
         let python = peers.join("py1/bin/python");
         let script = repo_root().join("tests/peers/py_http_server.py");
@@ -133,6 +156,7 @@ impl Server {
         let mut child = Command::new(python)
             .arg(script)
             .arg(port.to_string())
+            .args((transport == Transport::LegacySse).then_some("--sse"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,6 +187,7 @@ impl Server {
                         child,
                         port,
                         kind: Kind::Py,
+                        transport,
                         output,
                     })
                 }
@@ -179,6 +204,16 @@ impl Server {
     /// Starts server-everything in `streamableHttp` mode on a free port
     /// (`PORT=0`; `loopback.cjs` keeps it on 127.0.0.1 and tells the port).
     pub fn everything() -> Server {
+        Server::everything_speaking(Transport::Streamable)
+    }
+
+    /// Starts server-everything speaking `transport` (its `streamableHttp`
+    /// or `sse` mode) on a free loopback port.
+    pub fn everything_speaking(transport: Transport) -> Server {
+        let mode = match transport {
+            Transport::Streamable => "streamableHttp",
+            Transport::LegacySse => "sse",
+        };
         let peers = peers_dir();
         let entry =
             peers.join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
@@ -194,7 +229,7 @@ impl Server {
             .arg("--require")
             .arg(&loopback)
             .arg(&entry)
-            .arg("streamableHttp")
+            .arg(mode)
             .env("PORT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -227,6 +262,7 @@ impl Server {
                             child,
                             port,
                             kind: Kind::Everything,
+                            transport,
                             output,
                         };
                     }
@@ -234,7 +270,7 @@ impl Server {
                 Err(_) => {
                     kill_group(&mut child);
                     panic!(
-                        "server-everything (streamableHttp) did not report a loopback port:\n{}",
+                        "server-everything ({mode}) did not report a loopback port:\n{}",
                         output.lock().unwrap().join("\n")
                     );
                 }
@@ -243,9 +279,13 @@ impl Server {
     }
 
     pub fn start(kind: Kind) -> Server {
+        Server::start_speaking(kind, Transport::Streamable)
+    }
+
+    pub fn start_speaking(kind: Kind, transport: Transport) -> Server {
         match kind {
-            Kind::Py => Server::python(),
-            Kind::Everything => Server::everything(),
+            Kind::Py => Server::python_speaking(transport),
+            Kind::Everything => Server::everything_speaking(transport),
         }
     }
 }
