@@ -33,6 +33,14 @@ pub enum ConnState {
         /// HTTP/1.0 streams end with the connection.
         chunked: bool,
     },
+    /// Carrying a legacy HTTP+SSE session's one stream (`GET /sse`): every
+    /// stream of the session is written here as `message` events, and the
+    /// session ends when it closes.
+    LegacyStream {
+        session: SessionKey,
+        /// As for `Streaming`.
+        chunked: bool,
+    },
     /// Waiting for an HTTP upstream's answer to this connection's request.
     AwaitingUpstream { exchange: ExchangeKey },
     /// Relaying an HTTP upstream's response body as it is (stateless-era

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::http::url::{Scheme, UpstreamUrl};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
+use crate::mcp::legacy_endpoint::LegacyPaths;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
 use crate::pool::PoolConfig;
 
@@ -74,6 +75,8 @@ pub enum UpstreamKind {
 pub struct Config {
     pub listen: SocketAddr,
     pub path: String,
+    /// The legacy HTTP+SSE front door's paths, served beside `path`.
+    pub legacy_paths: LegacyPaths,
     /// What every session talks to upstream.
     pub upstream: UpstreamKind,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
@@ -133,6 +136,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: DEFAULT_PATH.to_string(),
+            legacy_paths: LegacyPaths::default(),
             upstream: UpstreamKind::Stdio { command },
             forward_headers: Vec::new(),
             upstream_headers: Vec::new(),
@@ -202,6 +206,8 @@ OPTIONS:
     --pool-connect-timeout DUR    time a connect may take [default: 3s]
     --pool-queue-timeout DUR      time a request may wait for a connection [default: 5s]
     --path PATH                   endpoint path [default: /mcp]
+    --sse-path PATH               legacy HTTP+SSE stream path [default: /sse]
+    --message-path PATH           legacy HTTP+SSE message path [default: /message]
     --max-sessions N              concurrent sessions; more get 503 [default: 1024]
     --session-idle-timeout DUR    end sessions idle this long [default: 30m]
     --shutdown-grace DUR          time in-flight requests get on SIGTERM [default: 10s]
@@ -318,6 +324,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 }
                 config.path = path;
             }
+            "--sse-path" | "--message-path" => {
+                let path = value(&name)?;
+                if !path.starts_with('/') || path.contains(['?', '#']) {
+                    return Err(format!("{name} must be a path starting with '/': {path}"));
+                }
+                if name == "--sse-path" {
+                    config.legacy_paths.sse = path;
+                } else {
+                    config.legacy_paths.message = path;
+                }
+            }
             "--max-sessions" => config.max_sessions = parse_count(&name, &value(&name)?)?,
             "--session-idle-timeout" => {
                 config.session_idle_timeout = parse_duration(&name, &value(&name)?)?
@@ -366,6 +383,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         (false, None) => UpstreamKind::Stdio { command },
         (true, Some(kind)) => kind,
     };
+    let paths = [
+        &config.path,
+        &config.legacy_paths.sse,
+        &config.legacy_paths.message,
+    ];
+    if paths[0] == paths[1] || paths[0] == paths[2] || paths[1] == paths[2] {
+        return Err("--path, --sse-path and --message-path must differ".into());
+    }
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());
     }
@@ -520,6 +545,8 @@ mod tests {
             .contains("--bogus"));
         assert!(run(&["--max-body", "lots", "--", "x"]).is_err());
         assert!(run(&["--path", "mcp", "--", "x"]).is_err());
+        assert!(run(&["--sse-path", "/mcp", "--", "x"]).is_err());
+        assert!(run(&["--message-path", "/m?x", "--", "x"]).is_err());
         assert!(parse_duration("d", "5 weeks").is_err());
         assert_eq!(parse_duration("d", "2m"), Ok(Duration::from_secs(120)));
     }

@@ -78,6 +78,9 @@ pub struct Session {
     /// Which client connection carries each open stream.
     pub stream_conns: HashMap<StreamId, ConnKey>,
     pub upstream: Upstream,
+    /// The connection carrying the session's one stream, for a session
+    /// opened through the legacy HTTP+SSE front door.
+    pub legacy_stream: Option<ConnKey>,
     /// The deadline of the armed session timer (the core's `poll_timeout`).
     pub timer: Option<Instant>,
 }
@@ -88,6 +91,7 @@ impl Session {
             core,
             stream_conns: HashMap::new(),
             upstream,
+            legacy_stream: None,
             timer: None,
         }
     }

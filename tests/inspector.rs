@@ -1,6 +1,8 @@
 //! The MCP Inspector CLI (`@modelcontextprotocol/inspector-cli`, its
 //! `mcp-inspector-cli --cli` entry point) talking Streamable HTTP
-//! (`--transport http`) to mcphop, in front of the bundled example server.
+//! (`--transport http`) and the legacy HTTP+SSE transport (`--transport
+//! sse`, mcphop's `/sse` front door) to mcphop, in front of the bundled
+//! example server.
 //!
 //! The Inspector CLI reads its own version from `../package.json` relative to
 //! its *working directory*, so it runs from inside its `build/` folder, with
@@ -62,12 +64,21 @@ impl Run {
 /// CLI's build folder, in its own process group (cli.js spawns a second
 /// node), killing the group after `RUN_TIMEOUT`.
 fn inspector(mcphop: &Mcphop, args: &[&str]) -> Run {
+    inspector_over(mcphop, "http", args)
+}
+
+/// As `inspector`, over `transport` (`http`: `/mcp`; `sse`: `/sse`).
+fn inspector_over(mcphop: &Mcphop, transport: &str, args: &[&str]) -> Run {
     let dir = inspector_build_dir();
+    let url = match transport {
+        "sse" => format!("http://127.0.0.1:{}/sse", mcphop.port),
+        _ => mcphop.url(),
+    };
     let mut child = Command::new("node")
         .arg(dir.join("cli.js"))
         .arg("--cli")
-        .arg(mcphop.url())
-        .args(["--transport", "http"])
+        .arg(url)
+        .args(["--transport", transport])
         .args(args)
         .current_dir(&dir)
         .stdin(Stdio::null())
@@ -140,9 +151,35 @@ fn inspector_lists_the_example_tools() {
 
 #[test]
 fn inspector_calls_echo() {
+    calls_echo("http");
+}
+
+#[test]
+fn inspector_calls_echo_over_legacy_sse() {
+    calls_echo("sse");
+}
+
+#[test]
+fn inspector_lists_tools_over_legacy_sse() {
     let mcphop = start();
-    let result = inspector(
+    let result = inspector_over(&mcphop, "sse", &["--method", "tools/list"]).json();
+    let tools = result["tools"].as_array().map_or(0, Vec::len);
+    assert!(tools >= 4, "{result}");
+    // The Inspector's SSE stream was a legacy session, and it ended with it.
+    let log = mcphop.log_text();
+    assert!(
+        common::eventually(Duration::from_secs(5), || mcphop
+            .log_text()
+            .contains("the client closed its legacy SSE stream")),
+        "{log}"
+    );
+}
+
+fn calls_echo(transport: &str) {
+    let mcphop = start();
+    let result = inspector_over(
         &mcphop,
+        transport,
         &[
             "--method",
             "tools/call",

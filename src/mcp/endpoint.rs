@@ -169,7 +169,7 @@ pub fn interpret(request: &mut Request, path: &str, policy: &AccessPolicy) -> In
     }
 }
 
-fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
+pub(crate) fn check_access(request: &Request, policy: &AccessPolicy) -> Result<(), Reply> {
     // RFC 9112 section 3.2: a request with more than one Host is invalid, and
     // checking only the first would let a second one slip past the guard.
     if request

@@ -1,7 +1,9 @@
 //! The MCP side of the proxy: what a Streamable HTTP request means
-//! (`endpoint`) and where a session's messages go (`router`).
+//! (`endpoint`), what a legacy HTTP+SSE request means (`legacy_endpoint`),
+//! and where a session's messages go (`router`).
 
 pub mod endpoint;
+pub mod legacy_endpoint;
 pub mod replay;
 pub mod router;
 

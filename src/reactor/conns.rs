@@ -60,7 +60,10 @@ impl HttpFrontDoor {
         let before = conn.input.len();
         let outcome = conn.read_available(max_input, ctx.scratch);
         conn.received |= conn.input.len() > before;
-        let streaming = matches!(conn.state, ConnState::Streaming { .. });
+        let streaming = matches!(
+            conn.state,
+            ConnState::Streaming { .. } | ConnState::LegacyStream { .. }
+        );
         if outcome == ReadOutcome::Closed && streaming {
             // A client that hangs up mid-stream has gone away (as nginx treats
             // a client abort); its stream ends with it.
@@ -177,7 +180,9 @@ impl HttpFrontDoor {
         match conn.state {
             // The client caught up: its session's upstream output may flow
             // again (if it waits).
-            ConnState::Streaming { session, .. } if below_limit => {
+            ConnState::Streaming { session, .. } | ConnState::LegacyStream { session, .. }
+                if below_limit =>
+            {
                 ctx.events.push(FrontEvent::CaughtUp { session });
             }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {

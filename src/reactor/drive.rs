@@ -18,8 +18,10 @@ use crate::client::{ConnKey, ConnState};
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::core::{Action, CoreConfig, Forward, Payload, SessionCore};
 use crate::http::request::Request;
+use crate::jsonrpc::Kind;
 use crate::jsonrpc::{self, Message};
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
+use crate::mcp::legacy_endpoint::{interpret_legacy, LegacyIntent};
 use crate::mcp::router::{RouterLimits, StreamId};
 use crate::session::{Session, SessionKey};
 use crate::session_id;
@@ -124,6 +126,11 @@ impl Proxy {
             self.reply(key, &reply, false);
             return;
         }
+        let legacy = interpret_legacy(&mut request, &self.config.legacy_paths, &self.front.policy);
+        if let Some(intent) = legacy {
+            self.handle_legacy(key, &request, intent);
+            return;
+        }
         let intent = endpoint::interpret(&mut request, &self.config.path, &self.front.policy);
         let session_id = match &intent {
             Intent::Reply(reply) => {
@@ -218,7 +225,98 @@ impl Proxy {
     }
 
     fn initialize(&mut self, key: ConnKey, request: &Request, message: Message) {
-        let id = message.reply_id();
+        let Some(session_key) = self.new_session(key, request, message.reply_id()) else {
+            return;
+        };
+        let now = self.now;
+        let origin = Origin::request(ClientRef::of(key, request), request);
+        self.drive(session_key, origin, |core| {
+            core.client_initialize(message, now)
+        });
+    }
+
+    /// A request through the legacy HTTP+SSE front door: `GET /sse` opens a
+    /// session and its one stream on this connection; a POST to the message
+    /// path is accepted (202) and its messages go to the session's core as
+    /// if they came on the stream's connection, which carries the answers.
+    fn handle_legacy(&mut self, key: ConnKey, request: &Request, intent: LegacyIntent) {
+        let (session, messages) = match intent {
+            LegacyIntent::Reply(reply) => return self.reply(key, &reply, request.keep_alive),
+            LegacyIntent::Open => return self.open_legacy_session(key, request),
+            LegacyIntent::Post { session, message } => (session, vec![message]),
+            LegacyIntent::Batch { session, messages } => (session, messages),
+        };
+        let found = self
+            .session_ids
+            .get(&session)
+            .copied()
+            .and_then(|session_key| {
+                let session = self.sessions.get(session_key)?;
+                Some((session_key, session.legacy_stream?))
+            });
+        let Some((session_key, stream_conn)) = found else {
+            return self.reply(key, &Reply::session_not_found(), request.keep_alive);
+        };
+        for message in &messages {
+            if let Err(reply) = self.check_upstream_room(session_key, message) {
+                return self.reply(key, &reply, request.keep_alive);
+            }
+        }
+        self.reply(key, &Reply::empty(202), request.keep_alive);
+        let now = self.now;
+        if let Some(session) = self.sessions.get_mut(session_key) {
+            session.core.touch(now);
+        }
+        let client = ClientRef {
+            key: stream_conn,
+            keep_alive: true,
+            http11: true,
+        };
+        let origin = Origin::request(client, request);
+        let initialize = matches!(messages.as_slice(),
+            [message] if message.kind() == Kind::Request && message.method() == Some("initialize"));
+        let batch = messages.len() != 1 || request.body.first() == Some(&b'[');
+        let mut messages = messages.into_iter();
+        match (initialize, batch, messages.next()) {
+            (true, _, Some(message)) => self.drive(session_key, origin, |core| {
+                core.client_initialize(message, now)
+            }),
+            (false, false, Some(message)) => self.drive(session_key, origin, |core| {
+                core.client_message(message, now)
+            }),
+            (_, _, first) => {
+                let all = first.into_iter().chain(messages).collect();
+                self.drive(session_key, origin, |core| core.client_batch(all, now))
+            }
+        }
+    }
+
+    /// `GET /sse`: a new session whose one stream is this connection; the
+    /// stream opens with the `endpoint` event naming where to POST.
+    fn open_legacy_session(&mut self, key: ConnKey, request: &Request) {
+        let Some(session_key) = self.new_session(key, request, RawValue::NULL) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        session.legacy_stream = Some(key);
+        let endpoint = self.config.legacy_paths.endpoint_for(session.core.id());
+        let http11 = request.minor_version >= 1;
+        let (front, mut ctx) = self.front_parts();
+        front.open_legacy_stream(&mut ctx, key, session_key, &endpoint, http11);
+        self.arm_session_timer(session_key);
+    }
+
+    /// Creates a session (its id, its upstream, its core) for a client on
+    /// `key`; None, with the client answered, when mcphop is full or the
+    /// upstream cannot start (`id`: the request's, for the error).
+    fn new_session(
+        &mut self,
+        key: ConnKey,
+        request: &Request,
+        id: &RawValue,
+    ) -> Option<SessionKey> {
         if self.session_ids.len() >= self.config.max_sessions {
             warn!(
                 "refusing a new session: {} sessions open (--max-sessions)",
@@ -232,7 +330,7 @@ impl Proxy {
             )
             .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
             self.reply(key, &reply, request.keep_alive);
-            return;
+            return None;
         }
         let session_id = match session_id::new_session_id() {
             Ok(session_id) => session_id,
@@ -240,7 +338,7 @@ impl Proxy {
                 error!("no randomness for a session id: {error}");
                 let reply = Reply::error(500, id, jsonrpc::INTERNAL_ERROR, "no session id");
                 self.reply(key, &reply, request.keep_alive);
-                return;
+                return None;
             }
         };
         let session_key = self.sessions.next_key();
@@ -254,7 +352,7 @@ impl Proxy {
                     &format!("Bad Gateway: the upstream server could not be started: {error}"),
                 );
                 self.reply(key, &reply, request.keep_alive);
-                return;
+                return None;
             }
         };
         let core = SessionCore::new(session_id, self.core_config(), self.now);
@@ -264,12 +362,7 @@ impl Proxy {
             self.session_ids.len() + 1
         );
         self.session_ids.insert(core.id().to_string(), session_key);
-        self.sessions.insert(Session::new(core, upstream));
-        let now = self.now;
-        let origin = Origin::request(ClientRef::of(key, request), request);
-        self.drive(session_key, origin, |core| {
-            core.client_initialize(message, now)
-        });
+        Some(self.sessions.insert(Session::new(core, upstream)))
     }
 
     /// Ends a live session (see `SessionCore::end`).
@@ -454,6 +547,9 @@ impl Proxy {
                 ConnState::Relaying { exchange, .. } => {
                     self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, true));
                 }
+                ConnState::LegacyStream { session, .. } => {
+                    self.end_session(session, "the client closed its legacy SSE stream");
+                }
                 ConnState::Requests => {}
             },
             FrontEvent::CaughtUp { session } => {
@@ -574,6 +670,9 @@ impl Proxy {
             return;
         };
         debug!("session {} ending: {reason}", session.core.short_id());
+        if let Some(conn) = session.legacy_stream {
+            self.front.end_legacy_stream(conn);
+        }
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
         self.with_upstream(|upstream, ctx| upstream.session_ended(ctx, session_key));

@@ -30,6 +30,7 @@ use crate::timers::TimerQueue;
 
 use crate::mcp::router::event_id;
 
+use super::http_upstream::ExchangeKey;
 use super::Timer;
 
 /// What a front door call needs of the reactor: the clock, the settings, the
@@ -114,6 +115,16 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let ConnState::LegacyStream { chunked, .. } = conn.state {
+            // A legacy client's POST was answered 202 already; what a
+            // session says to it goes on its stream (an error's JSON-RPC
+            // body), and a bare status has nothing to say there.
+            if !reply.body.is_empty() {
+                write_message(conn.output(), chunked, None, &reply.body);
+                self.mark_dirty(key);
+            }
+            return;
+        }
         let mut headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
@@ -149,19 +160,15 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
-            return;
+        let (chunked, id) = match conn.state {
+            ConnState::Streaming { chunked, .. } => {
+                (chunked, id.map(|(stream, seq)| event_id(stream, seq)))
+            }
+            // One stream for everything, and no resumption: no ids.
+            ConnState::LegacyStream { chunked, .. } => (chunked, None),
+            _ => return,
         };
-        let id = id.map(|(stream, seq)| event_id(stream, seq));
-        let id = id.as_deref();
-        // Encoded straight into the output, inside its chunk: one copy.
-        let write = |out: &mut Vec<u8>| sse::write_event(out, Some("message"), id, data);
-        if chunked {
-            let length = sse::event_len(Some("message"), id, data);
-            response::write_chunk_with(conn.output(), length, write);
-        } else {
-            write(conn.output());
-        }
+        write_message(conn.output(), chunked, id.as_deref(), data);
         conn.heartbeat_at = Some(heartbeat_at);
         self.mark_dirty(key);
     }
@@ -184,7 +191,9 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let ConnState::Streaming { chunked, .. } = conn.state else {
+        let (ConnState::Streaming { chunked, .. } | ConnState::LegacyStream { chunked, .. }) =
+            conn.state
+        else {
             return;
         };
         self.event_scratch.clear();
@@ -200,6 +209,8 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // A legacy stream outlives the streams it carries: it ends with its
+        // session (`end_legacy_stream`).
         let ConnState::Streaming { chunked, .. } = conn.state else {
             return;
         };
@@ -229,6 +240,11 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(conn_key) else {
             return false;
         };
+        if matches!(conn.state, ConnState::LegacyStream { session: owner, .. } if owner == session)
+        {
+            // The session's one legacy stream carries this stream too.
+            return true;
+        }
         let chunked = head.http11;
         let mut headers = vec![
             ("Content-Type", "text/event-stream"),
@@ -285,7 +301,10 @@ impl HttpFrontDoor {
             return;
         }
         conn.heartbeat_timer = None;
-        if !matches!(conn.state, ConnState::Streaming { .. }) {
+        if !matches!(
+            conn.state,
+            ConnState::Streaming { .. } | ConnState::LegacyStream { .. }
+        ) {
             return;
         }
         let Some(due) = conn.heartbeat_at else {
@@ -303,6 +322,138 @@ impl HttpFrontDoor {
         conn.heartbeat_at = Some(next);
         conn.heartbeat_timer = Some(next);
         ctx.timers.schedule(next, Timer::Heartbeat(conn_key));
+    }
+}
+
+impl HttpFrontDoor {
+    /// Opens a legacy HTTP+SSE stream for `session` on a connection (its
+    /// `GET /sse`): the SSE head, then the `endpoint` event naming where
+    /// the client POSTs its messages.
+    pub(super) fn open_legacy_stream(
+        &mut self,
+        ctx: &mut FrontCtx<'_>,
+        conn_key: ConnKey,
+        session: SessionKey,
+        endpoint: &str,
+        http11: bool,
+    ) -> bool {
+        let heartbeat_at = ctx.now + ctx.config.sse_keepalive;
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return false;
+        };
+        let headers = [
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-store"),
+            ("X-Accel-Buffering", "no"),
+        ];
+        if http11 {
+            response::write_chunked_head(conn.output(), 200, &headers, true);
+        } else {
+            response::write_stream_head(conn.output(), 200, &headers);
+        }
+        conn.state = ConnState::LegacyStream {
+            session,
+            chunked: http11,
+        };
+        conn.deadline = None;
+        conn.heartbeat_at = Some(heartbeat_at);
+        if conn.heartbeat_timer.is_none() {
+            conn.heartbeat_timer = Some(heartbeat_at);
+            ctx.timers
+                .schedule(heartbeat_at, Timer::Heartbeat(conn_key));
+        }
+        self.event_scratch.clear();
+        sse::write_event(
+            &mut self.event_scratch,
+            Some("endpoint"),
+            None,
+            endpoint.as_bytes(),
+        );
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return false;
+        };
+        put_on_stream(conn.output(), http11, &self.event_scratch);
+        self.mark_dirty(conn_key);
+        true
+    }
+
+    /// Ends a legacy stream (its session ended): the connection closes once
+    /// what is queued is out.
+    pub(super) fn end_legacy_stream(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnState::LegacyStream { chunked, .. } = conn.state else {
+            return;
+        };
+        if chunked {
+            response::write_last_chunk(conn.output());
+        }
+        conn.state = ConnState::Requests;
+        conn.heartbeat_at = None;
+        conn.close_after_flush = true;
+        self.mark_dirty(key);
+    }
+
+    /// Marks a connection as waiting for an upstream exchange's answer;
+    /// false when it cannot wait (it is doing something else). A legacy
+    /// stream "waits" as it is: the answer comes to it as events.
+    pub(super) fn await_upstream(&mut self, key: ConnKey, exchange: ExchangeKey) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        match conn.state {
+            ConnState::LegacyStream { .. } => true,
+            ConnState::Requests => {
+                conn.state = ConnState::AwaitingUpstream { exchange };
+                conn.deadline = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while a connection waits for `exchange` (see `await_upstream`).
+    pub(super) fn waits_for(&self, key: ConnKey, exchange: ExchangeKey) -> bool {
+        self.conns.get(key).is_some_and(|conn| match conn.state {
+            ConnState::AwaitingUpstream { exchange: awaited } => awaited == exchange,
+            ConnState::LegacyStream { .. } => true,
+            _ => false,
+        })
+    }
+
+    /// Answers a connection that waits for an upstream exchange; false if
+    /// it no longer waits. It then takes its next request (a legacy stream
+    /// carries on).
+    pub(super) fn answer_waiting(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        match conn.state {
+            ConnState::AwaitingUpstream { .. } => {
+                conn.state = ConnState::Requests;
+                self.reply(key, reply, keep_alive);
+                self.process_list.push(key);
+                true
+            }
+            ConnState::LegacyStream { .. } => {
+                self.reply(key, reply, keep_alive);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One message as an SSE `message` event, encoded straight into a stream's
+/// output (inside its chunk): one copy.
+fn write_message(out: &mut Vec<u8>, chunked: bool, id: Option<&str>, data: &[u8]) {
+    let write = |out: &mut Vec<u8>| sse::write_event(out, Some("message"), id, data);
+    if chunked {
+        let length = sse::event_len(Some("message"), id, data);
+        response::write_chunk_with(out, length, write);
+    } else {
+        write(out);
     }
 }
 

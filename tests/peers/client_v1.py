@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scenario client for the MCP Python SDK 1.x (run with .peers/py1/bin/python).
 
-Connects over Streamable HTTP (``--url``) or, as an alternative, spawns a stdio
+Connects over Streamable HTTP (``--url``), over the legacy HTTP+SSE transport
+(``--sse-url``, the SDK's ``sse_client``) or, as an alternative, spawns a stdio
 server (``--stdio "CMD ARGS..."``), runs one scenario and prints exactly one
 JSON object as the last line on stdout. Exit 0 on success; on failure a
 message goes to stderr and the exit code is non-zero.
@@ -35,6 +36,7 @@ from typing import Any, AsyncIterator
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -79,6 +81,8 @@ async def connect(
     """
     if args.url:
         transport = streamable_http_client(args.url)
+    elif args.sse_url:
+        transport = sse_client(args.sse_url, sse_read_timeout=args.timeout)
     else:
         argv = shlex.split(args.stdio)
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
@@ -191,6 +195,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="Streamable HTTP endpoint, e.g. http://127.0.0.1:3001/mcp")
+    target.add_argument("--sse-url", help="legacy HTTP+SSE endpoint, e.g. http://127.0.0.1:3001/sse")
     target.add_argument("--stdio", help="spawn this stdio server command line instead of --url")
     p.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     p.add_argument("--echo-tool", default="echo")

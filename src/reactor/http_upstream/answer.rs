@@ -196,10 +196,7 @@ pub(in crate::reactor) fn client_waits(
     wait: ClientWait,
     exchange: ExchangeKey,
 ) -> bool {
-    ctx.front
-        .conns
-        .get(wait.key)
-        .is_some_and(|conn| conn.state == ConnState::AwaitingUpstream { exchange })
+    ctx.front.waits_for(wait.key, exchange)
 }
 
 pub(in crate::reactor) fn on_response_body(

@@ -464,13 +464,6 @@ pub(in crate::reactor) fn take_exchange(
 
 /// Answers a client connection that waits for an exchange, if it still does.
 pub(in crate::reactor) fn reply_to_waiting(ctx: &mut HttpCtx<'_>, wait: ClientWait, reply: &Reply) {
-    let Some(conn) = ctx.front.conns.get_mut(wait.key) else {
-        return;
-    };
-    if !matches!(conn.state, ConnState::AwaitingUpstream { .. }) {
-        return;
-    }
-    conn.state = ConnState::Requests;
-    reply_now(ctx, wait.key, reply, wait.keep_alive);
-    ctx.front.process_list.push(wait.key);
+    let keep_alive = wait.keep_alive && ctx.serving;
+    ctx.front.answer_waiting(wait.key, reply, keep_alive);
 }

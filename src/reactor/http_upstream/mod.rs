@@ -366,9 +366,7 @@ pub(super) fn start_exchange(
         empty_reconnects: 0,
     });
     if let Some(wait) = client {
-        if let Some(conn) = ctx.front.conns.get_mut(wait.key) {
-            conn.state = ConnState::AwaitingUpstream { exchange };
-            conn.deadline = None;
+        if ctx.front.await_upstream(wait.key, exchange) {
             if let Some(exchange) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
                 exchange.client = Some(wait);
             }
