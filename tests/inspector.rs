@@ -9,6 +9,8 @@
 //! absolute paths for everything else. A missing peer fails the test.
 
 mod common;
+#[path = "common/upstream/mod.rs"]
+mod upstream;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -173,6 +175,38 @@ fn inspector_lists_tools_over_legacy_sse() {
             .contains("the client closed its legacy SSE stream")),
         "{log}"
     );
+}
+
+/// The Inspector over the legacy front door, through mcphop to legacy and
+/// Streamable HTTP servers (server-everything in `sse` and `streamableHttp`
+/// mode): its echo answers.
+#[test]
+fn inspector_over_legacy_sse_reaches_http_and_legacy_servers() {
+    use upstream::{Kind, Server, Transport};
+    for (transport, flag) in [
+        (Transport::LegacySse, "--upstream-sse"),
+        (Transport::Streamable, "--upstream"),
+    ] {
+        let server = Server::start_speaking(Kind::Everything, transport);
+        let mcphop = Mcphop::start_args(&[flag.to_string(), server.url()]);
+        let result = inspector_over(
+            &mcphop,
+            "sse",
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "echo",
+                "--tool-arg",
+                "message=hi",
+            ],
+        )
+        .json();
+        assert_eq!(
+            result["content"][0]["text"], "Echo: hi",
+            "{transport:?}: {result}"
+        );
+    }
 }
 
 fn calls_echo(transport: &str) {
