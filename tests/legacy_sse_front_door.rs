@@ -328,3 +328,36 @@ fn foreign_hosts_and_origins_are_refused() {
     assert_eq!(host.status, 403, "{host:?}");
     assert!(!mcphop.log_text().contains("session "), "a session started");
 }
+
+/// An upstream that refuses `initialize`: the legacy client hears the
+/// error on its stream, and the stream ends with the session that never
+/// started.
+#[test]
+fn a_refused_initialize_is_answered_and_ends_the_stream() {
+    use upstream::fake::{FakeReply, FakeUpstream};
+    let fake = FakeUpstream::start(|request, _| {
+        (request.method == "POST").then(|| {
+            FakeReply::json(
+                500,
+                serde_json::json!({"jsonrpc": "2.0", "id": 1,
+                    "error": {"code": -32603, "message": "no sessions today"}}),
+            )
+        })
+    });
+    let mcphop = Mcphop::start_http(&[], &fake.url());
+    let mut stream = RawStream::open(mcphop.port, "");
+    assert_eq!(
+        post_message(mcphop.port, &stream.endpoint, INITIALIZE).status,
+        202
+    );
+    let answer = stream.next_message();
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["error"]["message"], "no sessions today", "{answer}");
+    let mut rest = String::new();
+    let ended = std::io::Read::read_to_string(&mut stream.reader, &mut rest);
+    assert!(ended.is_ok(), "the stream did not end: {ended:?} {rest:?}");
+    assert_eq!(
+        post_message(mcphop.port, &stream.endpoint, PID_CALL).status,
+        404
+    );
+}

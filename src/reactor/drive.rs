@@ -380,6 +380,9 @@ impl Proxy {
             return;
         };
         warn!("session {} not started: {why}", session.core.short_id());
+        if let Some(conn) = session.legacy_stream {
+            self.front.end_legacy_stream(conn);
+        }
         self.session_ids.remove(session.core.id());
         self.sessions.remove(session_key);
     }
