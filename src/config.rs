@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::health::{DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTH_WORKERS};
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::http::url::{Scheme, UpstreamUrl};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
@@ -112,6 +113,19 @@ pub struct Config {
     /// Extra `Origin` values accepted besides the loopback origins of the bound port.
     pub allowed_origins: Vec<String>,
     pub log_level: log::LevelFilter,
+    /// Where the admin endpoints (`/livez`, `/readyz`, `/status`,
+    /// `/metrics`) listen; none by default. Loopback only.
+    pub admin_listen: Option<SocketAddr>,
+    /// Threads that run health probes.
+    pub health_workers: usize,
+    /// How often an HTTP upstream host is probed; zero turns probes off.
+    pub health_interval: Duration,
+    /// How long a probe may take.
+    pub health_timeout: Duration,
+    /// The path a probe GETs: the upstream URL's path for a Streamable HTTP
+    /// upstream, `/` for a legacy SSE one (a GET of its SSE path would
+    /// open a session there).
+    pub health_path: Option<String>,
 }
 
 impl Config {
@@ -164,6 +178,11 @@ impl Config {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             log_level: log::LevelFilter::Info,
+            admin_listen: None,
+            health_workers: DEFAULT_HEALTH_WORKERS,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            health_path: None,
         }
     }
 }
@@ -229,6 +248,14 @@ OPTIONS:
     --max-line SIZE               longest line from a child's stdout [default: 16MiB]
     --allowed-host HOST           also accept this Host header (repeatable)
     --allowed-origin ORIGIN       also accept this Origin header (repeatable)
+    --admin-listen ADDR           serve /livez, /readyz, /status and /metrics on
+                                  this loopback address [default: off]
+    --health-interval DUR         probe an HTTP upstream this often; 0 is off
+                                  [default: 10s]
+    --health-timeout DUR          time a probe may take [default: 2s]
+    --health-workers N            threads that run probes [default: 2]
+    --health-path PATH            what a probe GETs [default: the upstream's
+                                  path; / for --upstream-sse]
     --log-level LEVEL             off, error, warn, info, debug, trace [default: info]
     -h, --help                    print this help
     -V, --version                 print the version
@@ -324,6 +351,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 }
                 config.path = path;
             }
+            "--admin-listen" => {
+                let text = value(&name)?;
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    format!("--admin-listen: not an address like 127.0.0.1:9090: {text}")
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!("--admin-listen must be a loopback address: {text}"));
+                }
+                config.admin_listen = Some(addr);
+            }
+            "--health-workers" => config.health_workers = parse_count(&name, &value(&name)?)?,
+            "--health-interval" => config.health_interval = parse_duration(&name, &value(&name)?)?,
+            "--health-timeout" => config.health_timeout = parse_duration(&name, &value(&name)?)?,
+            "--health-path" => {
+                let path = value(&name)?;
+                if !path.starts_with('/') {
+                    return Err(format!("--health-path must start with '/': {path}"));
+                }
+                config.health_path = Some(path);
+            }
             "--sse-path" | "--message-path" => {
                 let path = value(&name)?;
                 if !path.starts_with('/') || path.contains(['?', '#']) {
@@ -390,6 +437,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     ];
     if paths[0] == paths[1] || paths[0] == paths[2] || paths[1] == paths[2] {
         return Err("--path, --sse-path and --message-path must differ".into());
+    }
+    if config.health_workers == 0 && !config.health_interval.is_zero() {
+        config.health_interval = Duration::ZERO;
     }
     if config.sse_keepalive.is_zero() {
         return Err("--sse-keepalive must be longer than 0".into());

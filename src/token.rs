@@ -18,10 +18,13 @@ const KIND_CHILD_STDIN: usize = 2;
 const KIND_CHILD_STDOUT: usize = 3;
 const KIND_CHILD_STDERR: usize = 4;
 const KIND_UPSTREAM: usize = 5;
+const KIND_ADMIN: usize = 6;
 
 const FIXED_LISTENER: usize = 0;
 const FIXED_SHUTDOWN_SIGNAL: usize = 1;
 const FIXED_CHILD_SIGNAL: usize = 2;
+const FIXED_ADMIN_LISTENER: usize = 3;
+const FIXED_HEALTH_WAKER: usize = 4;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,12 @@ pub enum Source {
     ChildStderr(usize),
     /// A connection to an HTTP upstream, by its slab key.
     Upstream(usize),
+    /// The admin endpoints' listening socket.
+    AdminListener,
+    /// An admin connection, by its slab key.
+    Admin(usize),
+    /// A health worker sent probe results.
+    HealthWaker,
 }
 
 impl Source {
@@ -56,6 +65,9 @@ impl Source {
             Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
             Source::ChildStderr(key) => (key, KIND_CHILD_STDERR),
             Source::Upstream(key) => (key, KIND_UPSTREAM),
+            Source::AdminListener => (FIXED_ADMIN_LISTENER, KIND_FIXED),
+            Source::Admin(key) => (key, KIND_ADMIN),
+            Source::HealthWaker => (FIXED_HEALTH_WAKER, KIND_FIXED),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -72,6 +84,9 @@ impl Source {
             (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
             (KIND_CHILD_STDERR, key) => Some(Source::ChildStderr(key)),
             (KIND_UPSTREAM, key) => Some(Source::Upstream(key)),
+            (KIND_FIXED, FIXED_ADMIN_LISTENER) => Some(Source::AdminListener),
+            (KIND_FIXED, FIXED_HEALTH_WAKER) => Some(Source::HealthWaker),
+            (KIND_ADMIN, key) => Some(Source::Admin(key)),
             _ => None,
         }
     }

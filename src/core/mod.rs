@@ -20,7 +20,8 @@ use serde_json::value::RawValue;
 use crate::jsonrpc::{self, IdKey, Kind, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{
-    Destination, Detached, Pending, RegisterError, ResumeError, Router, RouterLimits, StreamId,
+    Completion, Destination, Detached, Pending, RegisterError, ResumeError, Router, RouterLimits,
+    StreamId,
 };
 
 mod action;
@@ -432,9 +433,14 @@ impl SessionCore {
     /// client hears of it in the reply to its POST.
     pub(crate) fn stream_refused(&mut self, stream: StreamId, request_ids: &[IdKey]) {
         for id in request_ids {
-            self.router.cancel(id);
+            self.router.refused(id);
         }
         self.router.stream_ended(stream);
+    }
+
+    /// The client requests that ended since the last call (for metrics).
+    pub(crate) fn take_completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
+        self.router.take_completions()
     }
 
     /// The client opened its GET stream (no `Last-Event-ID`).

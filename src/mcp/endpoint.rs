@@ -134,6 +134,18 @@ pub enum Intent {
     Stateless { refusal: Reply },
 }
 
+impl Intent {
+    /// The first message a session-bound POST carries (none for other
+    /// intents).
+    pub fn first_message(&self) -> Option<&Message> {
+        match self {
+            Intent::Post { message, .. } => Some(message),
+            Intent::Batch { messages, .. } => messages.first(),
+            _ => None,
+        }
+    }
+}
+
 /// Decides what `request` means for an endpoint served at `path`. A POST
 /// whose message goes to a session gives its body to the `Intent` (taken, not
 /// copied); any other request keeps it.

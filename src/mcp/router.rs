@@ -63,6 +63,50 @@ struct StreamState {
     finished: bool,
 }
 
+/// How a client request ended, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The upstream answered with a result.
+    Ok,
+    /// The upstream answered with a JSON-RPC error.
+    Error,
+    /// No answer in time.
+    Timeout,
+    /// The client cancelled it, or left and did not come back.
+    Cancelled,
+    /// Its upstream stream or session failed, or the session ended first.
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+        Outcome::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// A client request that ended: its method, how, and since when it was in
+/// flight (the driver measures its latency against its own clock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub method: String,
+    pub outcome: Outcome,
+    pub started: Instant,
+}
+
 /// A client request forwarded to the child and not yet answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
@@ -159,6 +203,8 @@ pub struct Router {
     get_stream: Option<StreamId>,
     next_stream: StreamId,
     pending: HashMap<IdKey, Pending>,
+    /// Requests that ended since the driver last took them (`take_completions`).
+    completions: Vec<Completion>,
     /// Progress token → the request that set it.
     progress: HashMap<IdKey, IdKey>,
     /// Server-to-client request id → the stream that carried it.
@@ -177,6 +223,7 @@ impl Router {
             get_stream: None,
             next_stream: 1,
             pending: HashMap::new(),
+            completions: Vec::new(),
             progress: HashMap::new(),
             server_requests: HashMap::new(),
             held: VecDeque::new(),
@@ -362,8 +409,33 @@ impl Router {
             self.progress.remove(token);
         }
         let then_close = self.answered(pending.stream);
-        self.record(pending.stream, raw, then_close)
+        let stream = pending.stream;
+        let outcome = if message.has_result() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        };
+        self.completions.push(Completion {
+            method: pending.method,
+            outcome,
+            started: pending.started,
+        });
+        self.record(stream, raw, then_close)
             .unwrap_or(Destination::Orphaned)
+    }
+
+    /// Notes that `pending` ended with `outcome`.
+    fn complete(&mut self, pending: &Pending, outcome: Outcome) {
+        self.completions.push(Completion {
+            method: pending.method.clone(),
+            outcome,
+            started: pending.started,
+        });
+    }
+
+    /// The requests that ended since the last call, in order.
+    pub fn take_completions(&mut self) -> std::vec::Drain<'_, Completion> {
+        self.completions.drain(..)
     }
 
     /// One request of `stream` got its answer; true when that was the last one
@@ -462,7 +534,11 @@ impl Router {
         if self.get_stream == Some(stream) {
             self.get_stream = None;
         }
-        self.take_pending_where(|pending| pending.stream == stream)
+        let abandoned = self.take_pending_where(|pending| pending.stream == stream);
+        for pending in &abandoned {
+            self.complete(pending, Outcome::Cancelled);
+        }
+        abandoned
     }
 
     fn take_pending_where(&mut self, mut condition: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
@@ -516,10 +592,22 @@ impl Router {
         if self.pending.get(id).is_none_or(Pending::is_initialize) {
             return None;
         }
+        self.forget(id, Outcome::Cancelled)
+    }
+
+    /// The upstream refused request `id` before answering it: forget it
+    /// (as `cancel`, `initialize` included; the client hears of it in the
+    /// reply to its POST).
+    pub fn refused(&mut self, id: &IdKey) -> Option<(Pending, bool)> {
+        self.forget(id, Outcome::Failed)
+    }
+
+    fn forget(&mut self, id: &IdKey, outcome: Outcome) -> Option<(Pending, bool)> {
         let pending = self.pending.remove(id)?;
         if let Some(token) = &pending.progress_token {
             self.progress.remove(token);
         }
+        self.complete(&pending, outcome);
         let then_close = self.answered(pending.stream);
         if then_close {
             self.stream_ended(pending.stream);
@@ -535,6 +623,7 @@ impl Router {
         expired
             .into_iter()
             .map(|pending| {
+                self.complete(&pending, Outcome::Timeout);
                 let text = if pending.is_initialize() {
                     format!(
                         "The upstream server did not answer initialize within {:?}",
@@ -569,6 +658,7 @@ impl Router {
         failed
             .into_iter()
             .map(|pending| {
+                self.complete(&pending, Outcome::Failed);
                 let error =
                     jsonrpc::error_response(&pending.id.to_raw(), jsonrpc::UPSTREAM_GONE, why);
                 let then_close = self.answered(pending.stream);
@@ -592,7 +682,11 @@ impl Router {
         self.server_requests.clear();
         self.get_stream = None;
         self.streams.clear();
-        self.pending.drain().map(|(_, pending)| pending).collect()
+        let pending: Vec<Pending> = self.pending.drain().map(|(_, pending)| pending).collect();
+        for request in &pending {
+            self.complete(request, Outcome::Failed);
+        }
+        pending
     }
 
     /// Requests on `stream` still waiting for an answer.

@@ -5,9 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{EvictCause, Pool};
 #[cfg(test)]
-use super::{HostKey, HostPool};
+use super::HostPool;
+use super::{EvictCause, HostKey, Pool};
 
 /// Pool-wide counters since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,12 +117,10 @@ pub(crate) struct HostGauges {
 }
 
 /// The pool's readings, kept beside the types they return; the events that
-/// change them are `Pool`'s operations in the parent module. The reactor only
-/// logs `summary`, so the structured readings are built for the tests alone
-/// until something else (a metrics endpoint) reads them.
+/// change them are `Pool`'s operations in the parent module. The reactor logs
+/// `summary` at shutdown, and `/metrics` reads the rest.
 impl<W> Pool<W> {
     /// Pool-wide counters since start.
-    #[cfg(test)]
     pub fn metrics(&self) -> &PoolMetrics {
         &self.book.metrics
     }
@@ -137,7 +135,6 @@ impl<W> Pool<W> {
     }
 
     /// Every known host's gauges, in host order.
-    #[cfg(test)]
     pub fn host_gauges(&self) -> Vec<(HostKey, HostGauges)> {
         self.hosts
             .iter()

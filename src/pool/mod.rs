@@ -71,7 +71,7 @@ use crate::http::url::Scheme;
 
 use book::{Book, ConnMeta, ConnState};
 use host::{HostPool, Waiter};
-use metrics::{HostGauges, PoolMetrics};
+pub(crate) use metrics::{HostGauges, PoolMetrics};
 
 /// Below the 5 s keep-alive timeout of Node and uvicorn, where most MCP HTTP
 /// servers live, so the pool drops a connection before the server does and
@@ -185,10 +185,12 @@ pub(crate) enum EvictCause {
     /// An idle connection closed to make room: beyond `max_idle_per_host`, or
     /// at `max_per_host` when a retry needs a fresh connection.
     Surplus,
+    /// Its host was found unhealthy.
+    Unhealthy,
 }
 
 impl EvictCause {
-    pub const ALL: [EvictCause; 8] = [
+    pub const ALL: [EvictCause; 9] = [
         EvictCause::IdleTimeout,
         EvictCause::PeerClosed,
         EvictCause::UnexpectedData,
@@ -197,6 +199,7 @@ impl EvictCause {
         EvictCause::RequestCount,
         EvictCause::NotReusable,
         EvictCause::Surplus,
+        EvictCause::Unhealthy,
     ];
 
     /// The metric name of this cause.
@@ -210,6 +213,7 @@ impl EvictCause {
             EvictCause::RequestCount => "request_count",
             EvictCause::NotReusable => "not_reusable",
             EvictCause::Surplus => "surplus",
+            EvictCause::Unhealthy => "unhealthy",
         }
     }
 
@@ -223,6 +227,7 @@ impl EvictCause {
             EvictCause::RequestCount => 5,
             EvictCause::NotReusable => 6,
             EvictCause::Surplus => 7,
+            EvictCause::Unhealthy => 8,
         }
     }
 }
@@ -592,6 +597,17 @@ impl<W: Copy + Eq> Pool<W> {
                 // Closed idle connections may have freed room for a retry.
                 book.top_up(hp, actions);
             }
+        }
+        self.hosts.retain(|_, hp| !hp.is_empty());
+    }
+
+    /// Closes every idle connection to `host` (it was found unhealthy).
+    pub fn close_idle(&mut self, host: &HostKey, actions: &mut Vec<PoolAction<W>>) {
+        let Some(hp) = self.hosts.get_mut(host) else {
+            return;
+        };
+        for conn in std::mem::take(&mut hp.idle) {
+            self.book.close(conn, EvictCause::Unhealthy, actions);
         }
         self.hosts.retain(|_, hp| !hp.is_empty());
     }

@@ -13,7 +13,7 @@ use crate::jsonrpc::Message;
 use crate::lines::Line;
 use crate::session::SessionKey;
 
-use super::stdio_upstream::{Pipe, PipeRead, StdioUpstream};
+use super::stdio_upstream::{log_transition, Pipe, PipeRead, StdioUpstream};
 use super::upstreams::{UpstreamCtx, UpstreamEvent};
 
 impl StdioUpstream {
@@ -127,6 +127,9 @@ impl StdioUpstream {
     /// wrote before dying, then ends; each is finalized.
     pub(super) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
         while let Some((pid, status)) = child::reap_any() {
+            if let Some(change) = self.tally.reaped(pid, &status.to_string(), ctx.now) {
+                log_transition(&self.describe(), change);
+            }
             let Some(key) = self.exited(pid, status) else {
                 debug!("reaped process {pid} ({status})");
                 continue;

@@ -60,6 +60,7 @@ impl HttpFrontDoor {
         let before = conn.input.len();
         let outcome = conn.read_available(max_input, ctx.scratch);
         conn.received |= conn.input.len() > before;
+        self.bytes_in += conn.input.len().saturating_sub(before) as u64;
         let streaming = matches!(
             conn.state,
             ConnState::Streaming { .. } | ConnState::LegacyStream { .. }
@@ -166,7 +167,10 @@ impl HttpFrontDoor {
             return;
         };
         conn.dirty = false;
-        if let Err(error) = conn.flush() {
+        let queued = conn.unwritten();
+        let flushed = conn.flush();
+        self.bytes_out += queued.saturating_sub(conn.unwritten()) as u64;
+        if let Err(error) = flushed {
             debug!("connection {key}: write failed: {error}");
             self.close_conn(ctx, key);
             return;

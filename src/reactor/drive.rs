@@ -34,6 +34,18 @@ use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
 use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
 
+/// The answer to a message while its upstream is unhealthy: 503 with a
+/// JSON-RPC error, at once.
+fn unhealthy_reply(message: &Message, why: &str) -> Reply {
+    Reply::error(
+        503,
+        message.reply_id(),
+        jsonrpc::UPSTREAM_GONE,
+        &format!("Service Unavailable: {why}"),
+    )
+    .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string())
+}
+
 /// A client connection a core's actions may answer.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientRef {
@@ -172,6 +184,12 @@ impl Proxy {
             }
             session.core.touch(now);
         }
+        if let (Some(message), Some(why)) =
+            (intent.first_message(), self.upstream.request_refusal())
+        {
+            self.reply(key, &unhealthy_reply(message, &why), request.keep_alive);
+            return;
+        }
         let now = self.now;
         let origin = Origin::request(ClientRef::of(key, &request), &request);
         match (intent, session_key) {
@@ -262,6 +280,9 @@ impl Proxy {
                 return self.reply(key, &reply, request.keep_alive);
             }
         }
+        if let (Some(message), Some(why)) = (messages.first(), self.upstream.request_refusal()) {
+            return self.reply(key, &unhealthy_reply(message, &why), request.keep_alive);
+        }
         self.reply(key, &Reply::empty(202), request.keep_alive);
         let now = self.now;
         if let Some(session) = self.sessions.get_mut(session_key) {
@@ -341,8 +362,22 @@ impl Proxy {
                 return None;
             }
         };
+        if let Some(why) = self.upstream.session_refusal(self.now) {
+            let reply = Reply::error(
+                503,
+                id,
+                jsonrpc::UPSTREAM_GONE,
+                &format!("Service Unavailable: {why}"),
+            )
+            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
+            self.reply(key, &reply, request.keep_alive);
+            return None;
+        }
         let session_key = self.sessions.next_key();
-        let (upstream, description) = match self.upstream.start(session_key, self.poll.registry()) {
+        let started = self
+            .upstream
+            .start(session_key, self.poll.registry(), self.now);
+        let (upstream, description) = match started {
             Ok(started) => started,
             Err(error) => {
                 let reply = Reply::error(
@@ -362,6 +397,7 @@ impl Proxy {
             self.session_ids.len() + 1
         );
         self.session_ids.insert(core.id().to_string(), session_key);
+        self.metrics.session_created();
         Some(self.sessions.insert(Session::new(core, upstream)))
     }
 
@@ -380,6 +416,7 @@ impl Proxy {
             return;
         };
         warn!("session {} not started: {why}", session.core.short_id());
+        self.metrics.session_ended(why);
         if let Some(conn) = session.legacy_stream {
             self.front.end_legacy_stream(conn);
         }
@@ -578,6 +615,9 @@ impl Proxy {
             return;
         };
         input(&mut session.core);
+        for completion in session.core.take_completions() {
+            self.metrics.request_done(&completion, self.now);
+        }
         let mut actions = session.core.take_actions();
         for action in actions.drain(..) {
             self.apply(session_key, origin, action);
@@ -673,6 +713,7 @@ impl Proxy {
             return;
         };
         debug!("session {} ending: {reason}", session.core.short_id());
+        self.metrics.session_ended(reason);
         if let Some(conn) = session.legacy_stream {
             self.front.end_legacy_stream(conn);
         }

@@ -84,6 +84,9 @@ pub(crate) struct HttpFrontDoor {
     /// Connections whose buffered input is to be decoded.
     pub(super) process_list: Vec<ConnKey>,
     event_scratch: Vec<u8>,
+    /// Bytes read from and written to clients since start (`/metrics`).
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
 }
 
 impl HttpFrontDoor {
@@ -97,6 +100,8 @@ impl HttpFrontDoor {
             flush_list: Vec::new(),
             process_list: Vec::new(),
             event_scratch: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 

@@ -30,17 +30,21 @@ use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
 use crate::token::Source;
 
+mod admin;
 mod children;
 mod conns;
 mod drive;
 pub(crate) mod edge_io;
 mod front_door;
+mod health_workers;
 pub(crate) mod http_upstream;
 mod stdio_upstream;
 mod upstreams;
 
+use admin::AdminDoor;
 use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
+use health_workers::HealthWorkers;
 use http_upstream::HttpSide;
 use stdio_upstream::{Pipe, StdioUpstream};
 use upstreams::{UpstreamEvent, Upstreams};
@@ -80,6 +84,10 @@ enum Timer {
     /// A session's upstream streams: a gate's wait, a continuation or a
     /// reopen is due.
     Upstream(SessionKey),
+    /// The next health probe of the upstream is due.
+    Probe,
+    /// Admin connections that sent no request in time are closed.
+    AdminExpire,
 }
 
 /// Whether the proxy is serving or shutting down.
@@ -123,6 +131,13 @@ pub struct Proxy {
     now: Instant,
     /// The upstream kind, with everything it owns.
     upstream: Upstreams,
+    /// Counters for `/metrics`.
+    metrics: crate::metrics::Metrics,
+    /// The admin endpoints, when `--admin-listen` is set.
+    admin: Option<AdminDoor>,
+    /// The threads that probe an HTTP upstream (none for stdio, or with
+    /// probes off).
+    health_workers: Option<HealthWorkers>,
 }
 
 /// A pipe that turns the given signals into readable bytes.
@@ -188,13 +203,29 @@ impl Proxy {
             max_head_bytes: config.max_head_bytes,
             max_body_bytes: config.max_body_bytes,
         };
+        let admin = match config.admin_listen {
+            Some(addr) => Some(AdminDoor::bind(addr, poll.registry())?),
+            None => None,
+        };
+        let probed = config.upstream_url().is_some() && !config.health_interval.is_zero();
+        let mut timers = TimerQueue::default();
+        let health_workers = if probed {
+            let waker = std::sync::Arc::new(mio::Waker::new(
+                poll.registry(),
+                Source::HealthWaker.token(),
+            )?);
+            timers.schedule(Instant::now(), Timer::Probe);
+            Some(HealthWorkers::start(config.health_workers, waker)?)
+        } else {
+            None
+        };
         Ok(Proxy {
             config,
             poll,
             front: HttpFrontDoor::new(listener, policy, limits),
             sessions: Arena::default(),
             session_ids: HashMap::new(),
-            timers: TimerQueue::default(),
+            timers,
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
@@ -205,6 +236,9 @@ impl Proxy {
             local_addr,
             now: Instant::now(),
             upstream,
+            metrics: crate::metrics::Metrics::default(),
+            admin,
+            health_workers,
         })
     }
 
@@ -231,6 +265,9 @@ impl Proxy {
                 UpstreamKind::Stdio { command } => command.join(" "),
             }
         );
+        if let Some(admin) = &self.admin {
+            info!("admin endpoints on http://{}", admin.local_addr());
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
@@ -322,8 +359,69 @@ impl Proxy {
                 self.with_upstream(|upstream, ctx| upstream.on_socket_event(ctx, index, event));
             }
             Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
+            Source::AdminListener => {
+                if let Some(admin) = self.admin.as_mut() {
+                    admin.accept_all(self.poll.registry(), self.now);
+                    self.timers
+                        .schedule(self.now + admin::ADMIN_REQUEST_TIMEOUT, Timer::AdminExpire);
+                }
+            }
+            Source::Admin(index) => self.on_admin_event(index, event),
+            Source::HealthWaker => self.on_probe_results(),
         }
         None
+    }
+
+    // ----- the operator's window --------------------------------------------
+
+    /// An admin connection's request, answered from the proxy's state.
+    fn on_admin_event(&mut self, index: usize, event: &Event) {
+        let Some(admin) = self.admin.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let Some((key, request)) = admin.on_event(index, event, registry, &mut self.scratch) else {
+            return;
+        };
+        let metrics = (request.path() == "/metrics").then(|| self.render_metrics());
+        let view = admin::AdminView {
+            sessions: self.session_ids.len(),
+            children: self
+                .upstream
+                .stdio()
+                .map_or(0, StdioUpstream::live_children),
+            serving: self.run_state == RunState::Serving,
+            upstreams: self.upstream.health_report(),
+            metrics,
+        };
+        let (status, content_type, body) = admin::respond(&request, &view);
+        if let Some(admin) = self.admin.as_mut() {
+            admin.answer(key, status, content_type, &body, self.poll.registry());
+        }
+    }
+
+    fn render_metrics(&self) -> String {
+        let (rss_bytes, open_fds) = admin::process_figures();
+        let mut snapshot = crate::metrics::Snapshot {
+            sessions_active: self.session_ids.len(),
+            rss_bytes,
+            open_fds,
+            ..Default::default()
+        };
+        self.upstream.fill_snapshot(&mut snapshot);
+        self.metrics
+            .render(&snapshot, self.front.bytes_in, self.front.bytes_out)
+    }
+
+    /// Health workers sent results: the upstream's health is updated.
+    fn on_probe_results(&mut self) {
+        let results: Vec<_> = match &self.health_workers {
+            Some(workers) => workers.results().collect(),
+            None => return,
+        };
+        for result in results {
+            self.with_upstream(|upstream, ctx| upstream.probe_done(ctx, &result));
+        }
     }
 
     /// Runs the work queued by event handlers until nothing is left: decoding
@@ -530,6 +628,23 @@ impl Proxy {
                     });
                 }
                 Timer::ExitFlush => {}
+                Timer::Probe => {
+                    if let (Some(workers), Some(job)) = (
+                        self.health_workers.as_ref(),
+                        self.upstream.probe_job(&self.config),
+                    ) {
+                        workers.submit(job);
+                    }
+                    if self.run_state == RunState::Serving {
+                        self.timers
+                            .schedule(now + self.config.health_interval, Timer::Probe);
+                    }
+                }
+                Timer::AdminExpire => {
+                    if let Some(admin) = self.admin.as_mut() {
+                        admin.expire(now, self.poll.registry());
+                    }
+                }
                 Timer::RetryAccept => {
                     self.front.listener_readable = true;
                     self.accept_all();
@@ -572,7 +687,12 @@ impl Proxy {
                 .get(key)
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
-            Timer::ShutdownGrace | Timer::FinalExit | Timer::RetryAccept | Timer::ExitFlush => true,
+            Timer::AdminExpire => self.admin.as_ref().is_some_and(AdminDoor::has_conns),
+            Timer::ShutdownGrace
+            | Timer::FinalExit
+            | Timer::RetryAccept
+            | Timer::ExitFlush
+            | Timer::Probe => true,
         }
     }
 

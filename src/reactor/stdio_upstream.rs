@@ -15,7 +15,10 @@ use mio::event::Event;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry};
 
+use std::cell::Cell;
+
 use crate::child::{self, ExitStatus, SpawnedChild};
+use crate::health::{Health, SpawnHealth, Transition, CRASH_WINDOW};
 use crate::lines::{Line, LineFramer};
 use crate::session::SessionKey;
 use crate::timers::TimerQueue;
@@ -29,6 +32,21 @@ pub(crate) enum Pipe {
     Stdin,
     Stdout,
     Stderr,
+}
+
+/// Logs an upstream's change of health.
+pub(crate) fn log_transition(upstream: &str, change: Transition) {
+    match change.to {
+        Health::Unhealthy => log::warn!(
+            "upstream {upstream} is unhealthy (was {})",
+            change.from.name()
+        ),
+        _ => info!(
+            "upstream {upstream} is {} (was {})",
+            change.to.name(),
+            change.from.name()
+        ),
+    }
 }
 
 /// Every session's child.
@@ -46,6 +64,47 @@ pub(crate) struct StdioUpstream {
     /// Signals due to children that linger; an entry for a child reaped
     /// since is stale and skipped.
     lingering: TimerQueue<(SessionKey, libc::c_int)>,
+    /// Children spawned, reaped and killed, and whether the command stays up.
+    pub(crate) tally: ChildTally,
+}
+
+/// What the stdio side counts of its children, and its command's health
+/// (`SpawnHealth`, fed each child's life span).
+#[derive(Debug, Default)]
+pub(crate) struct ChildTally {
+    pub health: SpawnHealth,
+    /// When each child not reaped yet was spawned, by pid.
+    spawned_at: HashMap<u32, Instant>,
+    pub spawned: u64,
+    pub exited: u64,
+    pub killed: Cell<u64>,
+}
+
+impl ChildTally {
+    /// A child was reaped `now`: its life span feeds the command's health.
+    pub(crate) fn reaped(&mut self, pid: u32, why: &str, now: Instant) -> Option<Transition> {
+        self.exited += 1;
+        let spawned = self.spawned_at.remove(&pid)?;
+        self.health
+            .child_ended(now.saturating_duration_since(spawned), why, now)
+    }
+
+    /// While the command is unhealthy, a child that has lived past the
+    /// crash window proves it works again.
+    pub(crate) fn check_survivors(&mut self, now: Instant) -> Option<Transition> {
+        if self.health.state() != Health::Unhealthy {
+            return None;
+        }
+        let survived = self
+            .spawned_at
+            .values()
+            .any(|spawned| now.saturating_duration_since(*spawned) >= CRASH_WINDOW);
+        if survived {
+            self.health.child_survived()
+        } else {
+            None
+        }
+    }
 }
 
 impl StdioUpstream {
@@ -62,6 +121,7 @@ impl StdioUpstream {
             backlog: Vec::new(),
             child_grace,
             lingering: TimerQueue::default(),
+            tally: ChildTally::default(),
         }
     }
 
@@ -72,10 +132,26 @@ impl StdioUpstream {
 
     /// Spawns the child of a new session and registers its pipes, once.
     /// Returns its pid.
-    pub(crate) fn start(&mut self, session: SessionKey, registry: &Registry) -> io::Result<u32> {
+    pub(crate) fn start(
+        &mut self,
+        session: SessionKey,
+        registry: &Registry,
+        now: Instant,
+    ) -> io::Result<u32> {
+        if !self.tally.health.may_spawn(now) {
+            return Err(io::Error::other(
+                "its command keeps exiting at start-up; it is tried again after a backoff",
+            ));
+        }
         let spawned = child::spawn(&self.command).inspect_err(|error| {
             log::error!("cannot start upstream `{}`: {error}", self.describe());
+            let why = error.to_string();
+            if let Some(change) = self.tally.health.child_ended(Duration::ZERO, &why, now) {
+                log_transition(&self.describe(), change);
+            }
         })?;
+        self.tally.spawned += 1;
+        self.tally.spawned_at.insert(spawned.pid, now);
         let mut io = ChildIo::new(spawned, self.max_line_bytes);
         if let Err(error) = register_pipes(registry, session, &mut io) {
             log::error!("cannot watch the pipes of child {}: {error}", io.pid);
@@ -302,14 +378,37 @@ impl StdioUpstream {
             "child pid {} still running after its stdin closed: {name} to its group",
             child.pid
         );
+        if signal == libc::SIGKILL {
+            self.tally.killed.set(self.tally.killed.get() + 1);
+        }
         child::signal_group(child.pid, signal);
     }
 
     /// SIGKILL to every child's group that has not been reaped.
     pub(crate) fn kill_all(&self) {
         for child in self.children.values().filter(|child| child.exit.is_none()) {
+            self.tally.killed.set(self.tally.killed.get() + 1);
             child::signal_group(child.pid, libc::SIGKILL);
         }
+    }
+
+    /// Children spawned and not reaped yet.
+    pub(crate) fn live_children(&self) -> usize {
+        self.pids.len()
+    }
+
+    /// Why no new session may start now (the command keeps crashing and
+    /// its backoff is not over), if so.
+    pub(crate) fn refusal(&mut self, now: Instant) -> Option<String> {
+        if let Some(change) = self.tally.check_survivors(now) {
+            log_transition(&self.describe(), change);
+        }
+        self.tally.health.blocked(now).then(|| {
+            format!(
+                "the upstream command keeps exiting at start-up ({})",
+                self.tally.health.last_error().unwrap_or("no reason known")
+            )
+        })
     }
 
     /// Records a reaped child's end: its session, if it had one. What it

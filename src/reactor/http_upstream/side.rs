@@ -5,17 +5,20 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
 use crate::arena::Arena;
+use crate::health::{Health, HealthState, Transition};
 use crate::http::url::UpstreamUrl;
-use crate::pool::{HostKey, Pool, PoolAction, PoolConfig};
+use crate::pool::{HostGauges, HostKey, Pool, PoolAction, PoolConfig, PoolMetrics};
 use crate::token::Source;
 
+use super::super::health_workers::{ProbeJob, ProbeResult};
+use super::super::stdio_upstream::log_transition;
 use super::{Exchange, ExchangeKey, UpConn, UpConnKey};
 
 /// The HTTP upstream, its pool, its connections and the exchanges in flight.
@@ -30,6 +33,10 @@ pub(crate) struct HttpSide {
     pub(super) actions: Vec<PoolAction<ExchangeKey>>,
     /// The deadline of the armed pool timer.
     pub(super) timer: Option<Instant>,
+    /// The host's health, from probes and from real traffic's failures.
+    pub(crate) health: HealthState,
+    /// A probe of the host is out with the health workers.
+    pub(crate) probing: bool,
 }
 
 impl HttpSide {
@@ -50,6 +57,91 @@ impl HttpSide {
             exchanges: Arena::default(),
             actions: Vec::new(),
             timer: None,
+            health: HealthState::default(),
+            probing: false,
+        })
+    }
+
+    /// The host, as the log and the metrics name it.
+    pub(crate) fn name(&self) -> String {
+        format!("{}://{}", self.url.scheme.as_str(), self.authority)
+    }
+
+    /// The probe to run now, unless one is out already. `path`: what it
+    /// GETs (see `Config::health_path`).
+    pub(crate) fn probe_job(&mut self, path: &str, timeout: Duration) -> Option<ProbeJob> {
+        if self.probing {
+            return None;
+        }
+        self.probing = true;
+        Some(ProbeJob {
+            addr: self.addr,
+            authority: self.authority.clone(),
+            path: path.to_string(),
+            timeout,
+        })
+    }
+
+    /// A probe came back: any HTTP answer means alive.
+    pub(crate) fn probe_done(&mut self, result: &ProbeResult) {
+        self.probing = false;
+        log::debug!(
+            "health probe of {}: {:?} in {:?}",
+            self.name(),
+            result.outcome,
+            result.took
+        );
+        let change = match &result.outcome {
+            Ok(_) => self.health.probe_succeeded(result.at),
+            Err(error) => self.health.failed(error, Some(result.at)),
+        };
+        self.health_changed(change);
+    }
+
+    /// Real traffic could not reach the host (a refused connect, a reset).
+    pub(super) fn passive_failure(&mut self, why: &str) {
+        let change = self.health.failed(why, None);
+        self.health_changed(change);
+    }
+
+    fn health_changed(&mut self, change: Option<Transition>) {
+        let Some(change) = change else {
+            return;
+        };
+        log_transition(&self.name(), change);
+        if change.to == Health::Unhealthy {
+            let host = self.host.clone();
+            self.pool.close_idle(&host, &mut self.actions);
+        }
+    }
+
+    /// Every pool host's gauges, each with the upstream's health.
+    pub(crate) fn pool_gauges(&self, health: Health) -> Vec<(String, HostGauges, Health)> {
+        let mut hosts: Vec<_> = self
+            .pool
+            .host_gauges()
+            .into_iter()
+            .map(|(host, gauges)| (host.to_string(), gauges, health))
+            .collect();
+        if hosts.is_empty() {
+            hosts.push((self.host.to_string(), HostGauges::default(), health));
+        }
+        hosts
+    }
+
+    /// The pool's counters since start.
+    pub(crate) fn pool_metrics(&self) -> PoolMetrics {
+        self.pool.metrics().clone()
+    }
+
+    /// Why requests fail fast now (the host is unhealthy), if so.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        (self.health.state() == Health::Unhealthy).then(|| {
+            format!(
+                "the upstream {} is unhealthy ({})",
+                self.name(),
+                self.health.last_error().unwrap_or("no reason known")
+            )
         })
     }
 
@@ -72,6 +164,7 @@ impl HttpSide {
             }
             Err(error) => {
                 warn!("cannot open a connection to the upstream {host}: {error}");
+                self.passive_failure(&format!("connect: {error}"));
                 self.pool.open_failed(host, &mut self.actions);
             }
         }
