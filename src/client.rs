@@ -139,6 +139,18 @@ impl Conn {
         ReadOutcome::Open
     }
 
+    /// True while part of a request has arrived and the rest has not (its
+    /// head or body is still arriving), or a request waits in `input`: the
+    /// connection is not idle, so shutdown waits for it (up to the grace).
+    pub fn request_in_progress(&self) -> bool {
+        self.state == ConnState::Requests
+            && !self.close_after_flush
+            && !self.peer_closed
+            && (self.decoder.head_in_progress()
+                || self.decoder.body_in_progress()
+                || !self.input.is_empty())
+    }
+
     /// Marks the connection to close when its current stream ends.
     pub fn close_after_flush_when_idle(&mut self) {
         self.close_when_idle = true;

@@ -4,6 +4,10 @@
 /// Longest line accepted from a child's stdout (one JSON-RPC message).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Capacity a framer keeps once it starts skipping an overlong line (the
+/// rest is given back to the allocator).
+const RETAINED_BYTES: usize = 64 * 1024;
+
 /// One framing result.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -79,13 +83,17 @@ impl LineFramer {
                     // which is no part of the line: a line of exactly the
                     // limit must pass whether its CR and LF come in one read
                     // or two. So the CR is not counted, and is kept.
+                    // While an overlong line is skipped, each read's bytes
+                    // are dropped at once rather than gathered up to the
+                    // limit again, and the buffer's capacity is given back.
                     let cr = usize::from(self.buffer.last() == Some(&b'\r'));
                     let content = self.buffer.len() - cr;
-                    if content <= self.max_line {
+                    if content == 0 || (self.discarding.is_none() && content <= self.max_line) {
                         self.scanned = self.buffer.len();
                         return None;
                     }
                     self.buffer.drain(..content);
+                    self.buffer.shrink_to(RETAINED_BYTES);
                     self.scanned = 0;
                     *self.discarding.get_or_insert(0) += content;
                     // Keep looping: at most that CR is left, so this returns None.
@@ -176,6 +184,26 @@ mod tests {
         }
         // A CR inside an overlong line is part of it.
         assert_eq!(frame_all(b"abc\rde\r\n", 4, 4), vec![Line::Overlong(6)]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_dropped_read_by_read_and_its_memory_given_back() {
+        let mut framer = LineFramer::new(1000);
+        framer.feed(&[b'x'; 1500]);
+        assert_eq!(framer.next_line(), None);
+        assert_eq!(framer.buffered(), 0);
+        assert!(framer.buffer.capacity() <= RETAINED_BYTES);
+        for _ in 0..100 {
+            framer.feed(&[b'y'; 100]);
+            assert_eq!(framer.next_line(), None);
+            assert_eq!(framer.buffered(), 0, "nothing gathered while skipping");
+        }
+        framer.feed(b"yy\r\nok\n");
+        assert_eq!(
+            framer.next_line(),
+            Some(Line::Overlong(1500 + 100 * 100 + 2))
+        );
+        assert_eq!(framer.next_line(), Some(Line::Complete(b"ok".to_vec())));
     }
 
     #[test]

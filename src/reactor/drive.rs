@@ -12,7 +12,6 @@
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
-use serde_json::value::RawValue;
 
 use crate::client::{ConnKey, ConnState};
 use crate::config::RETRY_AFTER_SECONDS;
@@ -129,13 +128,7 @@ impl Proxy {
     /// Acts on one complete request from a client connection.
     pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
         if self.run_state != RunState::Serving {
-            let reply = Reply::error(
-                503,
-                RawValue::NULL,
-                jsonrpc::SHUTTING_DOWN,
-                "Service Unavailable: mcphop is shutting down",
-            );
-            self.reply(key, &reply, false);
+            self.reply(key, &super::shutting_down_reply(), false);
             return;
         }
         let legacy = interpret_legacy(&mut request, &self.config.legacy_paths, &self.front.policy);

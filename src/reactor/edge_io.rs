@@ -63,6 +63,11 @@ impl Readiness {
         self.writable = true;
     }
 
+    /// True once an edge said the peer hung up (or the source failed).
+    pub(crate) fn hung_up(&self) -> bool {
+        self.hung_up
+    }
+
     pub(crate) fn clear_readable(&mut self) {
         self.readable = false;
     }

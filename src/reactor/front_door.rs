@@ -115,6 +115,13 @@ impl HttpFrontDoor {
         }
     }
 
+    /// True while some connection has part of a request (shutdown waits).
+    pub(super) fn requests_in_progress(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|(_, conn)| conn.request_in_progress())
+    }
+
     /// Queues an immediate response on a connection.
     pub(super) fn reply(&mut self, key: ConnKey, reply: &Reply, keep_alive: bool) {
         let Some(conn) = self.conns.get_mut(key) else {

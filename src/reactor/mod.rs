@@ -18,6 +18,7 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
+use serde_json::value::RawValue;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
@@ -25,6 +26,7 @@ use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::Limits;
 use crate::http::response;
+use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -305,6 +307,7 @@ impl Proxy {
             if self.run_state == RunState::Draining
                 && self.sessions.is_empty()
                 && !self.upstream.in_flight()
+                && !self.front.requests_in_progress()
             {
                 // Queued responses get a last, short chance to reach their
                 // clients, served by the loop like any other output.
@@ -602,6 +605,7 @@ impl Proxy {
                     for session_key in live {
                         self.end_session(session_key, "shutdown grace period over");
                     }
+                    self.refuse_requests_in_progress();
                 }
                 Timer::FinalExit => {
                     self.upstream.kill_all();
@@ -747,7 +751,9 @@ impl Proxy {
             .conns
             .iter()
             .filter(|(_, conn)| {
-                conn.state == ConnState::Requests && conn.unwritten() == 0 && conn.input.is_empty()
+                conn.state == ConnState::Requests
+                    && conn.unwritten() == 0
+                    && !conn.request_in_progress()
             })
             .map(|(key, _)| key)
             .collect();
@@ -756,6 +762,40 @@ impl Proxy {
         }
         None
     }
+}
+
+impl Proxy {
+    /// The shutdown grace is over: a request still arriving is answered 503
+    /// with `Connection: close` (the answer it would have had once
+    /// complete), and its connection closes once that is flushed.
+    fn refuse_requests_in_progress(&mut self) {
+        let arriving: Vec<ConnKey> = self
+            .front
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.request_in_progress())
+            .map(|(key, _)| key)
+            .collect();
+        if !arriving.is_empty() {
+            info!(
+                "shutdown grace over: {} request(s) still arriving answered 503",
+                arriving.len()
+            );
+        }
+        for key in arriving {
+            self.reply(key, &shutting_down_reply(), false);
+        }
+    }
+}
+
+/// The answer to a request that arrives while mcphop shuts down.
+pub(super) fn shutting_down_reply() -> Reply {
+    Reply::error(
+        503,
+        RawValue::NULL,
+        jsonrpc::SHUTTING_DOWN,
+        "Service Unavailable: mcphop is shutting down",
+    )
 }
 
 /// Runs mcphop with `config` until it shuts down; returns the exit code.

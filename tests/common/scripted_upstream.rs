@@ -32,6 +32,16 @@ pub enum Action {
     /// of padding each, written as fast as the socket takes them (blocking
     /// writes), the count of bytes written kept in `streamed`.
     Stream { events: usize, size: usize },
+    /// A 200 `text/event-stream` head and `events` small notifications,
+    /// then an RST (SO_LINGER 0) mid-body.
+    ResetMidBody { events: usize },
+    /// A 200 `text/event-stream` head and `events` small notifications,
+    /// then silence, the connection open, until the fake is dropped, the
+    /// connection reset, or mcphop closes it.
+    StallMidBody { events: usize },
+    /// After `delay`, the default answer with keep-alive (no
+    /// `Connection: close`), then a FIN at once.
+    ReplyThenClose { delay: Duration },
 }
 
 /// One request as seen: the request, the connection's accept index and its
@@ -228,6 +238,44 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
                     stream_body(&mut stream, state, reset, events, size);
                     return;
                 }
+                Action::ReplyThenClose { delay } => {
+                    thread::sleep(delay);
+                    let reply = fake_default_reply(&request);
+                    let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
+                    for (name, value) in &reply.headers {
+                        out.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    out.push_str(&format!(
+                        "Content-Length: {}\r\n\r\n{}",
+                        reply.body.len(),
+                        reply.body
+                    ));
+                    let _ = stream.write_all(out.as_bytes());
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                Action::ResetMidBody { events } => {
+                    let _ = start_body(&mut stream, events);
+                    linger_zero(&stream);
+                    return;
+                }
+                Action::StallMidBody { events } => {
+                    let _ = start_body(&mut stream, events);
+                    // Silent until reset, or until mcphop closes its end.
+                    while !reset.load(Ordering::SeqCst) {
+                        match stream.read(&mut chunk) {
+                            Ok(0) => return,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock | ErrorKind::TimedOut
+                                ) => {}
+                            _ => return,
+                        }
+                    }
+                    linger_zero(&stream);
+                    return;
+                }
             };
             let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
             for (name, value) in &reply.headers {
@@ -249,6 +297,24 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
             Err(_) => return,
         }
     }
+}
+
+/// Writes an SSE response head and `events` small notifications (each
+/// its own chunk), and no last chunk.
+fn start_body(stream: &mut TcpStream, events: usize) -> std::io::Result<()> {
+    let mut out = String::from(
+        "HTTP/1.1 200 Fake\r\nContent-Type: text/event-stream\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+    );
+    for n in 0..events {
+        let event = format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\
+             \"params\":{{\"level\":\"info\",\"data\":\"partial {n}\"}}}}\n\n"
+        );
+        out.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+    }
+    stream.write_all(out.as_bytes())?;
+    stream.flush()
 }
 
 /// Writes a chunked SSE body of `events` progress notifications of `size`

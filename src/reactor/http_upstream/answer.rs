@@ -309,6 +309,10 @@ pub(in crate::reactor) fn on_response_end(
             match http.conns.get_mut(conn) {
                 Some(up) if up.pooled => {
                     up.state = UpState::Idle;
+                    // An upstream that closed right after its answer (no
+                    // `Connection: close`) hung up in the same edge as the
+                    // answer's last bytes: no later event would evict it.
+                    let reusable = reusable && !up.ready.hung_up();
                     http.pool
                         .release(conn.index(), reusable, now, &mut http.actions);
                 }
