@@ -244,7 +244,13 @@ fn fifty_sessions_each_have_their_own_upstream_session() {
 fn two_hundred_sessions_cost_their_streams_plus_the_pool_cap() {
     const CAP: usize = 8;
     let cap = CAP.to_string();
-    let rig = rig(Kind::Py, &["--pool-max-per-host", &cap]);
+    // Health probes open connections of their own, one per interval, apart
+    // from the sessions' streams and the pool: off here, so every
+    // connection the relay counts is a session's.
+    let rig = rig(
+        Kind::Py,
+        &["--pool-max-per-host", &cap, "--health-interval", "0"],
+    );
     concurrent_sessions(&rig.mcphop, 200);
     let (ids, streams) = upstream_view(&rig.relay);
     assert_eq!(ids.len(), 200);

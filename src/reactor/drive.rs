@@ -24,6 +24,7 @@ use crate::mcp::legacy_endpoint::{interpret_legacy, LegacyIntent};
 use crate::mcp::router::{RouterLimits, StreamId};
 use crate::session::{Session, SessionKey};
 use crate::session_id;
+use serde_json::value::RawValue;
 
 use mio::event::Event as MioEvent;
 

@@ -10,8 +10,7 @@
 //! the loop sleeps again.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::io;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -40,6 +39,7 @@ pub(crate) mod edge_io;
 mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
+mod signals;
 mod stdio_upstream;
 mod upstreams;
 
@@ -48,6 +48,7 @@ use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use health_workers::HealthWorkers;
 use http_upstream::HttpSide;
+use signals::{drain_signal_pipe, signal_pipe};
 use stdio_upstream::{Pipe, StdioUpstream};
 use upstreams::{UpstreamEvent, Upstreams};
 
@@ -140,31 +141,6 @@ pub struct Proxy {
     /// The threads that probe an HTTP upstream (none for stdio, or with
     /// probes off).
     health_workers: Option<HealthWorkers>,
-}
-
-/// A pipe that turns the given signals into readable bytes.
-fn signal_pipe(signals: &[libc::c_int]) -> io::Result<UnixStream> {
-    let (read_end, write_end) = StdUnixStream::pair()?;
-    read_end.set_nonblocking(true)?;
-    write_end.set_nonblocking(true)?;
-    for &signal in signals {
-        signal_hook::low_level::pipe::register(signal, write_end.try_clone()?)?;
-    }
-    Ok(UnixStream::from_std(read_end))
-}
-
-/// Reads everything a signal pipe holds: the bytes only say "a signal came".
-fn drain_signal_pipe(pipe: &mut UnixStream) -> usize {
-    let mut buffer = [0u8; 64];
-    let mut total = 0;
-    loop {
-        match pipe.read(&mut buffer) {
-            Ok(0) => return total,
-            Ok(count) => total += count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return total,
-        }
-    }
 }
 
 impl Proxy {

@@ -1,0 +1,33 @@
+//! Signals as readable bytes: SIGINT/SIGTERM and SIGCHLD are turned into
+//! writes on a socket pair (signal-hook's pipe), whose read end the loop
+//! polls like any other source.
+
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream as StdUnixStream;
+
+use mio::net::UnixStream;
+
+/// A pipe that turns the given signals into readable bytes.
+pub(super) fn signal_pipe(signals: &[libc::c_int]) -> io::Result<UnixStream> {
+    let (read_end, write_end) = StdUnixStream::pair()?;
+    read_end.set_nonblocking(true)?;
+    write_end.set_nonblocking(true)?;
+    for &signal in signals {
+        signal_hook::low_level::pipe::register(signal, write_end.try_clone()?)?;
+    }
+    Ok(UnixStream::from_std(read_end))
+}
+
+/// Reads everything a signal pipe holds: the bytes only say "a signal came".
+pub(super) fn drain_signal_pipe(pipe: &mut UnixStream) -> usize {
+    let mut buffer = [0u8; 64];
+    let mut total = 0;
+    loop {
+        match pipe.read(&mut buffer) {
+            Ok(0) => return total,
+            Ok(count) => total += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return total,
+        }
+    }
+}
