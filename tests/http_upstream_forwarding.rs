@@ -35,7 +35,11 @@ fn client_credentials() -> String {
 /// with the client's Authorization and Cookie. Returns what the fake saw.
 fn forwarding_run(options: &[&str]) -> Vec<SeenRequest> {
     let fake = FakeUpstream::start(|_, _| None);
-    let mcphop = Mcphop::start_http(options, &fake.url());
+    // Every request the fake sees is checked as the session's: no health
+    // probe among them.
+    let mut options = options.to_vec();
+    options.extend(["--health-interval", "0"]);
+    let mcphop = Mcphop::start_http(&options, &fake.url());
     let port = mcphop.port;
     let credentials = client_credentials();
 
@@ -229,7 +233,8 @@ fn forward_header_passes_authorization_on_get_and_delete() {
 /// next request, which mcphop answers itself.
 fn upstream_404_ends_session(index: usize) {
     let fake = FakeUpstream::start(move |_, n| (n == index).then(|| FakeReply::empty(404)));
-    let mcphop = Mcphop::start_http(&[], &fake.url());
+    // Requests are counted by index: no health probe among them.
+    let mcphop = Mcphop::start_http(&["--health-interval", "0"], &fake.url());
     let port = mcphop.port;
     let init = post(port, "", &initialize_body(1));
     assert_eq!(init.status, 200, "{init:?}");

@@ -127,7 +127,7 @@ impl StdioUpstream {
     /// wrote before dying, then ends; each is finalized.
     pub(super) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
         while let Some((pid, status)) = child::reap_any() {
-            if let Some(change) = self.tally.reaped(pid, &status.to_string(), ctx.now) {
+            if let Some(change) = self.tally.reaped(pid, status, ctx.now) {
                 log_transition(&self.describe(), change);
             }
             let Some(key) = self.exited(pid, status) else {

@@ -26,6 +26,8 @@ pub(crate) struct ProbeJob {
     /// The `Host` header.
     pub authority: String,
     pub path: String,
+    /// The operator's static upstream headers (`--upstream-header`).
+    pub headers: Vec<(String, String)>,
     pub timeout: Duration,
 }
 
@@ -122,10 +124,16 @@ fn probe(job: &ProbeJob) -> Result<u16, String> {
     socket
         .set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json, text/event-stream\r\nUser-Agent: mcphop-health\r\nConnection: close\r\n\r\n",
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json, text/event-stream\r\nUser-Agent: mcphop-health\r\nConnection: close\r\n",
         job.path, job.authority
     );
+    for (name, value) in &job.headers {
+        if !name.contains(['\r', '\n', ':']) && !value.contains(['\r', '\n']) {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    request.push_str("\r\n");
     socket
         .write_all(request.as_bytes())
         .map_err(|error| format!("send to {}: {error}", job.addr))?;
@@ -191,6 +199,7 @@ mod tests {
             addr,
             authority: addr.to_string(),
             path: "/".into(),
+            headers: Vec::new(),
             timeout: Duration::from_secs(1),
         };
         assert!(probe(&job).is_err());

@@ -75,6 +75,8 @@ pub(crate) struct ChildTally {
     pub health: SpawnHealth,
     /// When each child not reaped yet was spawned, by pid.
     spawned_at: HashMap<u32, Instant>,
+    /// Children mcphop asked to stop (their session ended), by pid.
+    stopping: std::collections::HashSet<u32>,
     pub spawned: u64,
     pub exited: u64,
     pub killed: Cell<u64>,
@@ -82,11 +84,26 @@ pub(crate) struct ChildTally {
 
 impl ChildTally {
     /// A child was reaped `now`: its life span feeds the command's health.
-    pub(crate) fn reaped(&mut self, pid: u32, why: &str, now: Instant) -> Option<Transition> {
+    /// A child mcphop asked to stop that exited cleanly did not crash,
+    /// however short its session was.
+    pub(crate) fn reaped(
+        &mut self,
+        pid: u32,
+        status: ExitStatus,
+        now: Instant,
+    ) -> Option<Transition> {
         self.exited += 1;
+        let asked_to_stop = self.stopping.remove(&pid);
         let spawned = self.spawned_at.remove(&pid)?;
-        self.health
-            .child_ended(now.saturating_duration_since(spawned), why, now)
+        let lived = now.saturating_duration_since(spawned);
+        let clean = matches!(
+            status,
+            ExitStatus::Exited(0) | ExitStatus::Signaled(libc::SIGTERM | libc::SIGKILL)
+        );
+        if asked_to_stop && lived < CRASH_WINDOW && clean {
+            return None;
+        }
+        self.health.child_ended(lived, &status.to_string(), now)
     }
 
     /// While the command is unhealthy, a child that has lived past the
@@ -328,6 +345,7 @@ impl StdioUpstream {
         if let Some(mut pipe) = child.stdin.pipe.take() {
             let _ = registry.deregister(&mut pipe);
         }
+        self.tally.stopping.insert(child.pid);
         if child.exit.is_none() {
             let grace = self.child_grace;
             self.lingering

@@ -213,7 +213,7 @@ impl Upstreams {
             (None, crate::config::UpstreamKind::Sse { .. }) => "/".to_string(),
             (None, _) => http.url.target.clone(),
         };
-        http.probe_job(&path, config.health_timeout)
+        http.probe_job(&path, &config.upstream_headers, config.health_timeout)
     }
 
     /// A probe came back; idle connections to a host found unhealthy close.

@@ -69,7 +69,12 @@ impl HttpSide {
 
     /// The probe to run now, unless one is out already. `path`: what it
     /// GETs (see `Config::health_path`).
-    pub(crate) fn probe_job(&mut self, path: &str, timeout: Duration) -> Option<ProbeJob> {
+    pub(crate) fn probe_job(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Option<ProbeJob> {
         if self.probing {
             return None;
         }
@@ -78,6 +83,7 @@ impl HttpSide {
             addr: self.addr,
             authority: self.authority.clone(),
             path: path.to_string(),
+            headers: headers.to_vec(),
             timeout,
         })
     }
