@@ -69,6 +69,8 @@ const MAX_STDOUT_READS_PER_TURN: usize = 16;
 enum Timer {
     Conn(ConnKey),
     Heartbeat(ConnKey),
+    /// A connection's held output is due (`front_door::HEAD_HOLD`).
+    HeadHold(ConnKey),
     /// A session core's `poll_timeout`.
     Session(SessionKey),
     ShutdownGrace,
@@ -491,6 +493,7 @@ impl Proxy {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
                 Timer::Heartbeat(key) => self.on_heartbeat(key, deadline),
+                Timer::HeadHold(key) => self.front.on_hold_over(key, deadline),
                 Timer::Session(key) => self.on_session_timer(key, deadline),
                 Timer::ShutdownGrace => {
                     let live: Vec<SessionKey> = self.session_ids.values().copied().collect();
@@ -561,6 +564,11 @@ impl Proxy {
                 .conns
                 .get(key)
                 .is_some_and(|conn| conn.heartbeat_timer == Some(deadline)),
+            Timer::HeadHold(key) => self
+                .front
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.held_until() == Some(deadline)),
             Timer::Session(key) => self
                 .sessions
                 .get(key)
