@@ -122,18 +122,27 @@ impl Conn {
     /// Reads until the socket is drained for now (a short read or
     /// `WouldBlock`), the peer closes, or `input` holds `max_input` bytes
     /// (then readiness stays set, to resume later).
-    pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> ReadOutcome {
+    ///
+    /// Also returns how many bytes of the last read were left at the front
+    /// of `scratch` instead of being appended to `input`: when nothing was
+    /// buffered and that read drained the socket, the caller decodes them
+    /// from `scratch` before anything else uses it (one copy fewer), and
+    /// appends only what it does not consume.
+    pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> (ReadOutcome, usize) {
         while self.input.len() < max_input {
             match read_into(&mut self.socket, &mut self.ready, scratch) {
+                Read::Data(count) if self.input.is_empty() && !self.ready.readable() => {
+                    return (ReadOutcome::Open, count);
+                }
                 Read::Data(count) => self.input.extend_from_slice(&scratch[..count]),
                 Read::Blocked => break,
                 Read::Eof | Read::Failed(_) => {
                     self.peer_closed = true;
-                    return ReadOutcome::Closed;
+                    return (ReadOutcome::Closed, 0);
                 }
             }
         }
-        ReadOutcome::Open
+        (ReadOutcome::Open, 0)
     }
 
     /// Marks the connection to close when its current stream ends.

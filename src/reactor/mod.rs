@@ -420,8 +420,13 @@ impl Proxy {
 
     fn read_conn(&mut self, key: ConnKey) {
         let (front, mut ctx) = self.front_parts();
-        front.read_conn(&mut ctx, key);
+        let next = front.read_conn(&mut ctx, key);
         self.run_front_events();
+        // A request decoded straight from the read buffer; what follows it
+        // is decoded when the connection is processed.
+        if let Next::Request(request) = next {
+            self.handle_request(key, request);
+        }
     }
 
     /// Acts on buffered requests while the connection is free to take them.
