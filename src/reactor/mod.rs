@@ -7,7 +7,8 @@
 //! remembered in user space (`edge_io::Readiness`) and cleared when a call returns
 //! `WouldBlock` or a read comes back short (`edge_io`); output queued anywhere
 //! marks its connection dirty, and every dirty connection is flushed before
-//! the loop sleeps again.
+//! the loop sleeps again (a fresh stream's head alone may be held for its
+//! first event, at most `front_door::HEAD_HOLD`, by a timer).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
