@@ -99,6 +99,10 @@ pub struct Conn {
     /// Bytes arrived since the connection's deadline was last set (a
     /// request body that moves renews its body timeout).
     pub received: bool,
+    /// Queued output is held (not written) until this moment, unless more
+    /// output is queued first: a fresh stream's head waits for its first
+    /// event, so both go out in one write (see `front_door::HEAD_HOLD`).
+    held_until: Option<Instant>,
 }
 
 impl Conn {
@@ -119,24 +123,34 @@ impl Conn {
             heartbeat_at: None,
             heartbeat_timer: None,
             received: false,
+            held_until: None,
         }
     }
 
     /// Reads until the socket is drained for now (a short read or
     /// `WouldBlock`), the peer closes, or `input` holds `max_input` bytes
     /// (then readiness stays set, to resume later).
-    pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> ReadOutcome {
+    ///
+    /// Also returns how many bytes of the last read were left at the front
+    /// of `scratch` instead of being appended to `input`: when nothing was
+    /// buffered and that read drained the socket, the caller decodes them
+    /// from `scratch` before anything else uses it (one copy fewer), and
+    /// appends only what it does not consume.
+    pub fn read_available(&mut self, max_input: usize, scratch: &mut [u8]) -> (ReadOutcome, usize) {
         while self.input.len() < max_input {
             match read_into(&mut self.socket, &mut self.ready, scratch) {
+                Read::Data(count) if self.input.is_empty() && !self.ready.readable() => {
+                    return (ReadOutcome::Open, count);
+                }
                 Read::Data(count) => self.input.extend_from_slice(&scratch[..count]),
                 Read::Blocked => break,
                 Read::Eof | Read::Failed(_) => {
                     self.peer_closed = true;
-                    return ReadOutcome::Closed;
+                    return (ReadOutcome::Closed, 0);
                 }
             }
         }
-        ReadOutcome::Open
+        (ReadOutcome::Open, 0)
     }
 
     /// True while part of a request has arrived and the rest has not (its
@@ -161,9 +175,27 @@ impl Conn {
         self.close_when_idle
     }
 
-    /// The output buffer, to append a response to.
+    /// The output buffer, to append a response to. Whatever is appended
+    /// ends a hold: held output goes out with it.
     pub fn output(&mut self) -> &mut Vec<u8> {
+        self.held_until = None;
         &mut self.output
+    }
+
+    /// Holds the output queued so far until `until` (or until more output is
+    /// queued, or `release_hold`), like TCP_CORK.
+    pub fn hold_output(&mut self, until: Instant) {
+        self.held_until = Some(until);
+    }
+
+    /// When held output is due to go out anyway, while it is held.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.held_until
+    }
+
+    /// Ends a hold; true if there was one.
+    pub fn release_hold(&mut self) -> bool {
+        self.held_until.take().is_some()
     }
 
     /// Bytes queued and not yet written.
@@ -171,10 +203,10 @@ impl Conn {
         self.output.len() - self.written
     }
 
-    /// Writes queued output until done or the socket would block. An error
-    /// means the connection is dead.
+    /// Writes queued output until done or the socket would block (nothing
+    /// while the output is held). An error means the connection is dead.
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.written < self.output.len() {
+        if self.written < self.output.len() && self.held_until.is_none() {
             let outcome = write_from(
                 &mut self.socket,
                 &mut self.ready,

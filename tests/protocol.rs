@@ -302,6 +302,23 @@ fn a_cancel_reaches_the_child_and_ends_the_stream() {
 }
 
 #[test]
+fn a_long_call_gets_its_head_and_priming_event_before_its_answer() {
+    // A fresh stream's head is held for its first event only briefly
+    // (HEAD_HOLD, 2 ms): a call that runs longer gets it meanwhile.
+    let proxy = Mcphop::start(&[], &example());
+    let session = open_session(proxy.port);
+    let started = Instant::now();
+    let mut stream = open_call(proxy.port, &session, 21, "wait", "{}");
+    let priming = stream.next_item();
+    assert!(
+        matches!(&priming, SseItem::Event { data, .. } if data.is_empty()),
+        "expected the priming event, got {priming:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+}
+
+#[test]
 fn initialize_is_never_cancelled() {
     let proxy = Mcphop::start(&[], &example());
     let session = open_session(proxy.port);

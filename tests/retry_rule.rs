@@ -163,8 +163,12 @@ fn a_replayable_request_on_a_reused_connection_reset_before_writing_is_retried_o
     let mut fillers: Vec<TcpStream> = (0..FILLERS)
         .map(|_| TcpStream::connect(("127.0.0.1", mcphop.port)).expect("filler"))
         .collect();
-    // Every filler accepted and registered, every earlier event consumed.
-    thread::sleep(Duration::from_millis(500));
+    // Every filler accepted and registered, every earlier event consumed;
+    // and the pooled connection idle for over a second by the time the
+    // request takes it, as the pool peeks only at a connection idle longer
+    // than that (`DEFAULT_PEEK_AFTER_IDLE`): on a fast machine 500 ms here
+    // left it idle some 750 ms, with no peek.
+    thread::sleep(Duration::from_millis(1100));
 
     mcphop.signal(libc::SIGSTOP);
     client.send(&list_body(3));

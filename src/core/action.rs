@@ -4,16 +4,29 @@
 
 use crate::jsonrpc::Message;
 use crate::mcp::endpoint::Reply;
+use crate::mcp::replay::EventBytes;
 use crate::mcp::router::StreamId;
 
 /// The bytes of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Payload {
-    /// The raw message given to the input call that produced this action:
-    /// the driver still holds it, so it is written without a copy.
-    Input,
-    /// Bytes the core made or kept (an error, a replayed or held event).
+    /// Bytes the core shares with a stream's replay history (an upstream
+    /// message as it was received, moved in; a recorded error; a replayed
+    /// or held event): written without a copy.
+    Shared(EventBytes),
+    /// Bytes the core made and does not keep (the errors of a session that
+    /// ends).
     Owned(Vec<u8>),
+}
+
+impl Payload {
+    /// The event's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Shared(bytes) => bytes,
+            Payload::Owned(bytes) => bytes,
+        }
+    }
 }
 
 /// One thing for the driver to do, in order.

@@ -213,7 +213,7 @@ impl SessionCore {
                 pending.method,
                 pending.id
             );
-            self.deliver(destination, Payload::Owned(error));
+            self.deliver(destination, Payload::Shared(error));
             if pending.is_initialize() {
                 initialize_expired = true;
             } else {
@@ -420,7 +420,7 @@ impl SessionCore {
         self.start_stream(stream, self.initialize_stream == Some(stream), true);
         if let Ok(recorded) = self.router.resume_after(stream, 0) {
             for (seq, message) in recorded.events {
-                self.push_event(stream, Some(seq), Payload::Owned(message));
+                self.push_event(stream, Some(seq), Payload::Shared(message));
             }
             if recorded.finished {
                 self.end_stream(stream);
@@ -460,7 +460,7 @@ impl SessionCore {
         let held = self.router.release_held(stream);
         self.start_stream(stream, false, true);
         for (seq, message) in held {
-            self.push_event(stream, Some(seq), Payload::Owned(message));
+            self.push_event(stream, Some(seq), Payload::Shared(message));
         }
         self.actions.push(Action::OpenUpstreamGet);
     }
@@ -502,7 +502,7 @@ impl SessionCore {
         );
         self.start_stream(stream, false, false);
         for (seq, message) in resumed.events {
-            self.push_event(stream, Some(seq), Payload::Owned(message));
+            self.push_event(stream, Some(seq), Payload::Shared(message));
         }
         if resumed.finished {
             self.end_stream(stream);
@@ -554,10 +554,9 @@ impl SessionCore {
 
     // ----- from the upstream ------------------------------------------------
 
-    /// One message from the upstream, routed where it belongs. Its bytes are
-    /// recorded for replays; an `Event` with `Payload::Input` means "write
-    /// its bytes".
-    pub(crate) fn upstream_message<B: AsRef<[u8]>>(&mut self, message: &Message<B>, now: Instant) {
+    /// One message from the upstream, routed where it belongs. Its bytes
+    /// move into the stream's replay history, which its `Event` shares.
+    pub(crate) fn upstream_message(&mut self, message: Message, now: Instant) {
         if !self.is_live() {
             return;
         }
@@ -580,7 +579,7 @@ impl SessionCore {
                 initialize_failed = true;
             }
         }
-        let destination = self.router.route(message, now);
+        let (destination, raw) = self.router.route(message, now);
         let dropped = self.router.take_dropped_count();
         if dropped > 0 {
             warn!(
@@ -588,7 +587,7 @@ impl SessionCore {
                 self.short_id()
             );
         }
-        self.deliver(destination, Payload::Input);
+        self.deliver(destination, Payload::Shared(raw));
         if open_get {
             // Its server requests may go on the GET stream, and a server
             // drops what it sends there while no GET stream is open: open it
@@ -607,7 +606,7 @@ impl SessionCore {
     /// answer stream ended or broke.
     pub(crate) fn fail_stream(&mut self, stream: StreamId, why: &str) {
         for (_, destination, error) in self.router.fail_stream(stream, why) {
-            self.deliver(destination, Payload::Owned(error));
+            self.deliver(destination, Payload::Shared(error));
         }
     }
 

@@ -54,6 +54,20 @@ pub fn write_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) {
+    write_request_head(out, method, target, host, headers, body.len());
+    out.extend_from_slice(body);
+}
+
+/// The head `write_request` writes for a body of `body_len` bytes, for a
+/// caller that sends the body from where it is.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) {
     let method_start = out.len();
     out.extend(method.bytes().filter(|&b| !breaks_request_line(b)));
     // Decided on the method as written, so a stray CRLF in the caller's
@@ -79,13 +93,12 @@ pub fn write_request(
     }
     // Some servers answer 411 Length Required to a POST without a length,
     // even an empty one, so it is left out only where no body is usual.
-    if !(bodiless_method && body.is_empty()) {
+    if !(bodiless_method && body_len == 0) {
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(body_len.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// Fields the encoder writes itself (or deliberately leaves out); a caller

@@ -3,6 +3,11 @@
 //! what it missed, or a clear "evicted" when too much happened meanwhile.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// An event's bytes, shared between the replay history and the write of the
+/// event (and a resume's replay), so recording an event copies nothing.
+pub(crate) type EventBytes = Rc<Vec<u8>>;
 
 /// Events kept per stream for replay.
 pub const DEFAULT_REPLAY_MAX_EVENTS: usize = 1000;
@@ -21,7 +26,7 @@ pub enum ReplayError {
 /// The bounded history of one stream.
 #[derive(Debug)]
 pub struct ReplayBuffer {
-    events: VecDeque<(u64, Vec<u8>)>,
+    events: VecDeque<(u64, EventBytes)>,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
@@ -43,11 +48,11 @@ impl ReplayBuffer {
         }
     }
 
-    /// Records an event; sequence numbers must increase.
-    pub fn push(&mut self, seq: u64, data: &[u8]) {
+    /// Records an event (shared, not copied); sequence numbers must increase.
+    pub(crate) fn push(&mut self, seq: u64, data: EventBytes) {
         self.last_seq = seq;
         self.bytes += data.len();
-        self.events.push_back((seq, data.to_vec()));
+        self.events.push_back((seq, data));
         while self.events.len() > self.max_events || self.bytes > self.max_bytes {
             match self.events.pop_front() {
                 Some((dropped, data)) => {
@@ -60,7 +65,7 @@ impl ReplayBuffer {
     }
 
     /// The events after `seq`, oldest first.
-    pub fn after(&self, seq: u64) -> Result<Vec<(u64, Vec<u8>)>, ReplayError> {
+    pub(crate) fn after(&self, seq: u64) -> Result<Vec<(u64, EventBytes)>, ReplayError> {
         if seq < self.evicted_through {
             return Err(ReplayError::Evicted);
         }
@@ -89,10 +94,13 @@ mod tests {
     fn replays_what_came_after_the_resume_point() {
         let mut buffer = ReplayBuffer::new(10, 1000);
         for seq in 1..=5 {
-            buffer.push(seq, format!("e{seq}").as_bytes());
+            buffer.push(seq, Rc::new(format!("e{seq}").into_bytes()));
         }
         let replay = buffer.after(3).unwrap();
-        assert_eq!(replay, vec![(4, b"e4".to_vec()), (5, b"e5".to_vec())]);
+        assert_eq!(
+            replay,
+            vec![(4, Rc::new(b"e4".to_vec())), (5, Rc::new(b"e5".to_vec()))]
+        );
         assert_eq!(buffer.after(0).unwrap().len(), 5);
         assert!(buffer.after(5).unwrap().is_empty());
         assert_eq!(buffer.after(6), Err(ReplayError::FromTheFuture));
@@ -102,14 +110,14 @@ mod tests {
     fn evicts_by_count_and_by_bytes_and_says_so() {
         let mut by_count = ReplayBuffer::new(3, 1000);
         for seq in 1..=5 {
-            by_count.push(seq, b"x");
+            by_count.push(seq, Rc::new(b"x".to_vec()));
         }
         assert_eq!(by_count.after(1), Err(ReplayError::Evicted));
         assert_eq!(by_count.after(2).unwrap().len(), 3);
 
         let mut by_bytes = ReplayBuffer::new(100, 10);
         for seq in 1..=4 {
-            by_bytes.push(seq, b"abcd");
+            by_bytes.push(seq, Rc::new(b"abcd".to_vec()));
         }
         assert!(by_bytes.bytes() <= 10);
         assert_eq!(by_bytes.after(1), Err(ReplayError::Evicted));

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::jsonrpc::{self, IdKey, Kind, Message};
-use crate::mcp::replay::{ReplayBuffer, ReplayError};
+use crate::mcp::replay::{EventBytes, ReplayBuffer, ReplayError};
 
 /// Names one stream within its session.
 pub type StreamId = u64;
@@ -170,7 +170,7 @@ pub enum ResumeError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resumed {
     /// Events to send again, in order.
-    pub events: Vec<(u64, Vec<u8>)>,
+    pub events: Vec<(u64, EventBytes)>,
     /// The stream has nothing more to carry: end it after the replay.
     pub finished: bool,
 }
@@ -209,7 +209,7 @@ pub struct Router {
     progress: HashMap<IdKey, IdKey>,
     /// Server-to-client request id → the stream that carried it.
     server_requests: HashMap<IdKey, StreamId>,
-    held: VecDeque<Vec<u8>>,
+    held: VecDeque<EventBytes>,
     held_bytes: usize,
     dropped_held: u64,
 }
@@ -313,16 +313,15 @@ impl Router {
         self.pending.contains_key(id)
     }
 
-    /// Decides where a message from the child goes, and records its bytes in
-    /// that stream's replay buffer (or holds them).
-    pub(crate) fn route<B: AsRef<[u8]>>(
-        &mut self,
-        message: &Message<B>,
-        now: Instant,
-    ) -> Destination {
-        let raw = message.bytes();
-        match message.kind() {
-            Kind::Response => return self.route_response(message),
+    /// Decides where a message from the child goes, and records its bytes
+    /// (moved, then shared: no copy) in that stream's replay buffer (or holds
+    /// them); the bytes come back for the event to write.
+    pub(crate) fn route(&mut self, message: Message, now: Instant) -> (Destination, EventBytes) {
+        let stream = match message.kind() {
+            Kind::Response => {
+                let (destination, raw) = self.route_response(message);
+                return (destination, raw);
+            }
             Kind::Request => {
                 let stream = self.default_stream();
                 if let (Some(stream), Some(id)) = (stream, message.id_key()) {
@@ -330,20 +329,22 @@ impl Router {
                         self.server_requests.insert(id, stream);
                     }
                 }
-                return self.record_or_hold(stream, raw);
+                stream
             }
-            Kind::Notification => {}
-        }
-        let stream = match message.method() {
-            Some("notifications/progress") => self.progress_stream(message, now),
-            Some("notifications/cancelled") => message
-                .cancelled_request()
-                .and_then(|id| self.server_requests.remove(&id))
-                .filter(|stream| self.streams.contains_key(stream)),
-            _ => None,
+            Kind::Notification => {
+                let stream = match message.method() {
+                    Some("notifications/progress") => self.progress_stream(&message, now),
+                    Some("notifications/cancelled") => message
+                        .cancelled_request()
+                        .and_then(|id| self.server_requests.remove(&id))
+                        .filter(|stream| self.streams.contains_key(stream)),
+                    _ => None,
+                };
+                stream.or_else(|| self.default_stream())
+            }
         };
-        let stream = stream.or_else(|| self.default_stream());
-        self.record_or_hold(stream, raw)
+        let raw = EventBytes::new(message.into_bytes());
+        (self.record_or_hold(stream, &raw), raw)
     }
 
     /// The stream a progress notification belongs to; its request's clock
@@ -372,22 +373,27 @@ impl Router {
         })
     }
 
-    fn record_or_hold(&mut self, stream: Option<StreamId>, raw: &[u8]) -> Destination {
+    fn record_or_hold(&mut self, stream: Option<StreamId>, raw: &EventBytes) -> Destination {
         match stream.and_then(|stream| self.record(stream, raw, false)) {
             Some(destination) => destination,
             None => {
-                self.hold(raw.to_vec());
+                self.hold(EventBytes::clone(raw));
                 Destination::Held
             }
         }
     }
 
     /// Appends an event to a stream's history.
-    fn record(&mut self, stream: StreamId, raw: &[u8], then_close: bool) -> Option<Destination> {
+    fn record(
+        &mut self,
+        stream: StreamId,
+        raw: &EventBytes,
+        then_close: bool,
+    ) -> Option<Destination> {
         let state = self.streams.get_mut(&stream)?;
         state.last_seq += 1;
         let seq = state.last_seq;
-        state.replay.push(seq, raw);
+        state.replay.push(seq, EventBytes::clone(raw));
         Some(Destination::Stream {
             stream,
             seq,
@@ -395,33 +401,35 @@ impl Router {
         })
     }
 
-    fn route_response<B: AsRef<[u8]>>(&mut self, message: &Message<B>) -> Destination {
-        let raw = message.bytes();
-        let Some(key) = message.id_key() else {
-            return self.record_or_hold(self.default_stream(), raw);
-        };
-        let Some(pending) = self.pending.remove(&key) else {
-            // An answer to a request that was cancelled or timed out: the
-            // client already got its one answer.
-            return Destination::Orphaned;
-        };
-        if let Some(token) = &pending.progress_token {
-            self.progress.remove(token);
-        }
-        let then_close = self.answered(pending.stream);
-        let stream = pending.stream;
+    fn route_response(&mut self, message: Message) -> (Destination, EventBytes) {
+        let key = message.id_key();
         let outcome = if message.has_result() {
             Outcome::Ok
         } else {
             Outcome::Error
         };
+        let raw = EventBytes::new(message.into_bytes());
+        let Some(key) = key else {
+            return (self.record_or_hold(self.default_stream(), &raw), raw);
+        };
+        let Some(pending) = self.pending.remove(&key) else {
+            // An answer to a request that was cancelled or timed out: the
+            // client already got its one answer.
+            return (Destination::Orphaned, raw);
+        };
+        if let Some(token) = &pending.progress_token {
+            self.progress.remove(token);
+        }
+        let then_close = self.answered(pending.stream);
         self.completions.push(Completion {
             method: pending.method,
             outcome,
             started: pending.started,
         });
-        self.record(stream, raw, then_close)
-            .unwrap_or(Destination::Orphaned)
+        let destination = self
+            .record(pending.stream, &raw, then_close)
+            .unwrap_or(Destination::Orphaned);
+        (destination, raw)
     }
 
     /// Notes that `pending` ended with `outcome`.
@@ -463,7 +471,7 @@ impl Router {
         }
     }
 
-    fn hold(&mut self, raw: Vec<u8>) {
+    fn hold(&mut self, raw: EventBytes) {
         self.held_bytes += raw.len();
         self.held.push_back(raw);
         while self.held_bytes > self.limits.max_held_bytes {
@@ -479,9 +487,9 @@ impl Router {
 
     /// Moves every held message into `stream`'s history, oldest first, and
     /// returns them as events to write.
-    pub fn release_held(&mut self, stream: StreamId) -> Vec<(u64, Vec<u8>)> {
+    pub(crate) fn release_held(&mut self, stream: StreamId) -> Vec<(u64, EventBytes)> {
         self.held_bytes = 0;
-        let held: Vec<Vec<u8>> = self.held.drain(..).collect();
+        let held: Vec<EventBytes> = self.held.drain(..).collect();
         let mut events = Vec::with_capacity(held.len());
         for raw in held {
             if let Some(Destination::Stream { seq, .. }) = self.record(stream, &raw, false) {
@@ -618,7 +626,7 @@ impl Router {
     /// Removes every request whose deadline passed, records a JSON-RPC error
     /// answer for each in its stream, and returns them with where that answer
     /// goes (its serialized form included).
-    pub fn take_expired(&mut self, now: Instant) -> Vec<(Pending, Destination, Vec<u8>)> {
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<(Pending, Destination, EventBytes)> {
         let expired = self.take_pending_where(|pending| pending.deadline <= now);
         expired
             .into_iter()
@@ -635,8 +643,11 @@ impl Router {
                         self.limits.request_timeout, self.limits.request_timeout_max
                     )
                 };
-                let error =
-                    jsonrpc::error_response(&pending.id.to_raw(), jsonrpc::REQUEST_TIMEOUT, &text);
+                let error = EventBytes::new(jsonrpc::error_response(
+                    &pending.id.to_raw(),
+                    jsonrpc::REQUEST_TIMEOUT,
+                    &text,
+                ));
                 let then_close = self.answered(pending.stream);
                 let destination = self
                     .record(pending.stream, &error, then_close)
@@ -653,14 +664,17 @@ impl Router {
         &mut self,
         stream: StreamId,
         why: &str,
-    ) -> Vec<(Pending, Destination, Vec<u8>)> {
+    ) -> Vec<(Pending, Destination, EventBytes)> {
         let failed = self.take_pending_where(|pending| pending.stream == stream);
         failed
             .into_iter()
             .map(|pending| {
                 self.complete(&pending, Outcome::Failed);
-                let error =
-                    jsonrpc::error_response(&pending.id.to_raw(), jsonrpc::UPSTREAM_GONE, why);
+                let error = EventBytes::new(jsonrpc::error_response(
+                    &pending.id.to_raw(),
+                    jsonrpc::UPSTREAM_GONE,
+                    why,
+                ));
                 let then_close = self.answered(pending.stream);
                 let destination = self
                     .record(pending.stream, &error, then_close)

@@ -44,9 +44,11 @@ impl HttpFrontDoor {
         ctx.timers.schedule(at, Timer::Conn(key));
     }
 
-    /// Reads what a connection's socket holds; its input is decoded in
-    /// `next_request`.
-    pub(super) fn read_conn(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) {
+    /// Reads what a connection's socket holds. Bytes that arrived with
+    /// nothing buffered before them are decoded at once, straight from the
+    /// read buffer (a request found there is returned, for the reactor to
+    /// act on); the rest of the input is decoded in `next_request`.
+    pub(super) fn read_conn(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) -> Next {
         // Most bytes of unprocessed input kept per connection; reading
         // pauses beyond it until requests are taken out.
         let max_input = ctx
@@ -55,12 +57,12 @@ impl HttpFrontDoor {
             .saturating_add(ctx.config.max_body_bytes)
             .saturating_add(READ_CHUNK_BYTES);
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return Next::Gone;
         };
         let before = conn.input.len();
-        let outcome = conn.read_available(max_input, ctx.scratch);
-        conn.received |= conn.input.len() > before;
-        self.bytes_in += conn.input.len().saturating_sub(before) as u64;
+        let (outcome, fresh) = conn.read_available(max_input, ctx.scratch);
+        conn.received |= conn.input.len() > before || fresh > 0;
+        self.bytes_in += (conn.input.len().saturating_sub(before) + fresh) as u64;
         let streaming = matches!(
             conn.state,
             ConnState::Streaming { .. } | ConnState::LegacyStream { .. }
@@ -70,25 +72,56 @@ impl HttpFrontDoor {
             // a client abort); its stream ends with it.
             debug!("connection {key} closed by the client during a stream");
             self.close_conn(ctx, key);
-            return;
+            return Next::Gone;
         }
-        self.process_list.push(key);
+        // The fresh bytes stay in `ctx.scratch` only until its next use:
+        // decoded (or kept) now.
+        let next = if fresh > 0 {
+            self.decode_next(ctx, key, fresh)
+        } else {
+            Next::Wait
+        };
+        if !matches!(next, Next::Gone) {
+            self.process_list.push(key);
+        }
+        next
     }
 
     /// Decodes the next buffered request while the connection is free to
     /// take it. A malformed request is answered here.
     pub(super) fn next_request(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey) -> Next {
+        self.decode_next(ctx, key, 0)
+    }
+
+    /// `next_request`, with the first `fresh` bytes of `ctx.scratch` having
+    /// arrived after the connection's input (then empty): decoded from there
+    /// when the connection is free to take a request, and only what is left
+    /// after the request kept in its input (one copy instead of two).
+    fn decode_next(&mut self, ctx: &mut FrontCtx<'_>, key: ConnKey, fresh: usize) -> Next {
         let max_buffer = ctx.config.max_client_buffer;
         let Some(conn) = self.conns.get_mut(key) else {
             return Next::Gone;
         };
-        if conn.state != ConnState::Requests
+        let fresh = ctx.scratch.get(..fresh).unwrap_or_default();
+        let busy = conn.state != ConnState::Requests
             || conn.close_after_flush
-            || conn.unwritten() > max_buffer
-        {
-            return Next::Wait;
+            || conn.unwritten() > max_buffer;
+        if busy || !conn.input.is_empty() {
+            conn.input.extend_from_slice(fresh);
+            if busy {
+                return Next::Wait;
+            }
         }
-        match conn.decoder.decode(&mut conn.input) {
+        let decoded = if conn.input.is_empty() {
+            conn.decoder.decode_slice(fresh).map(|(decoded, used)| {
+                let rest = fresh.get(used..).unwrap_or_default();
+                conn.input.extend_from_slice(rest);
+                decoded
+            })
+        } else {
+            conn.decoder.decode(&mut conn.input)
+        };
+        match decoded {
             Ok(Decoded::Request(request)) => {
                 conn.deadline = None;
                 Next::Request(request)

@@ -15,7 +15,7 @@ use log::{debug, error, info, warn};
 
 use crate::client::{ConnKey, ConnState};
 use crate::config::RETRY_AFTER_SECONDS;
-use crate::core::{Action, CoreConfig, Forward, Payload, SessionCore};
+use crate::core::{Action, CoreConfig, Forward, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
 use crate::jsonrpc::{self, Message};
@@ -64,8 +64,7 @@ impl ClientRef {
     }
 }
 
-/// Where a core input came from: what `Reply`, `StartStream` and
-/// `Payload::Input` refer to.
+/// Where a core input came from: what `Reply` and `StartStream` refer to.
 #[derive(Clone, Copy)]
 pub(super) struct Origin<'a> {
     /// The client whose request is being handled, or whose POST the stream
@@ -73,23 +72,19 @@ pub(super) struct Origin<'a> {
     pub client: Option<ClientRef>,
     /// That client's request, for its body and forwarded headers.
     pub request: Option<&'a Request>,
-    /// The raw message of an upstream input.
-    pub input: &'a [u8],
 }
 
 impl<'a> Origin<'a> {
-    /// No client and no input: a timer, or mcphop's own decision.
+    /// No client: the upstream, a timer, or mcphop's own decision.
     pub const NONE: Origin<'static> = Origin {
         client: None,
         request: None,
-        input: b"",
     };
 
     pub fn request(client: ClientRef, request: &'a Request) -> Origin<'a> {
         Origin {
             client: Some(client),
             request: Some(request),
-            input: b"",
         }
     }
 
@@ -97,15 +92,6 @@ impl<'a> Origin<'a> {
         Origin {
             client,
             request: None,
-            input: b"",
-        }
-    }
-
-    pub fn upstream(input: &'a [u8]) -> Origin<'a> {
-        Origin {
-            client: None,
-            request: None,
-            input,
         }
     }
 }
@@ -528,7 +514,7 @@ impl Proxy {
                     );
                     return;
                 }
-                self.deliver_from_upstream(session, &message);
+                self.deliver_from_upstream(session, message);
             }
             UpstreamEvent::EndSession { session, reason } => self.end_session(session, &reason),
             UpstreamEvent::Finalize { session } => self.finalize_if_done(session),
@@ -659,15 +645,11 @@ impl Proxy {
                     .get(session_key)
                     .and_then(|session| session.stream_conns.get(&stream).copied());
                 if let Some(conn_key) = conn_key {
-                    let data = match &payload {
-                        Payload::Input => origin.input,
-                        Payload::Owned(bytes) => bytes,
-                    };
                     let heartbeat_at = self.now + self.config.sse_keepalive;
                     self.front.write_event(
                         conn_key,
                         seq.map(|seq| (stream, seq)),
-                        data,
+                        payload.bytes(),
                         heartbeat_at,
                     );
                 }
@@ -718,13 +700,9 @@ impl Proxy {
     }
 
     /// One message from a session's upstream, for the core to route.
-    pub(super) fn deliver_from_upstream<B: AsRef<[u8]>>(
-        &mut self,
-        session_key: SessionKey,
-        message: &Message<B>,
-    ) {
+    pub(super) fn deliver_from_upstream(&mut self, session_key: SessionKey, message: Message) {
         let now = self.now;
-        self.drive(session_key, Origin::upstream(message.bytes()), |core| {
+        self.drive(session_key, Origin::NONE, |core| {
             core.upstream_message(message, now)
         });
     }

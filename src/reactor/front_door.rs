@@ -12,7 +12,7 @@
 //! `FrontEvent`s through `FrontCtx`, which the reactor handles after the
 //! call returns.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::Registry;
@@ -32,6 +32,16 @@ use crate::mcp::router::event_id;
 
 use super::http_upstream::ExchangeKey;
 use super::Timer;
+
+/// How long a freshly started stream's head (and priming event) is held
+/// back waiting for its first event, so that both leave in one `send`, as
+/// TCP_CORK would: a stdio child answers a call within a few hundred
+/// microseconds, one loop turn after the head was queued. A call that runs
+/// longer gets its head when the hold ends; any other output queued on the
+/// connection (an event, a heartbeat, the stream's end) ends the hold at once.
+/// The loop never sleeps for it: the hold is a timer, and `epoll_wait`'s
+/// timeout carries it.
+pub(super) const HEAD_HOLD: Duration = Duration::from_millis(2);
 
 /// What a front door call needs of the reactor: the clock, the settings, the
 /// timer queue, the poll registry, a read buffer, and the queue its
@@ -226,6 +236,7 @@ impl HttpFrontDoor {
         let ConnState::Streaming { chunked, .. } = conn.state else {
             return;
         };
+        conn.release_hold();
         if chunked {
             response::write_last_chunk(conn.output());
         }
@@ -292,9 +303,28 @@ impl HttpFrontDoor {
         }
         if head.priming {
             self.write_priming(conn_key, stream, retry_millis);
+            // A fresh stream's first event usually follows within a loop
+            // turn: hold the head for it (see `HEAD_HOLD`).
+            if let Some(conn) = self.conns.get_mut(conn_key) {
+                let until = ctx.now + HEAD_HOLD;
+                conn.hold_output(until);
+                ctx.timers.schedule(until, Timer::HeadHold(conn_key));
+                return true;
+            }
         }
         self.mark_dirty(conn_key);
         true
+    }
+
+    /// A connection's hold timer fired: its held output goes out now, if
+    /// nothing released it earlier.
+    pub(super) fn on_hold_over(&mut self, conn_key: ConnKey, deadline: Instant) {
+        let Some(conn) = self.conns.get_mut(conn_key) else {
+            return;
+        };
+        if conn.held_until() == Some(deadline) && conn.release_hold() {
+            self.mark_dirty(conn_key);
+        }
     }
 
     /// A connection's heartbeat timer fired: comment on its stream if the

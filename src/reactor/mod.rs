@@ -7,7 +7,8 @@
 //! remembered in user space (`edge_io::Readiness`) and cleared when a call returns
 //! `WouldBlock` or a read comes back short (`edge_io`); output queued anywhere
 //! marks its connection dirty, and every dirty connection is flushed before
-//! the loop sleeps again.
+//! the loop sleeps again (a fresh stream's head alone may be held for its
+//! first event, at most `front_door::HEAD_HOLD`, by a timer).
 
 use std::collections::HashMap;
 use std::io;
@@ -76,6 +77,8 @@ const MAX_STDOUT_READS_PER_TURN: usize = 16;
 enum Timer {
     Conn(ConnKey),
     Heartbeat(ConnKey),
+    /// A connection's held output is due (`front_door::HEAD_HOLD`).
+    HeadHold(ConnKey),
     /// A session core's `poll_timeout`.
     Session(SessionKey),
     ShutdownGrace,
@@ -496,8 +499,13 @@ impl Proxy {
 
     fn read_conn(&mut self, key: ConnKey) {
         let (front, mut ctx) = self.front_parts();
-        front.read_conn(&mut ctx, key);
+        let next = front.read_conn(&mut ctx, key);
         self.run_front_events();
+        // A request decoded straight from the read buffer; what follows it
+        // is decoded when the connection is processed.
+        if let Next::Request(request) = next {
+            self.handle_request(key, request);
+        }
     }
 
     /// Acts on buffered requests while the connection is free to take them.
@@ -569,6 +577,7 @@ impl Proxy {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
                 Timer::Heartbeat(key) => self.on_heartbeat(key, deadline),
+                Timer::HeadHold(key) => self.front.on_hold_over(key, deadline),
                 Timer::Session(key) => self.on_session_timer(key, deadline),
                 Timer::ShutdownGrace => {
                     let live: Vec<SessionKey> = self.session_ids.values().copied().collect();
@@ -657,6 +666,11 @@ impl Proxy {
                 .conns
                 .get(key)
                 .is_some_and(|conn| conn.heartbeat_timer == Some(deadline)),
+            Timer::HeadHold(key) => self
+                .front
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.held_until() == Some(deadline)),
             Timer::Session(key) => self
                 .sessions
                 .get(key)

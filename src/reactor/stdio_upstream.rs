@@ -24,7 +24,7 @@ use crate::session::SessionKey;
 use crate::timers::TimerQueue;
 use crate::token::Source;
 
-use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
+use super::edge_io::{read_into, write_from, write_pair_from, ReadOutcome, Readiness};
 
 /// Which pipe of a child an event is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,14 +181,16 @@ impl StdioUpstream {
         Ok(pid)
     }
 
-    /// Queues one message for the child's stdin as a single line and writes
-    /// what the pipe takes. `body` is the message as its sender wrote it.
+    /// Sends one message to the child's stdin as a single line: written
+    /// straight from `body` while nothing waits before it, only what the
+    /// pipe does not take queued. `body` is the message as its sender wrote
+    /// it.
     pub(crate) fn send(&mut self, session: SessionKey, body: &[u8], registry: &Registry) {
         let Some(child) = self.children.get_mut(&session) else {
             return;
         };
         let body = body.trim_ascii();
-        if body.contains(&b'\n') || body.contains(&b'\r') {
+        let sent = if body.contains(&b'\n') || body.contains(&b'\r') {
             // stdio framing allows no newline inside a message. In valid JSON
             // (every message was parsed) CR and LF occur only as whitespace
             // between tokens, never inside a string, so spaces mean the same.
@@ -202,11 +204,13 @@ impl StdioUpstream {
                     }
                 })
                 .collect();
-            child.stdin.push_line(&one_line);
+            child.stdin.send_line(&one_line)
         } else {
-            child.stdin.push_line(body);
+            child.stdin.send_line(body)
+        };
+        if let Err(error) = sent {
+            stdin_failed(child, registry, &error);
         }
-        self.flush_stdin(session, registry);
     }
 
     /// Bytes queued for a session's child and not yet written.
@@ -221,15 +225,7 @@ impl StdioUpstream {
             return;
         };
         if let Err(error) = child.stdin.flush() {
-            // The child stopped reading (it exited, most likely); its exit is
-            // noticed through SIGCHLD and stdout EOF.
-            debug!(
-                "child pid {}: writing to its stdin failed: {error}",
-                child.pid
-            );
-            if let Some(mut pipe) = child.stdin.pipe.take() {
-                let _ = registry.deregister(&mut pipe);
-            }
+            stdin_failed(child, registry, &error);
         }
     }
 
@@ -497,6 +493,18 @@ impl StdioUpstream {
     }
 }
 
+/// Writing to a child's stdin failed: the child stopped reading (it exited,
+/// most likely; its exit is noticed through SIGCHLD and stdout EOF).
+fn stdin_failed(child: &mut ChildIo, registry: &Registry, error: &io::Error) {
+    debug!(
+        "child pid {}: writing to its stdin failed: {error}",
+        child.pid
+    );
+    if let Some(mut pipe) = child.stdin.pipe.take() {
+        let _ = registry.deregister(&mut pipe);
+    }
+}
+
 /// Registers a new child's three pipes with the loop, once.
 fn register_pipes(registry: &Registry, session: SessionKey, child: &mut ChildIo) -> io::Result<()> {
     let index = session.index();
@@ -538,14 +546,34 @@ impl StdinQueue {
         self.buffer.len() - self.written
     }
 
-    /// Queues one message as a line; dropped when the child no longer reads
-    /// its stdin (its session is about to end).
-    pub(crate) fn push_line(&mut self, message: &[u8]) {
+    /// Sends one message as a line; dropped when the child no longer reads
+    /// its stdin (its session is about to end). While nothing is queued the
+    /// message and its newline are written from where they are, in one
+    /// vectored write, and only the part the pipe did not take is queued.
+    /// An error means the child no longer reads its stdin.
+    pub(crate) fn send_line(&mut self, message: &[u8]) -> io::Result<()> {
         if self.pipe.is_none() {
-            return;
+            return Ok(());
         }
-        self.buffer.extend_from_slice(message);
-        self.buffer.push(b'\n');
+        if self.unwritten() > 0 {
+            self.buffer.extend_from_slice(message);
+            self.buffer.push(b'\n');
+            return self.flush();
+        }
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(());
+        };
+        let outcome = write_pair_from(pipe, &mut self.ready, message, b"\n");
+        if let Some(rest) = message.get(outcome.written..) {
+            self.buffer.extend_from_slice(rest);
+        }
+        if outcome.written <= message.len() {
+            self.buffer.push(b'\n');
+        }
+        match outcome.failed {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Writes until done or the pipe would block. An error means the child

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Action, CoreConfig, Forward, Payload, SessionCore};
+use super::{Action, CoreConfig, Forward, SessionCore};
 use crate::jsonrpc::{self, IdKey, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{event_id, RouterLimits, StreamId};
@@ -103,7 +103,7 @@ impl Pair {
         });
         let now = pair.now;
         pair.core.client_initialize(self::message(&message), now);
-        pair.run(b"");
+        pair.run();
         let stream = pair.last_forward_stream();
         if model == UpstreamModel::Http {
             pair.upstream_head(stream);
@@ -121,9 +121,8 @@ impl Pair {
         pair
     }
 
-    /// Carries out what the core decided; `input` is the raw message of an
-    /// upstream input.
-    fn run(&mut self, input: &[u8]) {
+    /// Carries out what the core decided.
+    fn run(&mut self) {
         let actions = self.core.take_actions();
         for action in actions {
             match action {
@@ -143,10 +142,7 @@ impl Pair {
                     seq,
                     payload,
                 } => {
-                    let bytes = match &payload {
-                        Payload::Input => input,
-                        Payload::Owned(bytes) => bytes.as_slice(),
-                    };
+                    let bytes = payload.bytes();
                     let message = serde_json::from_slice(bytes).expect("events are JSON");
                     let state = self
                         .streams
@@ -171,7 +167,7 @@ impl Pair {
                     self.upstream.push(forward);
                     if let Some(stream) = ready {
                         self.core.stream_ready(stream);
-                        self.run(input);
+                        self.run();
                     }
                 }
                 Action::OpenUpstreamGet => self.upstream_gets += 1,
@@ -186,7 +182,7 @@ impl Pair {
             self.now = self.now.max(deadline);
             let now = self.now;
             self.core.handle_timeout(now);
-            self.run(b"");
+            self.run();
         }
         self.now = until;
     }
@@ -196,34 +192,34 @@ impl Pair {
         let now = self.now;
         self.core.touch(now);
         self.core.client_message(self::message(&message), now);
-        self.run(b"");
+        self.run();
     }
 
     /// The upstream sends one message.
     fn upstream_sends(&mut self, message: Value) {
         let raw = serde_json::to_vec(&message).expect("encodable");
         let now = self.now;
-        let view = Message::parse(raw.as_slice()).expect("JSON-RPC");
-        self.core.upstream_message(&view, now);
-        self.run(&raw);
+        let message = Message::parse(raw).expect("JSON-RPC");
+        self.core.upstream_message(message, now);
+        self.run();
     }
 
     /// The HTTP upstream answered a POST of requests with a 200 head.
     fn upstream_head(&mut self, stream: StreamId) {
         self.core.stream_ready(stream);
-        self.run(b"");
+        self.run();
     }
 
     /// The client's connection carrying `stream` broke.
     fn client_drops(&mut self, stream: StreamId) {
         let now = self.now;
         self.core.stream_lost(stream, now);
-        self.run(b"");
+        self.run();
     }
 
     fn client_resumes(&mut self, stream: StreamId, seq: u64) {
         self.core.client_resume(&event_id(stream, seq));
-        self.run(b"");
+        self.run();
     }
 
     /// The stream the last forward registered its requests on.

@@ -102,7 +102,7 @@ fn a_client_cancel_ends_the_stream_travels_upstream_and_orphans_the_late_answer(
 fn a_server_cancel_of_its_own_request_reaches_the_client_on_that_requests_stream() {
     let mut pair = Pair::initialized(UpstreamModel::Pipe, LATEST, json!({"sampling": {}}));
     pair.core.client_open_get();
-    pair.run(b"");
+    pair.run();
     let get = *pair.started.last().expect("the GET stream");
     pair.upstream_sends(
         json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
@@ -175,7 +175,7 @@ fn an_unanswered_initialize_times_out_and_ends_the_session() {
     let now = pair.now;
     pair.core
         .client_initialize(message(&request(0, "initialize")), now);
-    pair.run(b"");
+    pair.run();
     let stream = pair.last_forward_stream();
     assert!(
         pair.streams[&stream].session_header,
@@ -213,7 +213,7 @@ fn a_2025_03_26_batch_sends_its_notifications_alone_and_answers_on_one_stream() 
     let messages = batch.into_iter().map(|m| message(&m)).collect();
     let now = pair.now;
     pair.core.client_batch(messages, now);
-    pair.run(b"");
+    pair.run();
     let forwards = &pair.upstream[pair.upstream.len() - 2..];
     assert_eq!(forwards[0].messages.len(), 1, "the notification goes alone");
     assert!(!forwards[0].client_waits);
@@ -238,7 +238,7 @@ fn a_batch_outside_2025_03_26_is_refused_whole() {
     let now = pair.now;
     pair.core
         .client_batch(vec![message(&request(1, "tools/list"))], now);
-    pair.run(b"");
+    pair.run();
     assert_eq!(pair.replies.last().map(|reply| reply.status), Some(400));
     assert_eq!(pair.upstream.len(), before);
 }
@@ -251,7 +251,7 @@ fn upstream_death_answers_every_pending_request_and_ends_every_stream() {
     pair.client_posts(request(2, "tools/call"));
     let second = pair.last_forward_stream();
     pair.core.end("the child exited with status 1", false);
-    pair.run(b"");
+    pair.run();
     for (stream, id) in [(first, 1), (second, 2)] {
         let (seq, error) = pair.events(stream).last().cloned().expect("an error");
         assert_eq!(seq, None, "session-end errors carry no event id");
@@ -278,7 +278,7 @@ fn an_upstream_404_refuses_the_post_and_ends_the_session_for_the_others() {
     pair.core.stream_refused(refused, &[key(2)]);
     pair.core
         .end("the upstream no longer knows the session (404)", false);
-    pair.run(b"");
+    pair.run();
     assert!(
         !pair.streams.contains_key(&refused),
         "the refused POST never streamed"
@@ -321,7 +321,7 @@ fn messages_with_no_stream_are_held_until_the_client_opens_its_get_stream() {
     );
     pair.upstream_sends(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
     pair.core.client_open_get();
-    pair.run(b"");
+    pair.run();
     let get = *pair.started.last().expect("the GET stream");
     assert_eq!(
         pair.events(get).len(),
@@ -350,7 +350,7 @@ fn a_lost_client_answer_fails_the_session_with_every_request_answered() {
     // What the HTTP upstream adapter does when that POST is not accepted.
     pair.core
         .end("a message for the upstream was lost: 500", false);
-    pair.run(b"");
+    pair.run();
     let (_, error) = pair.events(stream).last().cloned().expect("an error");
     assert_eq!(error["id"], json!(9));
     assert!(pair.streams[&stream].ended);
@@ -364,7 +364,7 @@ fn an_idle_session_ends_but_a_busy_one_does_not() {
 
     let mut busy = Pair::initialized(UpstreamModel::Pipe, LATEST, json!({}));
     busy.core.client_open_get();
-    busy.run(b"");
+    busy.run();
     busy.advance(IDLE_TIMEOUT * 3);
     assert!(busy.ended.is_none(), "an open stream keeps a session");
 }

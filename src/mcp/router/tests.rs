@@ -25,8 +25,8 @@ fn limits() -> RouterLimits {
 }
 
 fn route(router: &mut Router, text: &str, now: Instant) -> Destination {
-    let message = Message::parse(text.as_bytes()).unwrap();
-    router.route(&message, now)
+    let message = Message::parse(text.as_bytes().to_vec()).unwrap();
+    router.route(message, now).0
 }
 
 fn request(id: &str, extra: &str) -> Message {

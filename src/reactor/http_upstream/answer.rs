@@ -13,7 +13,7 @@ pub(in crate::reactor) fn on_response_event(
 ) {
     match event {
         ResponseEvent::Head(head) => on_response_head(side, ctx, exchange, head),
-        ResponseEvent::Body(bytes) => on_response_body(side, ctx, exchange, &bytes),
+        ResponseEvent::Body(bytes) => on_response_body(side, ctx, exchange, bytes),
         ResponseEvent::End => on_response_end(side, ctx, exchange, clean),
     }
 }
@@ -203,7 +203,7 @@ pub(in crate::reactor) fn on_response_body(
     side: &mut HttpSide,
     ctx: &mut HttpCtx<'_>,
     exchange: ExchangeKey,
-    bytes: &[u8],
+    bytes: Vec<u8>,
 ) {
     let Some(http) = Some(&mut *side) else {
         return;
@@ -220,9 +220,9 @@ pub(in crate::reactor) fn on_response_body(
             if let Some(conn) = ctx.front.conns.get_mut(wait.key) {
                 if let ConnState::Relaying { chunked, .. } = conn.state {
                     if chunked {
-                        response::write_chunk(conn.output(), bytes);
+                        response::write_chunk(conn.output(), &bytes);
                     } else {
-                        conn.output().extend_from_slice(bytes);
+                        conn.output().extend_from_slice(&bytes);
                     }
                     ctx.front.mark_dirty(wait.key);
                 }
@@ -232,7 +232,7 @@ pub(in crate::reactor) fn on_response_body(
     }
     if entry.life.streaming() && is_sse {
         let mut events = Vec::new();
-        if entry.sse.feed(bytes, &mut events).is_err() {
+        if entry.sse.feed(&bytes, &mut events).is_err() {
             warn!("the upstream sent an SSE event over the size limit; skipped");
             entry.sse.finish();
         }
@@ -261,7 +261,12 @@ pub(in crate::reactor) fn on_response_body(
         return;
     }
     if entry.body.len() + bytes.len() <= MAX_UPSTREAM_BODY_BYTES {
-        entry.body.extend_from_slice(bytes);
+        if entry.body.is_empty() {
+            // An answer's first (often only) piece is moved, not copied.
+            entry.body = bytes;
+        } else {
+            entry.body.extend_from_slice(&bytes);
+        }
     }
 }
 

@@ -64,12 +64,11 @@ pub(in crate::reactor) fn finish_connect(
             run_pool_actions(side, ctx);
         }
         (Ok(true), Some(exchange)) => {
-            let Some(entry) = http.exchanges.get(exchange) else {
+            if http.exchanges.get(exchange).is_none() {
                 drop_up_conn(side, ctx, key);
                 return;
-            };
+            }
             up.start(exchange);
-            up.output.extend_from_slice(&entry.request);
             flush_up_conn(side, ctx, key);
             read_up_conn(ctx, key);
         }
@@ -137,23 +136,22 @@ pub(in crate::reactor) fn flush_up_conn(
     let UpState::Busy(exchange) = up.state else {
         return;
     };
-    let mut failed = None;
-    if up.written < up.output.len() {
-        let outcome = write_from(&mut up.socket, &mut up.ready, &up.output[up.written..]);
-        up.written += outcome.written;
-        if let Some(entry) = http.exchanges.get_mut(exchange) {
-            entry.life.on(ExchangeEvent::Wrote {
-                written: outcome.written,
-                all_out: up.written == up.output.len(),
-            });
-        }
-        failed = outcome.failed;
+    let Some(entry) = http.exchanges.get_mut(exchange) else {
+        return;
+    };
+    // Written from the exchange's own copy of the request (kept for a
+    // retry): no copy into the connection.
+    let (head, body) = entry.request_from(up.written);
+    if head.is_empty() && body.is_empty() {
+        return;
     }
-    if up.written == up.output.len() {
-        up.output.clear();
-        up.written = 0;
-    }
-    if let Some(error) = failed {
+    let outcome = write_pair_from(&mut up.socket, &mut up.ready, head, body);
+    up.written += outcome.written;
+    entry.life.on(ExchangeEvent::Wrote {
+        written: outcome.written,
+        all_out: up.written >= entry.request_len(),
+    });
+    if let Some(error) = outcome.failed {
         side.passive_failure(&format!("write: {error}"));
         conn_broke(
             side,

@@ -40,7 +40,7 @@ use crate::token::Source;
 use crate::upstream::exchange::{ExchangeEvent, Lifecycle, Step};
 use crate::upstream::streams::{Continuation, GetClosed, StreamEnd};
 
-use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
+use super::edge_io::{read_into, write_pair_from, ReadOutcome, Readiness};
 
 mod answer;
 mod conn;
@@ -91,7 +91,9 @@ pub(crate) struct UpConn {
     state: UpState,
     /// False for a session's dedicated GET stream connection.
     pooled: bool,
-    output: Vec<u8>,
+    /// Bytes of its exchange's request written so far: the request is
+    /// written from the exchange, which keeps it for a retry, never copied
+    /// into a buffer of the connection.
     written: usize,
     ready: Readiness,
     /// Response events decoded and not yet handled (`read_step`).
@@ -110,7 +112,6 @@ impl UpConn {
             socket,
             state: UpState::Connecting { exchange },
             pooled,
-            output: Vec::new(),
             written: 0,
             ready: Readiness::default(),
             pending: Vec::new(),
@@ -123,6 +124,7 @@ impl UpConn {
     /// is left.
     fn start(&mut self, exchange: ExchangeKey) {
         self.state = UpState::Busy(exchange);
+        self.written = 0;
         self.pending.clear();
         self.leftover = false;
         self.at_eof = false;
@@ -163,8 +165,11 @@ pub(super) struct ClientWait {
 /// One upstream request and its response.
 pub(crate) struct Exchange {
     purpose: Purpose,
-    /// The encoded HTTP request, kept for a retry.
-    request: Vec<u8>,
+    /// The encoded HTTP request head, kept for a retry.
+    request_head: Vec<u8>,
+    /// The request body (the client's bytes, moved here), kept for a retry;
+    /// written after the head with one vectored write, never copied.
+    request_body: Vec<u8>,
     /// The request ids it carries, for error answers.
     request_ids: Vec<IdKey>,
     /// Where it is (queued, writing, awaiting the head, streaming or
@@ -184,6 +189,24 @@ pub(crate) struct Exchange {
     sse_end: StreamEnd,
     /// For a continuation: reconnects before it in a row that brought no event.
     empty_reconnects: u32,
+}
+
+impl Exchange {
+    /// The request's bytes from `offset` on: the rest of its head, then
+    /// the rest of its body.
+    fn request_from(&self, offset: usize) -> (&[u8], &[u8]) {
+        match self.request_head.get(offset..) {
+            Some(head) if !head.is_empty() => (head, &self.request_body),
+            _ => {
+                let into_body = offset.saturating_sub(self.request_head.len());
+                (self.request_body.get(into_body..).unwrap_or_default(), &[])
+            }
+        }
+    }
+
+    fn request_len(&self) -> usize {
+        self.request_head.len() + self.request_body.len()
+    }
 }
 
 /// What a new exchange needs to know.
@@ -335,14 +358,14 @@ pub(super) fn start_exchange(
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    let mut request = Vec::with_capacity(spec.body.len() + 256);
-    http_client::write_request(
-        &mut request,
+    let mut request_head = Vec::with_capacity(256);
+    http_client::write_request_head(
+        &mut request_head,
         spec.method,
         spec.target.as_deref().unwrap_or(&http.url.target),
         &http.authority,
         &header_refs,
-        &spec.body,
+        spec.body.len(),
     );
     let client = spec.client.as_ref().map(|(key, client)| ClientWait {
         key: *key,
@@ -351,7 +374,8 @@ pub(super) fn start_exchange(
     });
     let exchange = http.exchanges.insert(Exchange {
         purpose: spec.purpose,
-        request,
+        request_head,
+        request_body: spec.body,
         request_ids: spec.request_ids,
         // A GET stream or a continuation is reopened on its own schedule,
         // never by the pool's retry rule.
@@ -609,9 +633,6 @@ fn assign(
         return;
     }
     up.start(exchange);
-    up.output.clear();
-    up.written = 0;
-    up.output.extend_from_slice(&entry.request);
     up.ready.set_writable();
     flush_up_conn(side, ctx, conn);
     // Whatever arrived meanwhile is read now: edges are not repeated.
