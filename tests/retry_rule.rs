@@ -58,6 +58,9 @@ fn start(fake: &Scripted) -> Mcphop {
             "4",
             "--log-level",
             "debug",
+            // The fake's connections are counted: no health probe among them.
+            "--health-interval",
+            "0",
         ],
         &fake.url(),
     )
