@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compare mcphop with the async MCP proxies on this machine, in one run.
 #
-#   bash benches/compare.sh            # full run (about 8 minutes)
+#   bash benches/compare.sh            # full run (about 15 minutes)
 #   bash benches/compare.sh --quick    # short runs, one round (about 2 minutes)
 #   bash benches/compare.sh --no-report ...   # measure only, leave BENCHMARKS.md alone
 #
@@ -18,6 +18,10 @@
 # Other options are passed to run.py (see `python3 benches/compare/run.py -h`):
 # --rounds N, --duration S, --warmup S, --levels 1,8,32,128,
 # --idle-levels 100,1000, --only mcphop,supergateway, --out FILE.
+# Contender keys: direct, mcphop, supergateway, mcp-proxy-npm, mcp-proxy-py
+# (Streamable HTTP, /mcp) and mcphop-sse, supergateway-sse,
+# mcp-proxy-npm-sse, mcp-proxy-py-sse (legacy HTTP+SSE, /sse, driven with
+# `loadgen --transport sse`).
 # Everything is bounded in time (the whole run by BENCH_TIMEOUT seconds,
 # default 1800) and every process started is stopped, by process group.
 set -euo pipefail
@@ -38,7 +42,7 @@ ARGS=()
 for a in "$@"; do
     case "$a" in
         --no-report) REPORT=0 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ARGS+=("$a") ;;
     esac
 done

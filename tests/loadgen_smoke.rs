@@ -1,8 +1,9 @@
 //! Proves the load-generation harness works, in a few seconds: the
 //! `loadgen` example drives the `bench_server` example directly (its
 //! Streamable HTTP mode) and through mcphop (in front of `bench_server` over
-//! stdio), in call mode and in idle mode. Only correctness is asserted (no
-//! errors, some calls), never timing.
+//! stdio), in call mode and in idle mode, over Streamable HTTP and over
+//! mcphop's legacy HTTP+SSE front door (`--transport sse`). Only correctness
+//! is asserted (no errors, some calls), never timing.
 //!
 //! The example binaries come from `cargo build --examples` (the CI runs it
 //! before `cargo test`); a missing one fails with a message saying so.
@@ -133,9 +134,18 @@ fn report(stdout: &str, stderr: &str, ok: bool) -> serde_json::Value {
 }
 
 /// Runs loadgen in call mode to the end; its report.
-fn loadgen_calls(url: &str) -> serde_json::Value {
+fn loadgen_calls(url: &str, transport: &str) -> serde_json::Value {
     let mut child = Command::new(example("loadgen"))
-        .args(["--url", url, "--sessions", "2", "--duration", "1s"])
+        .args([
+            "--transport",
+            transport,
+            "--url",
+            url,
+            "--sessions",
+            "2",
+            "--duration",
+            "1s",
+        ])
         .args(["--warmup", "0s", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -171,10 +181,19 @@ fn loadgen_calls(url: &str) -> serde_json::Value {
 
 /// Runs loadgen in idle mode: waits for `ready N`, closes its stdin, and
 /// checks that it then ends the sessions and exits; its report.
-fn loadgen_idle(url: &str, sessions: usize) -> serde_json::Value {
+fn loadgen_idle(url: &str, transport: &str, sessions: usize) -> serde_json::Value {
     let count = sessions.to_string();
     let mut child = Command::new(example("loadgen"))
-        .args(["--url", url, "--sessions", &count, "--mode", "idle"])
+        .args([
+            "--transport",
+            transport,
+            "--url",
+            url,
+            "--sessions",
+            &count,
+            "--mode",
+            "idle",
+        ])
         .args(["--hold", "30s", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -232,7 +251,7 @@ fn loadgen_against_bench_server_and_mcphop() {
     let server = Guard(server);
     let rest = wait_for_line(server_out, "listening on 127.0.0.1:", "bench_server");
     let direct = format!("http://127.0.0.1:{}/mcp", port_of(&rest));
-    let report = loadgen_calls(&direct);
+    let report = loadgen_calls(&direct, "streamable");
     println!("direct:      {report}");
     drop(server);
 
@@ -248,11 +267,21 @@ fn loadgen_against_bench_server_and_mcphop() {
     let proxy_err = proxy.stderr.take().expect("mcphop stderr");
     let proxy = Guard(proxy);
     let rest = wait_for_line(proxy_err, "listening on http://127.0.0.1:", "mcphop");
-    let url = format!("http://127.0.0.1:{}/mcp", port_of(&rest));
-    let report = loadgen_calls(&url);
+    let port = port_of(&rest);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let report = loadgen_calls(&url, "streamable");
     println!("via mcphop:  {report}");
-    let report = loadgen_idle(&url, 5);
+    let report = loadgen_idle(&url, "streamable", 5);
     assert_eq!(report["ready"], 5, "{report}");
     println!("idle:        {report}");
+
+    // 3. The same mcphop's legacy HTTP+SSE front door.
+    let sse = format!("http://127.0.0.1:{port}/sse");
+    let report = loadgen_calls(&sse, "sse");
+    assert_eq!(report["transport"], "sse", "{report}");
+    println!("legacy sse:  {report}");
+    let report = loadgen_idle(&sse, "sse", 5);
+    assert_eq!(report["ready"], 5, "{report}");
+    println!("sse idle:    {report}");
     drop(proxy);
 }

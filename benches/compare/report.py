@@ -18,9 +18,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 ASYNC_PEERS = ("supergateway", "mcp-proxy-npm", "mcp-proxy-py")
 SHORT = {"direct": "direct (floor)", "mcphop": "mcphop", "supergateway": "supergateway",
-         "mcp-proxy-npm": "mcp-proxy (npm)", "mcp-proxy-py": "mcp-proxy (PyPI)"}
+         "mcp-proxy-npm": "mcp-proxy (npm)", "mcp-proxy-py": "mcp-proxy (PyPI)",
+         "mcphop-sse": "mcphop /sse", "supergateway-sse": "supergateway sse",
+         "mcp-proxy-npm-sse": "mcp-proxy (npm) sse", "mcp-proxy-py-sse": "mcp-proxy (PyPI) sse"}
 COLORS = {"direct": "#7f7f7f", "mcphop": "#d62728", "supergateway": "#1f77b4",
           "mcp-proxy-npm": "#2ca02c", "mcp-proxy-py": "#9467bd"}
+
+
+def is_sse(R, key):
+    """A contender measured over the legacy HTTP+SSE transport."""
+    return R["contenders"][key].get("transport") == "sse"
+
+
+def limited(R, key, n):
+    """Why calls at n sessions were not measured for this contender, or None."""
+    c = R["contenders"][key]
+    if c.get("max_sessions") is not None and n > c["max_sessions"]:
+        return c.get("limit") or "not measured"
+    return None
 
 
 def med(xs):
@@ -111,7 +126,7 @@ def setup_excl_child_us(R, key):
 # SVG
 
 
-def svg_chart(R, keys, path):
+def svg_chart(R, keys, path, title="tools/call throughput against concurrency (higher is better)"):
     levels = R["config"]["levels"]
     W, H = 760, 460
     L, Rm, T, B = 80, 170, 50, 60
@@ -140,7 +155,7 @@ def svg_chart(R, keys, path):
          f'font-family="Helvetica, Arial, sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="white"/>',
          f'<text x="{L + pw / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">'
-         f'tools/call throughput against concurrency (higher is better)</text>']
+         f'{title}</text>']
     # grid: decades and 2x, 5x
     d = lo
     while d <= hi * 1.0001:
@@ -165,9 +180,9 @@ def svg_chart(R, keys, path):
              f'calls/s (log scale)</text>')
     ly = T + 10
     for k, pts in series.items():
-        col = COLORS.get(k, "#000")
+        col = COLORS.get(k.removesuffix("-sse"), "#000")
         dash = ' stroke-dasharray="6,4"' if k == "direct" else ""
-        width = 3 if k == "mcphop" else 2
+        width = 3 if k in ("mcphop", "mcphop-sse") else 2
         path_d = " ".join(f'{"M" if j == 0 else "L"}{x(levels.index(n)):.1f},{y(v):.1f}'
                           for j, (n, v) in enumerate(pts))
         o.append(f'<path d="{path_d}" fill="none" stroke="{col}" stroke-width="{width}"{dash}/>')
@@ -228,7 +243,53 @@ def targets(R):
     return out
 
 
-def write_md(R, keys, path, svg_rel):
+def write_sse(R, keys, a, svg_rel):
+    """The legacy HTTP+SSE section: calls/s at each level, p50, RSS per idle session."""
+    lv, il = R["config"]["levels"], R["config"]["idle_levels"]
+    lab = {k: R["contenders"][k]["label"] for k in R["contenders"]}
+    a("### Legacy HTTP+SSE transport (2024-11-05)")
+    a("")
+    a("The same stdio command behind each proxy's legacy SSE endpoint (`GET /sse`, then POSTs to the "
+      "endpoint its first event names), measured in the same run, with the same levels and rounds:")
+    a("")
+    hdr = [f"calls/s @{n}" for n in lv] + ["p50 @1", "p50 @8", "p99 @8", "CPU/call @8", "idle RSS"] + \
+          [f"RSS/session @{n}" for n in il] + [f"incl. child @{il[-1]}", "fds @100", "setup p50 @100"]
+    a("| | " + " | ".join(hdr) + " |")
+    a("|---|" + "---:|" * len(hdr))
+    foot = []
+    for k in keys:
+        def cell(n, field, f):
+            if limited(R, k, n):
+                if R["contenders"][k]["limit"] not in foot:
+                    foot.append(R["contenders"][k]["limit"])
+                return "n/a" + "¹²³"[foot.index(R["contenders"][k]["limit"])]
+            return f(calls_stat(R, k, n, field))
+        row = [cell(n, "calls_per_s", fmt) for n in lv]
+        row += [cell(1, "p50_us", us), cell(8, "p50_us", us), cell(8, "p99_us", us),
+                cell(8, "cpu_us_per_call", lambda v: fmt(v, " µs", 1))]
+        row.append(kib(R["idle"].get(k, {}).get("rss_kib")))
+        row += [fmt(idle_sess(R, k, n, "rss_per_session_kib"), " KiB", 1) for n in il]
+        row.append(fmt(idle_sess(R, k, il[-1], "rss_per_session_with_child_kib"), " KiB", 0))
+        row.append(fmt(idle_sess(R, k, 100, "fds")))
+        row.append(us(setup_us(R, k)))
+        a(f"| {lab[k]} | " + " | ".join(row) + " |")
+    for k in R["contenders"]:
+        c = R["contenders"][k]
+        if is_sse(R, k) and c.get("unavailable"):
+            a(f"| {lab[k]} | " + " | ".join(["n/a"] * len(hdr)) + f" |")
+            foot.append(f"{lab[k]}: {c['unavailable']}")
+    a("")
+    for i, text in enumerate(foot):
+        a(f"{'¹²³⁴⁵'[i]} {text}.")
+        a("")
+    if svg_rel:
+        a(f"![]({svg_rel})")
+        a("")
+
+
+def write_md(R, all_keys, path, svg_rel, svg_sse_rel):
+    keys = [k for k in all_keys if not is_sse(R, k)]
+    sse_keys = [k for k in all_keys if is_sse(R, k)]
     lv = R["config"]["levels"]
     il = R["config"]["idle_levels"]
     m, v, cfg = R["machine"], R["versions"], R["config"]
@@ -279,6 +340,13 @@ def write_md(R, keys, path, svg_rel):
       f"the order rotated per round; figures are medians over rounds). Idle sessions: "
       f"`loadgen --url … --sessions N --mode idle --hold …` for N in {', '.join(map(str, il))}, a fresh "
       f"proxy each time, measured at `ready N`.")
+    if sse_keys or any(is_sse(R, k) for k in R["contenders"]):
+        a("")
+        a("The legacy HTTP+SSE contenders (2024-11-05 transport, section below) are driven the same way with "
+          "`loadgen --transport sse --url http://127.0.0.1:PORT/sse`: per session a `GET` stream on a "
+          "connection of its own, its `endpoint` event, then `initialize`, `notifications/initialized` and the "
+          "calls POSTed to that endpoint on a second keep-alive connection (answered 202), their answers read "
+          "from the stream by id.")
     a("")
     a("## Results")
     a("")
@@ -294,7 +362,7 @@ def write_md(R, keys, path, svg_rel):
         row.append(fmt(cpu, " µs", 1))
         a(f"| {lab[k]} | " + " | ".join(row) + " |")
     for k in R["contenders"]:
-        if R["contenders"][k].get("unavailable"):
+        if R["contenders"][k].get("unavailable") and not is_sse(R, k):
             a(f"| {lab[k]} | " + " | ".join(["n/a"] * (len(lv) + 4)) + " |")
     a("")
     a("### Memory, descriptors, sessions, start-up")
@@ -322,6 +390,8 @@ def write_md(R, keys, path, svg_rel):
     a("")
     a(f"![]({svg_rel})")
     a("")
+    if sse_keys or any(is_sse(R, k) for k in R["contenders"]):
+        write_sse(R, sse_keys, a, svg_sse_rel)
     a("### Targets (mcphop)")
     a("")
     a("| target | wanted | measured | |")
@@ -356,7 +426,9 @@ def write_md(R, keys, path, svg_rel):
     a("| sessions | contender | calls/s | p50 | p99 | max | CPU/call | errors |")
     a("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n in lv:
-        for k in keys:
+        for k in keys + sse_keys:
+            if limited(R, k, n):
+                continue
             c = calls_stat(R, k, n, "calls_per_s")
             lo, hi = calls_range(R, k, n, "calls_per_s")
             rng = f" [{lo:,.0f}–{hi:,.0f}]" if lo is not None and cfg["rounds"] > 1 else ""
@@ -370,7 +442,7 @@ def write_md(R, keys, path, svg_rel):
       "children (their RSS) | fds | threads | wake-ups/s |")
     a("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for n in il:
-        for k in keys:
+        for k in keys + sse_keys:
             r = R["idle_sessions"].get(k, {}).get(str(n))
             if not r:
                 continue
@@ -418,8 +490,11 @@ def write_md(R, keys, path, svg_rel):
       f"proxy process(es) (/proc/PID/task/*/status) over {cfg['idle_window_s']:g} s with no session, "
       f"divided by the window; the same over {cfg['idle_sessions_window_s']:g} s with N idle sessions in the "
       "last column of the detail table.")
+    a("- **legacy SSE figures**: a call's latency runs from its POST to its answer on the stream; the next "
+      "call waits for the POST's 202 as well. A session holds two connections (stream and POSTs), so its fds "
+      "count both ends' sockets. Idle sessions are held by their open streams; they end when loadgen closes them.")
     a("- **binary size**: `target/release/mcphop` as built by `cargo build --release`.")
-    fl = [(k, n, r.get("foreign_cpus_during")) for k in keys for n in lv
+    fl = [(k, n, r.get("foreign_cpus_during")) for k in keys + sse_keys for n in lv
           for r in R["calls"].get(k, {}).get(str(n), []) if r.get("foreign_cpus_during") is not None]
     if fl:
         busy = [(k, n, f) for k, n, f in fl if f >= 0.15]
@@ -457,13 +532,19 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--md", default=os.path.join(REPO, "BENCHMARKS.md"))
     ap.add_argument("--svg", default=os.path.join(HERE, "calls_per_s.svg"))
+    ap.add_argument("--svg-sse", default=os.path.join(HERE, "calls_per_s_sse.svg"))
     a = ap.parse_args()
     with open(a.results) as f:
         R = json.load(f)
     keys = [k for k in R["contenders"] if not R["contenders"][k].get("unavailable")]
-    svg_chart(R, keys, a.svg)
+    svg_chart(R, [k for k in keys if not is_sse(R, k)], a.svg)
     svg_rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.md)))
-    write_md(R, keys, a.md, svg_rel)
+    sse = [k for k in keys if is_sse(R, k)]
+    svg_sse_rel = None
+    if sse:
+        svg_chart(R, sse, a.svg_sse, "legacy HTTP+SSE: tools/call throughput (higher is better)")
+        svg_sse_rel = os.path.relpath(a.svg_sse, os.path.dirname(os.path.abspath(a.md)))
+    write_md(R, keys, a.md, svg_rel, svg_sse_rel)
     for name, want, got, ok in targets(R):
         print(f"{'MET   ' if ok else 'MISSED'} {name}: {got}")
 

@@ -19,6 +19,8 @@ Phases (each proxy in turn inside every step, so drift hits all alike):
      in turn (order rotated per round): `loadgen --sessions N --duration D`,
      sampling the proxy's CPU time during the run.
   6. pinned: 1 session, floor and mcphop, with fixed CPU placements.
+The legacy HTTP+SSE contenders (keys ending in -sse) take part in every
+step but the pinned one, driven by `loadgen --transport sse --url …/sse`.
 Before every measurement it waits (up to 2 min) until processes outside its
 own tree use less than 0.15 CPUs, and records what they used during a run.
 Writes results JSON; report.py turns it into BENCHMARKS.md and the SVG.
@@ -113,10 +115,14 @@ def median(xs):
 
 
 class Contender:
-    def __init__(self, key, label, argv_fn, note, per_session_child, env=None):
+    def __init__(self, key, label, argv_fn, note, per_session_child, env=None,
+                 transport="streamable", max_sessions=None, limit=None):
         self.key, self.label, self.argv_fn, self.note = key, label, argv_fn, note
         self.per_session_child = per_session_child  # None: no child at all
         self.env = env
+        self.transport = transport  # "streamable" (/mcp) or "sse" (legacy, /sse)
+        # Call runs above this many sessions are not made (limit says why).
+        self.max_sessions, self.limit = max_sessions, limit
         self.unavailable = None  # reason, when it cannot run here
 
     def start(self, cfg, logdir, cpus=None, probe=False):
@@ -138,7 +144,8 @@ class Contender:
 class Running:
     def __init__(self, c, proc, port, startup, marker):
         self.c, self.proc, self.port, self.startup, self.marker = c, proc, port, startup, marker
-        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.url = f"http://127.0.0.1:{port}/{'sse' if c.transport == 'sse' else 'mcp'}"
+        self.transport_args = ["--transport", "sse"] if c.transport == "sse" else []
 
     def split(self):
         if self.c.per_session_child is None:  # the floor: the server is the process
@@ -183,9 +190,34 @@ def contenders(cfg):
                              "--", bs],
                   "one stdio child shared by all sessions, started with the proxy; JSON answers "
                   "(json_response=True)", False),
+        # The legacy HTTP+SSE transport (2024-11-05), same stdio command.
+        Contender("mcphop-sse", "mcphop /sse",
+                  lambda p: [cfg.mcphop, "--listen", f"127.0.0.1:{p}", "--log-level", "warn", "--", bs],
+                  "the same command as mcphop; its legacy front door `GET /sse`, `POST /message`; "
+                  "one stdio child per session", True, transport="sse"),
+        Contender("supergateway-sse", "supergateway 4.0.0 --outputTransport sse",
+                  lambda p: [node, "--require", loopback, sg, "--stdio", shlex.quote(bs),
+                             "--outputTransport", "sse", "--port", str(p), "--logLevel", "none"],
+                  "`GET /sse`, `POST /message`; one stdio child shared by all sessions, started with "
+                  "the proxy; every line the child writes is sent to every open stream, ids unchanged",
+                  False, transport="sse", max_sessions=1,
+                  limit="one child for all sessions, and every answer goes to every session's stream "
+                        "with the client's own id: from 2 sessions on, sessions get each other's "
+                        "answers (loadgen counts echo mismatches), so only 1-session calls are measured"),
+        Contender("mcp-proxy-npm-sse", "mcp-proxy (npm) 6.7.19 --server sse",
+                  lambda p: [node, mpn, "--host", "127.0.0.1", "--port", str(p), "--server", "sse",
+                             "--", bs],
+                  "`GET /sse`, `POST /messages`; one stdio child shared by all sessions, started with "
+                  "the proxy", False, transport="sse"),
+        Contender("mcp-proxy-py-sse", "mcp-proxy (PyPI) 0.13.0 /sse",
+                  lambda p: [mpp, "--host", "127.0.0.1", "--port", str(p), "--log-level", "WARNING",
+                             "--", bs],
+                  "the same command as mcp-proxy (PyPI), which serves `GET /sse`, `POST /messages/` "
+                  "beside /mcp; one stdio child shared by all sessions, started with the proxy",
+                  False, transport="sse"),
     ]
     for c in cs:
-        need = {"supergateway": sg, "mcp-proxy-npm": mpn, "mcp-proxy-py": mpp}.get(c.key)
+        need = {"supergateway": sg, "mcp-proxy-npm": mpn, "mcp-proxy-py": mpp}.get(c.key.removesuffix("-sse"))
         if need and not os.path.exists(need):
             c.unavailable = f"not installed ({need} missing)"
     if cfg.only:
@@ -257,7 +289,7 @@ def loadgen_calls(cfg, run, sessions, logdir, cpus=None):
     """One call run; returns loadgen's JSON plus the proxy's CPU per call."""
     quiet_before = wait_quiet(cfg)
     own = run.own()
-    argv = (["taskset", "-c", cpus] if cpus is not None else []) + [cfg.loadgen, "--url", run.url, "--sessions", str(sessions),
+    argv = (["taskset", "-c", cpus] if cpus is not None else []) + [cfg.loadgen, *run.transport_args, "--url", run.url, "--sessions", str(sessions),
             "--duration", f"{cfg.duration}s", "--warmup", f"{cfg.warmup}s",
             "--payload", str(cfg.payload), "--json"]
     samples = []  # (time, proxy CPU seconds, loadgen's thread count)
@@ -330,7 +362,7 @@ def idle_sessions(cfg, run, n, logdir):
     own0 = run.own()
     base_rss = procs.rss_kib(own0)
     base_fds = procs.fd_count(own0)
-    argv = [cfg.loadgen, "--url", run.url, "--sessions", str(n), "--mode", "idle",
+    argv = [cfg.loadgen, *run.transport_args, "--url", run.url, "--sessions", str(n), "--mode", "idle",
             "--hold", f"{int(cfg.setup_timeout + 120)}s", "--json"]
     lg = procs.Proc(argv, log_path=os.path.join(logdir, "loadgen-idle.log"),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO)
@@ -497,6 +529,7 @@ def main():
         "versions": versions(cfg),
         "mcphop_binary_bytes": os.path.getsize(cfg.mcphop),
         "contenders": {c.key: {"label": c.label, "note": c.note, "per_session_child": c.per_session_child,
+                               "transport": c.transport, "max_sessions": c.max_sessions, "limit": c.limit,
                                "argv": [a.replace(REPO + "/", "") for a in c.argv_fn(0)],
                                "unavailable": c.unavailable} for c in cs},
         "commands": {},
@@ -532,7 +565,7 @@ def main():
         wait_quiet(cfg)
         for c in list(cs):
             times = []
-            reps = (3 if cfg.quick else 7) if c.key in ("direct", "mcphop") else (1 if cfg.quick else 3)
+            reps = (3 if cfg.quick else 7) if c.key in ("direct", "mcphop", "mcphop-sse") else (1 if cfg.quick else 3)
             for _ in range(reps):
                 try:
                     r = c.start(cfg, cfg.logdir, probe=True)
@@ -615,6 +648,8 @@ def main():
             for n in cfg.levels:
                 order = cs[rnd % len(cs):] + cs[:rnd % len(cs)]
                 for c in order:
+                    if c.max_sessions is not None and n > c.max_sessions:
+                        continue
                     r = running[c.key]
                     if not r.proc.alive():
                         log(f"  {c.key} died; restarting")

@@ -13,9 +13,20 @@ pub enum Mode {
     Idle,
 }
 
+/// How the sessions talk to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP: one endpoint, POST answered in the response.
+    Streamable,
+    /// Legacy HTTP+SSE (2024-11-05): `GET` the SSE URL, POST to the
+    /// endpoint it names, answers on the stream.
+    Sse,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub url: String,
+    pub transport: Transport,
     pub addr: SocketAddr,
     /// The Host header.
     pub host: String,
@@ -92,6 +103,7 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
 
 pub fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut url = None;
+    let mut transport = Transport::Streamable;
     let mut sessions = 1usize;
     let mut duration = None;
     let mut calls = None;
@@ -132,6 +144,15 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
         };
         match name {
             "--url" => url = Some(value(name)?),
+            "--transport" => {
+                transport = match value(name)?.as_str() {
+                    "streamable" | "http" => Transport::Streamable,
+                    "sse" => Transport::Sse,
+                    other => {
+                        return Err(format!("--transport is streamable or sse, not {other:?}"))
+                    }
+                }
+            }
             "--sessions" => sessions = number(name, value(name)?)? as usize,
             "--duration" => duration = Some(parse_duration(&value(name)?)?),
             "--calls" => calls = Some(number(name, value(name)?)?),
@@ -178,6 +199,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
     };
     Ok(Config {
         url,
+        transport,
         addr,
         host,
         path,

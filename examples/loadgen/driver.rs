@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::answer::snippet;
 use crate::config::Config;
+use crate::legacy::STREAM_BIT;
 use crate::session::{Advance, Session, Step};
 use crate::{KEPT_NOTES, SWEEP_EVERY};
 
@@ -109,7 +110,7 @@ impl Driver {
         for (at, session) in driver.sessions.iter_mut().enumerate() {
             match session.step {
                 Step::Down => driver.down += 1,
-                Step::Init | Step::Initialized => {
+                Step::Open | Step::Init | Step::Initialized => {
                     driver.in_flight += 1;
                     driver.in_setup += 1;
                 }
@@ -123,6 +124,13 @@ impl Driver {
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
             }
+            if let Some(sock) = session.stream.as_mut().and_then(|s| s.sock.as_mut()) {
+                driver.poll.registry().register(
+                    sock,
+                    Token(at | STREAM_BIT),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+            }
         }
         Ok(driver)
     }
@@ -131,6 +139,9 @@ impl Driver {
     pub fn into_sessions(mut self) -> Vec<Session> {
         for session in &mut self.sessions {
             if let Some(sock) = session.sock.as_mut() {
+                let _ = self.poll.registry().deregister(sock);
+            }
+            if let Some(sock) = session.stream.as_mut().and_then(|s| s.sock.as_mut()) {
                 let _ = self.poll.registry().deregister(sock);
             }
         }
@@ -157,7 +168,8 @@ impl Driver {
     pub fn connect(&mut self, at: usize) -> io::Result<()> {
         self.close(at);
         let limit = self.plan.config.timeout.min(Duration::from_secs(5));
-        let stream = StdTcpStream::connect_timeout(&self.plan.config.addr, limit)?;
+        let addr = self.sessions[at].post_addr.unwrap_or(self.plan.config.addr);
+        let stream = StdTcpStream::connect_timeout(&addr, limit)?;
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
         let mut sock = TcpStream::from_std(stream);
@@ -186,6 +198,7 @@ impl Driver {
         }
         let session = &mut self.sessions[at];
         session.step = step;
+        session.posted = false;
         session.retried = false;
         session.sent_at = now;
         session.deadline = now + self.plan.config.timeout;
@@ -211,6 +224,12 @@ impl Driver {
         session.protocol.clear();
         session.setup_at = now;
         session.cur_id = 0;
+        if session.legacy {
+            // The GET stream first; initialize once it names the endpoint.
+            self.close(at);
+            self.open_stream(at, now);
+            return;
+        }
         session.scratch.clear();
         session.scratch.extend_from_slice(
             br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcphop-loadgen","version":"0.1.0"}}}"#,
@@ -256,10 +275,11 @@ impl Driver {
         if step.in_flight() {
             self.in_flight -= 1;
         }
-        if matches!(step, Step::Init | Step::Initialized) {
+        if matches!(step, Step::Open | Step::Init | Step::Initialized) {
             self.in_setup -= 1;
         }
         self.close(at);
+        self.close_stream(at);
         if step == Step::Delete || self.phase == Phase::Delete {
             // Ending sessions is best effort.
             self.sessions[at].step = Step::Done;
@@ -268,6 +288,7 @@ impl Driver {
         self.tally.errors += 1;
         let index = self.sessions[at].index;
         let what = match step {
+            Step::Open => "GET stream",
             Step::Init => "initialize",
             Step::Initialized => "notifications/initialized",
             Step::Call => "tools/call",
@@ -293,7 +314,7 @@ impl Driver {
     /// have closed it while idle); anything else fails.
     pub fn transport_fail(&mut self, at: usize, why: String, now: Instant) {
         let session = &self.sessions[at];
-        let retry = session.step.in_flight()
+        let retry = session.awaits_post()
             && !session.retried
             && session.conn_requests > 0
             && session.resp.received == 0;
@@ -368,9 +389,11 @@ impl Driver {
     pub fn send_delete(&mut self, at: usize, now: Instant) {
         let plan = Arc::clone(&self.plan);
         let session = &mut self.sessions[at];
-        if session.session_id.is_empty() {
+        if session.session_id.is_empty() || session.legacy {
+            // Legacy: closing the stream ends the session.
             session.step = Step::Done;
             self.close(at);
+            self.close_stream(at);
             return;
         }
         session.out.clear();
@@ -393,6 +416,10 @@ impl Driver {
         let close = session.resp.close || eof;
         let step = session.step;
         session.conn_requests += 1;
+        if session.legacy {
+            self.posted(at, status, close, now);
+            return;
+        }
         let verdict = session.reply.take();
         let problem = match step {
             Step::Init | Step::Call if status != 200 => {
@@ -415,6 +442,11 @@ impl Driver {
         if close {
             self.close(at);
         }
+        self.proceed(at, step, now);
+    }
+
+    /// The request in flight (`step`) succeeded: the session's next step.
+    pub fn proceed(&mut self, at: usize, step: Step, now: Instant) {
         let plan = Arc::clone(&self.plan);
         let session = &mut self.sessions[at];
         match step {
@@ -460,7 +492,7 @@ impl Driver {
                 session.step = Step::Done;
                 self.close(at);
             }
-            Step::Down | Step::Ready | Step::Done => {}
+            Step::Down | Step::Open | Step::Ready | Step::Done => {}
         }
     }
 
@@ -485,7 +517,7 @@ impl Driver {
         let now = Instant::now();
         loop {
             let session = &mut self.sessions[at];
-            if !session.step.in_flight() {
+            if !session.awaits_post() {
                 if session.start < session.end {
                     let extra = snippet(&session.inp[session.start..session.end]);
                     self.fail(at, format!("unexpected bytes: {extra}"), now);
@@ -554,7 +586,12 @@ impl Driver {
         }
         for event in events.iter() {
             let closing = event.is_read_closed() || event.is_error();
-            self.on_ready(event.token().0, closing);
+            let token = event.token().0;
+            if token & STREAM_BIT != 0 {
+                self.on_stream_ready(token & !STREAM_BIT, closing);
+            } else {
+                self.on_ready(token, closing);
+            }
         }
         self.sweep(Instant::now());
     }
@@ -627,6 +664,7 @@ impl Driver {
         }
         for at in 0..self.sessions.len() {
             self.close(at);
+            self.close_stream(at);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A load generator for any Streamable HTTP MCP endpoint (handshake era):
-//! mcphop, another proxy, or a server such as `bench_server --http`.
+//! mcphop, another proxy, or a server such as `bench_server --http`; or,
+//! with `--transport sse`, for a legacy HTTP+SSE one (2024-11-05).
 //!
 //! ```text
 //! loadgen --url http://127.0.0.1:PORT/mcp --sessions N [--duration 5s | --calls N]
+//!         [--transport streamable|sse]
 //!         [--payload BYTES] [--warmup 1s] [--mode call|idle] [--hold 30s] [--json]
 //!         [--threads N] [--setup-concurrency N] [--timeout 10s] [--no-delete]
 //! ```
@@ -22,6 +24,17 @@
 //! call's latency ends at its response, even when its SSE stream ends later.
 //! At the end every session is ended with `DELETE` (unless `--no-delete`).
 //!
+//! **legacy SSE** (`--transport sse --url http://HOST:PORT/sse`): a session
+//! is a `GET` of the URL, its SSE stream on a connection of its own; the
+//! first `endpoint` event names where to POST (resolved against the URL, or
+//! an absolute `http://` URI). `initialize`, `notifications/initialized`
+//! and the calls are POSTed there on a second keep-alive connection (any
+//! 2xx, usually 202), and their answers are read from the stream
+//! (`message` events), matched by id; a call's latency ends at its answer
+//! on the stream, and the next request waits for both. A stream that ends
+//! is an error (the session starts over). Sessions end by closing the
+//! stream (no DELETE).
+//!
 //! **idle mode**: opens N sessions, prints `ready N` (flushed), holds their
 //! connections open until `--hold` passes or stdin reaches EOF, ends them
 //! with `DELETE` and reports the set-up times.
@@ -40,12 +53,14 @@
 //!
 //! This file holds the options' help, the run's figures ([`Report`]) and
 //! `main`; the modules: `config` (the command line), `answer` (checking an
-//! answer), `session` (one session on its connection, HTTP parsing) and
-//! `driver` (a thread's sessions on one poll).
+//! answer), `session` (one session on its connection, HTTP parsing),
+//! `driver` (a thread's sessions on one poll) and `legacy` (the legacy SSE
+//! stream).
 
 mod answer;
 mod config;
 mod driver;
+mod legacy;
 mod session;
 
 use std::io::{self, Read, Write};
@@ -56,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use mio::Events;
 
-use config::{parse_args, Config, Mode};
+use config::{parse_args, Config, Mode, Transport};
 use driver::{Driver, Phase, Plan, Tally};
 use session::{Session, Step};
 
@@ -64,7 +79,10 @@ const USAGE: &str = "\
 usage: loadgen --url http://HOST:PORT/PATH --sessions N [OPTIONS]
 
 OPTIONS:
-    --url URL                  the Streamable HTTP MCP endpoint (http only)
+    --url URL                  the Streamable HTTP MCP endpoint (http only), or
+                               with --transport sse the legacy SSE URL (…/sse)
+    --transport streamable|sse Streamable HTTP, or legacy HTTP+SSE (2024-11-05):
+                               GET stream, POSTs to its endpoint [default: streamable]
     --sessions N               concurrent sessions, one connection each [default: 1]
     --duration DUR             measure this long [default: 5s]
     --calls N                  measure N calls instead of a duration
@@ -150,6 +168,10 @@ impl Report {
             "setup_p99_us": percentile_us(&t.setups, 0.99),
             "errors": t.errors,
             "mode": match self.config.mode { Mode::Call => "call", Mode::Idle => "idle" },
+            "transport": match self.config.transport {
+                Transport::Streamable => "streamable",
+                Transport::Sse => "sse",
+            },
             "ready": self.ready,
             "payload": self.config.payload,
             "threads": self.config.threads,
@@ -242,7 +264,10 @@ fn run(config: Config) -> io::Result<Report> {
         tickets: AtomicU64::new(0),
     });
     let now = Instant::now();
-    let sessions: Vec<Session> = (0..config.sessions).map(|i| Session::new(i, now)).collect();
+    let legacy = config.transport == Transport::Sse;
+    let sessions: Vec<Session> = (0..config.sessions)
+        .map(|i| Session::new(i, now, legacy))
+        .collect();
     let mut events = Events::with_capacity(1024);
     let mut setup = Driver::new(sessions, setup_plan, Phase::Setup)?;
     setup.setup(

@@ -1,8 +1,11 @@
 //! One session on one keep-alive connection: its buffers, the request it
 //! has in flight, and the HTTP/1.1 response parsing (Content-Length, chunked,
-//! close-delimited; JSON or SSE).
+//! close-delimited; JSON or SSE). A legacy HTTP+SSE session also holds its
+//! GET stream, itself a [`Session`] used for its connection and parsing only
+//! (see `legacy`).
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -14,6 +17,8 @@ use crate::MAX_RESPONSE;
 pub enum Step {
     /// No session: initialize at `retry_at`.
     Down,
+    /// Legacy SSE: the GET stream is opening, its `endpoint` event awaited.
+    Open,
     /// `initialize` in flight.
     Init,
     /// `notifications/initialized` in flight.
@@ -32,7 +37,7 @@ impl Step {
     pub fn in_flight(self) -> bool {
         matches!(
             self,
-            Step::Init | Step::Initialized | Step::Call | Step::Delete
+            Step::Open | Step::Init | Step::Initialized | Step::Call | Step::Delete
         )
     }
 }
@@ -121,10 +126,24 @@ pub struct Session {
     pub failures: u32,
     /// Whether the call in flight counts (its completion decides).
     pub ticket: bool,
+    /// Legacy HTTP+SSE: POSTs go to the endpoint, answers come on `stream`.
+    pub legacy: bool,
+    /// Legacy: the GET stream (its connection, buffers and parser).
+    pub stream: Option<Box<Session>>,
+    /// Legacy: the POST in flight was answered (202); the request may still
+    /// await its answer on the stream.
+    pub posted: bool,
+    /// Legacy: where to POST (from the `endpoint` event); `post_addr` is
+    /// set when the endpoint names another authority than `--url`.
+    pub post_path: String,
+    pub post_host: String,
+    pub post_addr: Option<SocketAddr>,
+    /// The stream: the name of the SSE event being read.
+    pub event: Vec<u8>,
 }
 
 impl Session {
-    pub fn new(index: usize, now: Instant) -> Session {
+    pub fn new(index: usize, now: Instant, legacy: bool) -> Session {
         Session {
             index,
             sock: None,
@@ -161,7 +180,20 @@ impl Session {
             retry_at: now,
             failures: 0,
             ticket: false,
+            legacy,
+            stream: None,
+            posted: true,
+            post_path: String::new(),
+            post_host: String::new(),
+            post_addr: None,
+            event: Vec::new(),
         }
+    }
+
+    /// Whether the POST connection has a response to read: a request in
+    /// flight, not already answered with 202 (legacy).
+    pub fn awaits_post(&self) -> bool {
+        self.step.in_flight() && !(self.legacy && self.posted)
     }
 
     /// Writes what it can of the request.
@@ -222,15 +254,23 @@ impl Session {
         }
     }
 
-    /// Starts a POST of `self.scratch`.
+    /// Starts a POST of `self.scratch` (legacy: to the endpoint, without
+    /// the Streamable HTTP session headers).
     pub fn queue_post(&mut self, host: &str, path: &str) {
         self.out.clear();
         self.written = 0;
+        let (host, path) = if self.legacy {
+            (self.post_host.as_str(), self.post_path.as_str())
+        } else {
+            (host, path)
+        };
         let _ = write!(
             self.out,
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
         );
-        self.session_headers();
+        if !self.legacy {
+            self.session_headers();
+        }
         let _ = write!(self.out, "Content-Length: {}\r\n\r\n", self.scratch.len());
         self.out.extend_from_slice(&self.scratch);
     }
@@ -341,6 +381,31 @@ impl Session {
             }
         }
         let before = self.body.len();
+        let complete = match self.take_body(eof) {
+            Ok(complete) => complete,
+            Err(why) => return Advance::Fail(why),
+        };
+        // Legacy: the POST's answer is a bare 202; the reply comes on the stream.
+        if self.resp.sse && !self.legacy && (self.body.len() > before || complete) {
+            self.scan_sse(now, complete);
+        }
+        if !complete {
+            return if eof {
+                Advance::Fail("connection closed mid-body".into())
+            } else {
+                Advance::Wait
+            };
+        }
+        if !self.legacy && !self.resp.sse && !self.body.is_empty() && self.resp.status / 100 == 2 {
+            let verdict = judge(&self.body, self.step, self.cur_id, &self.payload);
+            self.take_verdict(verdict, now);
+        }
+        Advance::Complete
+    }
+
+    /// Moves the body bytes that are in from the input to `body`; true at
+    /// the body's end.
+    pub fn take_body(&mut self, eof: bool) -> Result<bool, String> {
         let complete = match self.resp.body {
             Body::Head => unreachable!(),
             Body::Empty => true,
@@ -352,10 +417,7 @@ impl Session {
                 self.resp.body = Body::Length(rest - take);
                 rest == take
             }
-            Body::Chunked(_) => match self.dechunk() {
-                Ok(done) => done,
-                Err(why) => return Advance::Fail(why),
-            },
+            Body::Chunked(_) => self.dechunk()?,
             Body::UntilClose => {
                 self.body.extend_from_slice(&self.inp[self.start..self.end]);
                 self.start = self.end;
@@ -363,23 +425,9 @@ impl Session {
             }
         };
         if self.body.len() > MAX_RESPONSE {
-            return Advance::Fail("response body too large".into());
+            return Err("response body too large".into());
         }
-        if self.resp.sse && (self.body.len() > before || complete) {
-            self.scan_sse(now, complete);
-        }
-        if !complete {
-            return if eof {
-                Advance::Fail("connection closed mid-body".into())
-            } else {
-                Advance::Wait
-            };
-        }
-        if !self.resp.sse && !self.body.is_empty() && self.resp.status / 100 == 2 {
-            let verdict = judge(&self.body, self.step, self.cur_id, &self.payload);
-            self.take_verdict(verdict, now);
-        }
-        Advance::Complete
+        Ok(complete)
     }
 
     /// Parses the head if it is all in; `resp.body` leaves `Head` then.
