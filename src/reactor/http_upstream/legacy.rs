@@ -57,17 +57,7 @@ pub(in crate::reactor) fn forward_legacy(
             sse.forwarded = forwarded;
         }
     }
-    let request_ids = forward
-        .messages
-        .iter()
-        .filter(|message| message.kind() == Kind::Request)
-        .filter_map(Message::id_key)
-        .collect();
-    let mcp_method = lone_request_method(&forward.messages);
-    let body = match <[Message; 1]>::try_from(forward.messages) {
-        Ok([message]) => message.into_bytes(),
-        Err(many) => batch_body(&many),
-    };
+    let (request_ids, mcp_method, body) = post_parts(forward.messages);
     let post = QueuedPost {
         body,
         request_ids,

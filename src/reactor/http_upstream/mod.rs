@@ -689,6 +689,24 @@ fn batch_body(messages: &[Message]) -> Vec<u8> {
     body
 }
 
+/// What a POST of `messages` carries: the ids of its requests (for error
+/// answers), the method of a lone request (for the retry rule), and its
+/// body: one message is its sender's bytes, moved; several (a batch's
+/// requests) are joined into a JSON array.
+pub(super) fn post_parts(messages: Vec<Message>) -> (Vec<IdKey>, Option<String>, Vec<u8>) {
+    let request_ids = messages
+        .iter()
+        .filter(|message| message.kind() == Kind::Request)
+        .filter_map(Message::id_key)
+        .collect();
+    let mcp_method = lone_request_method(&messages);
+    let body = match <[Message; 1]>::try_from(messages) {
+        Ok([message]) => message.into_bytes(),
+        Err(many) => batch_body(&many),
+    };
+    (request_ids, mcp_method, body)
+}
+
 /// The MCP method of a lone request, for the retry rules.
 fn lone_request_method(messages: &[Message]) -> Option<String> {
     match messages {

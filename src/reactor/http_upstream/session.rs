@@ -303,19 +303,7 @@ pub(in crate::reactor) fn forward_http(
     origin: Origin<'_>,
     forward: Forward,
 ) {
-    let request_ids = forward
-        .messages
-        .iter()
-        .filter(|message| message.kind() == Kind::Request)
-        .filter_map(Message::id_key)
-        .collect();
-    let mcp_method = lone_request_method(&forward.messages);
-    // The messages' own bytes: one message is the client's body, moved;
-    // several (a batch's requests) are joined into a JSON array.
-    let body = match <[Message; 1]>::try_from(forward.messages) {
-        Ok([message]) => message.into_bytes(),
-        Err(many) => batch_body(&many),
-    };
+    let (request_ids, mcp_method, body) = post_parts(forward.messages);
     let purpose = match (forward.initialize, forward.stream) {
         (true, _) => Purpose::Initialize,
         (false, Some(_)) => Purpose::Messages { has_requests: true },
