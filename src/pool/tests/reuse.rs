@@ -363,3 +363,30 @@ fn host_key_display() {
         "https://[::1]:8443"
     );
 }
+
+#[test]
+fn an_unhealthy_host_loses_its_idle_connections_but_not_its_busy_ones() {
+    let t0 = Instant::now();
+    let mut p = pool();
+    let (a, b) = (host(), other_host());
+    open(&mut p, &a, 7, 3, t0);
+    open_idle(&mut p, &a, &[1, 2], t0);
+    open_idle(&mut p, &b, &[4], t0);
+    let mut actions = Vec::new();
+    p.close_idle(&a, &mut actions);
+    assert_eq!(
+        actions,
+        vec![
+            close(1, EvictCause::Unhealthy),
+            close(2, EvictCause::Unhealthy)
+        ]
+    );
+    assert_eq!(
+        p.host_gauges(),
+        vec![(a.clone(), gauges(0, 1, 0, 0)), (b, gauges(1, 0, 0, 0))]
+    );
+    assert_eq!(p.metrics().evictions(EvictCause::Unhealthy), 2);
+    // The busy one goes back to the pool as usual once its request is done.
+    assert_eq!(release(&mut p, 3, true, t0), vec![]);
+    assert_eq!(p.host_gauges()[0], (a, gauges(1, 0, 0, 0)));
+}
