@@ -19,12 +19,21 @@ pub struct SpawnedChild {
 /// Spawns `command` (program and arguments) as the leader of a new process
 /// group, so ending the session can signal every process it started
 /// (`npx` → `node`, shells → their children) and none is orphaned.
-pub fn spawn(command: &[String]) -> io::Result<SpawnedChild> {
+pub fn spawn(
+    command: &[String],
+    env: &[(String, String)],
+    cwd: Option<&str>,
+) -> io::Result<SpawnedChild> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut child = Command::new(program)
+    let mut builder = Command::new(program);
+    if let Some(cwd) = cwd {
+        builder.current_dir(cwd);
+    }
+    let mut child = builder
         .args(args)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,6 +12,7 @@ use crate::http::request::{Limits, RequestDecoder};
 use crate::mcp::router::StreamId;
 use crate::reactor::edge_io::{read_into, write_from, ReadOutcome as Read, Readiness};
 use crate::reactor::http_upstream::ExchangeKey;
+use crate::reactor::ServerId;
 use crate::session::SessionKey;
 
 /// Bytes read from a socket per `read` call.
@@ -42,10 +43,14 @@ pub enum ConnState {
         chunked: bool,
     },
     /// Waiting for an HTTP upstream's answer to this connection's request.
-    AwaitingUpstream { exchange: ExchangeKey },
+    AwaitingUpstream {
+        server: ServerId,
+        exchange: ExchangeKey,
+    },
     /// Relaying an HTTP upstream's response body as it is (stateless-era
     /// requests pass straight through).
     Relaying {
+        server: ServerId,
         exchange: ExchangeKey,
         chunked: bool,
     },

@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config_file;
 use crate::health::{DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTH_WORKERS};
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::http::url::{Scheme, UpstreamUrl};
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::legacy_endpoint::LegacyPaths;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
+use crate::mcp::tools::ToolFilter;
 use crate::pool::PoolConfig;
 
 /// Where mcphop listens: loopback only, so nothing else on the network can reach
@@ -71,6 +73,85 @@ pub enum UpstreamKind {
     Sse { url: UpstreamUrl },
 }
 
+/// Where a server's routes live: `/servers/NAME/mcp` and, for the legacy
+/// front door, `/servers/NAME/sse` and `/servers/NAME/message`.
+pub const SERVERS_PREFIX: &str = "/servers/";
+/// Most servers one mcphop serves (a server's number travels in poll
+/// tokens).
+pub const MAX_SERVERS: usize = 64;
+
+/// One upstream server: its name, what reaching it takes, and which of its
+/// tools clients may use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Its name in routes and logs: `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    pub upstream: UpstreamKind,
+    /// Headers added to every request to an HTTP or legacy SSE server.
+    pub headers: Vec<(String, String)>,
+    /// A stdio server's extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// A stdio server's working directory.
+    pub cwd: Option<String>,
+    /// Tools hidden from its clients.
+    pub tools: ToolFilter,
+}
+
+impl ServerConfig {
+    pub fn new(name: &str, upstream: UpstreamKind) -> ServerConfig {
+        ServerConfig {
+            name: name.to_string(),
+            upstream,
+            headers: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            tools: ToolFilter::default(),
+        }
+    }
+
+    /// Its Streamable HTTP endpoint's path.
+    pub fn mcp_path(&self) -> String {
+        format!("{SERVERS_PREFIX}{}/mcp", self.name)
+    }
+
+    /// Its legacy HTTP+SSE paths.
+    pub fn legacy_paths(&self) -> LegacyPaths {
+        LegacyPaths {
+            sse: format!("{SERVERS_PREFIX}{}/sse", self.name),
+            message: format!("{SERVERS_PREFIX}{}/message", self.name),
+        }
+    }
+
+    /// The stdio command, for a stdio server (else empty).
+    pub fn command(&self) -> &[String] {
+        match &self.upstream {
+            UpstreamKind::Stdio { command } => command,
+            UpstreamKind::Http { .. } | UpstreamKind::Sse { .. } => &[],
+        }
+    }
+
+    /// The URL, for a Streamable HTTP or legacy SSE server.
+    pub fn url(&self) -> Option<&UpstreamUrl> {
+        match &self.upstream {
+            UpstreamKind::Http { url } | UpstreamKind::Sse { url } => Some(url),
+            UpstreamKind::Stdio { .. } => None,
+        }
+    }
+
+    /// What it is, for the log.
+    pub fn describe(&self) -> String {
+        match &self.upstream {
+            UpstreamKind::Http { url } | UpstreamKind::Sse { url } => format!(
+                "{}://{}{}",
+                url.scheme.as_str(),
+                url.authority(),
+                url.target
+            ),
+            UpstreamKind::Stdio { command } => command.join(" "),
+        }
+    }
+}
+
 /// Everything the reactor needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -78,13 +159,14 @@ pub struct Config {
     pub path: String,
     /// The legacy HTTP+SSE front door's paths, served beside `path`.
     pub legacy_paths: LegacyPaths,
-    /// What every session talks to upstream.
-    pub upstream: UpstreamKind,
+    /// Every upstream server, each at its own routes.
+    pub servers: Vec<ServerConfig>,
+    /// The server also served at `path` and `legacy_paths` (the one given
+    /// on the command line is).
+    pub default_server: Option<usize>,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
-    /// Static headers added to every request to an HTTP upstream.
-    pub upstream_headers: Vec<(String, String)>,
     /// The keep-alive pool's limits, for HTTP upstreams.
     pub pool: PoolConfig,
     pub max_sessions: usize,
@@ -129,20 +211,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// The stdio command, for a stdio upstream (else empty).
-    pub fn command(&self) -> &[String] {
-        match &self.upstream {
-            UpstreamKind::Stdio { command } => command,
-            UpstreamKind::Http { .. } | UpstreamKind::Sse { .. } => &[],
-        }
+    /// The default server, if there is one.
+    pub fn default(&self) -> Option<&ServerConfig> {
+        self.servers.get(self.default_server?)
     }
 
-    /// The URL, for a Streamable HTTP or legacy SSE upstream.
+    /// The default server's stdio command (else empty).
+    pub fn command(&self) -> &[String] {
+        self.default().map_or(&[], ServerConfig::command)
+    }
+
+    /// The default server's URL, for a Streamable HTTP or legacy SSE one.
     pub fn upstream_url(&self) -> Option<&UpstreamUrl> {
-        match &self.upstream {
-            UpstreamKind::Http { url } | UpstreamKind::Sse { url } => Some(url),
-            UpstreamKind::Stdio { .. } => None,
-        }
+        self.default().and_then(ServerConfig::url)
     }
 
     /// A configuration with every default and the given upstream command.
@@ -151,9 +232,12 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: DEFAULT_PATH.to_string(),
             legacy_paths: LegacyPaths::default(),
-            upstream: UpstreamKind::Stdio { command },
+            servers: vec![ServerConfig::new(
+                DEFAULT_SERVER_NAME,
+                UpstreamKind::Stdio { command },
+            )],
+            default_server: Some(0),
             forward_headers: Vec::new(),
-            upstream_headers: Vec::new(),
             pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
@@ -193,6 +277,30 @@ pub enum Invocation {
     Run(Box<Config>),
     Help,
     Version,
+    /// `--check-config FILE`: how many servers it holds, or every error.
+    CheckConfig(Result<usize, Vec<String>>),
+}
+
+/// The name of the server the command line gives (`-- COMMAND`,
+/// `--upstream`, `--upstream-sse`).
+pub const DEFAULT_SERVER_NAME: &str = "default";
+
+/// The value after the last `flag` (as `flag VALUE` or `flag=VALUE`),
+/// before any `--`.
+fn value_after(args: &[String], flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut args = args.iter().take_while(|arg| *arg != "--");
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            found = args.next().cloned();
+        } else if let Some(value) = arg
+            .strip_prefix(flag)
+            .and_then(|rest| rest.strip_prefix('='))
+        {
+            found = Some(value.to_string());
+        }
+    }
+    found
 }
 
 /// The `--help` text.
@@ -266,10 +374,29 @@ SIZE is a number of bytes with an optional K, KiB, M, MiB, G or GiB suffix.
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    if let Some(path) = value_after(&args, "--check-config") {
+        return Ok(Invocation::CheckConfig(
+            config_file::load(&path).map(|file| file.servers.len()),
+        ));
+    }
+    let file = match value_after(&args, "--config") {
+        Some(path) => Some(
+            config_file::load(&path)
+                .map_err(|errors| format!("--config {path}:\n  {}", errors.join("\n  ")))?,
+        ),
+        None => None,
+    };
     let mut config = Config::with_command(Vec::new());
     let mut command: Vec<String> = Vec::new();
     let mut remote_upstream: Option<UpstreamKind> = None;
-    let mut args = args.into_iter();
+    let mut upstream_headers: Vec<(String, String)> = Vec::new();
+    let file_options = file
+        .as_ref()
+        .map(|file| file.options.clone())
+        .unwrap_or_default();
+    // The file's options first: the command line overrides them.
+    let mut args = file_options.into_iter().chain(args);
     while let Some(arg) = args.next() {
         let (name, inline_value) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => (name.to_string(), Some(value)),
@@ -288,6 +415,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             }
             "-h" | "--help" => return Ok(Invocation::Help),
             "-V" | "--version" => return Ok(Invocation::Version),
+            // Read before the loop.
+            "--config" => {
+                value(&name)?;
+            }
             "--listen" => {
                 let text = value(&name)?;
                 config.listen = text
@@ -322,7 +453,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                     .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
                     .filter(|(n, _)| !n.is_empty())
                     .ok_or_else(|| format!("--upstream-header takes 'Name: value': {text:?}"))?;
-                config.upstream_headers.push((header, value));
+                upstream_headers.push((header, value));
             }
             "--pool-idle-timeout" => {
                 config.pool.idle_timeout = parse_duration(&name, &value(&name)?)?
@@ -417,19 +548,40 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             other => return Err(format!("unknown option {other} (see --help)")),
         }
     }
-    config.upstream = match (command.is_empty(), remote_upstream) {
-        (true, None) => {
-            return Err(
-                "no upstream: give a command after `--` (as in `mcphop -- my-server`), --upstream URL or --upstream-sse URL"
-                    .into(),
-            )
-        }
+    let from_command_line = match (command.is_empty(), remote_upstream) {
+        (true, None) => None,
         (false, Some(_)) => {
             return Err("give either an upstream URL or a command after `--`, not both".into())
         }
-        (false, None) => UpstreamKind::Stdio { command },
-        (true, Some(kind)) => kind,
+        (false, None) => Some(UpstreamKind::Stdio { command }),
+        (true, Some(kind)) => Some(kind),
     };
+    let (mut servers, mut default_server) = match file {
+        Some(file) => (file.servers, file.default),
+        None => (Vec::new(), None),
+    };
+    if let Some(upstream) = from_command_line {
+        if servers
+            .iter()
+            .any(|server| server.name == DEFAULT_SERVER_NAME)
+        {
+            return Err(format!(
+                "the config file names a server {DEFAULT_SERVER_NAME:?}, the name of the command line's upstream"
+            ));
+        }
+        let mut server = ServerConfig::new(DEFAULT_SERVER_NAME, upstream);
+        server.headers = upstream_headers;
+        default_server = Some(servers.len());
+        servers.push(server);
+    }
+    if servers.is_empty() {
+        return Err(
+            "no upstream: give a command after `--` (as in `mcphop -- my-server`), --upstream URL, --upstream-sse URL or --config FILE"
+                .into(),
+        );
+    }
+    config.servers = servers;
+    config.default_server = default_server;
     let paths = [
         &config.path,
         &config.legacy_paths.sse,
@@ -561,7 +713,7 @@ mod tests {
         assert_eq!(config.upstream_url().unwrap().port, 3001);
         assert_eq!(config.forward_headers, vec!["authorization"]);
         assert_eq!(
-            config.upstream_headers,
+            config.servers[0].headers,
             vec![("X-Api-Key".to_string(), "secret: with colon".to_string())]
         );
     }
@@ -569,8 +721,8 @@ mod tests {
     #[test]
     fn a_legacy_sse_upstream() {
         let config = run(&["--upstream-sse", "http://127.0.0.1:3001/sse"]).unwrap();
-        let UpstreamKind::Sse { url } = &config.upstream else {
-            panic!("not an SSE upstream: {:?}", config.upstream);
+        let UpstreamKind::Sse { url } = &config.servers[0].upstream else {
+            panic!("not an SSE upstream: {:?}", config.servers);
         };
         assert_eq!(url.target, "/sse");
         assert_eq!(config.upstream_url().unwrap().port, 3001);

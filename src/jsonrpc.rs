@@ -17,6 +17,8 @@ pub use message::{carried, Carried, Message, Rejected};
 pub const PARSE_ERROR: i64 = -32700;
 /// The JSON sent is not a valid request object.
 pub const INVALID_REQUEST: i64 = -32600;
+/// Invalid method parameters (MCP: an unknown tool).
+pub const INVALID_PARAMS: i64 = -32602;
 /// Internal JSON-RPC error.
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Implementation-defined server error: the upstream (child process) is gone.

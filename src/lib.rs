@@ -11,6 +11,7 @@ pub(crate) mod arena;
 pub(crate) mod child;
 pub(crate) mod client;
 pub mod config;
+pub mod config_file;
 mod core;
 pub(crate) mod health;
 pub mod http;

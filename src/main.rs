@@ -16,6 +16,16 @@ fn main() -> ExitCode {
             println!("mcphop {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::CheckConfig(Ok(servers))) => {
+            println!("config ok: {servers} server(s)");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::CheckConfig(Err(errors))) => {
+            for error in errors {
+                eprintln!("mcphop: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(message) => {
             eprintln!("mcphop: {message}");
             return ExitCode::from(2);

@@ -101,9 +101,10 @@ pub struct Snapshot {
     pub children_killed: u64,
     /// Per upstream host: its gauges, and its health.
     pub hosts: Vec<(String, HostGauges, Health)>,
-    pub pool: Option<PoolMetrics>,
-    /// A stdio upstream's health, by its command.
-    pub command: Option<(String, Health)>,
+    /// Each HTTP server's pool counters, by server name.
+    pub pools: Vec<(String, PoolMetrics)>,
+    /// Each stdio server's health, by server name.
+    pub commands: Vec<(String, Health)>,
     pub rss_bytes: Option<u64>,
     pub open_fds: Option<u64>,
 }
@@ -296,19 +297,21 @@ fn render_upstreams(out: &mut String, snapshot: &Snapshot) {
         Health::Unhealthy => 0,
         Health::Unknown => -1,
     };
-    for (host, _, health) in &snapshot.hosts {
-        let _ = writeln!(
-            out,
-            "mcphop_upstream_healthy{{upstream=\"{}\"}} {}",
-            escape(host),
-            value(*health)
+    let healths = snapshot
+        .hosts
+        .iter()
+        .map(|(host, _, health)| (host, health))
+        .chain(
+            snapshot
+                .commands
+                .iter()
+                .map(|(server, health)| (server, health)),
         );
-    }
-    if let Some((command, health)) = &snapshot.command {
+    for (upstream, health) in healths {
         let _ = writeln!(
             out,
             "mcphop_upstream_healthy{{upstream=\"{}\"}} {}",
-            escape(command),
+            escape(upstream),
             value(*health)
         );
     }
@@ -353,63 +356,76 @@ fn render_upstreams(out: &mut String, snapshot: &Snapshot) {
             );
         }
     }
-    if let Some(pool) = &snapshot.pool {
-        let counters = [
-            (
-                "mcphop_pool_hits_total",
-                "Checkouts served by an idle connection.",
-                pool.hits,
-            ),
-            (
-                "mcphop_pool_misses_total",
-                "Checkouts that queued.",
-                pool.misses,
-            ),
-            (
-                "mcphop_pool_connects_total",
-                "Upstream connects completed.",
-                pool.connects,
-            ),
-            (
-                "mcphop_pool_connect_failures_total",
-                "Upstream connects failed.",
-                pool.connect_failures,
-            ),
-            (
-                "mcphop_pool_reuses_total",
-                "Requests on a reused connection.",
-                pool.reuses,
-            ),
-            (
-                "mcphop_pool_retries_total",
-                "Requests sent again after a failure.",
-                pool.retries,
-            ),
-            (
-                "mcphop_pool_waiter_timeouts_total",
-                "Requests that waited too long for a connection.",
-                pool.waiter_timeouts,
-            ),
-        ];
-        for (name, help, value) in counters {
-            counter(out, name, help, value);
+    if snapshot.pools.is_empty() {
+        return;
+    }
+    let counters: [(&str, &str, ReadCounter); 7] = [
+        (
+            "mcphop_pool_hits_total",
+            "Checkouts served by an idle connection.",
+            |p| p.hits,
+        ),
+        ("mcphop_pool_misses_total", "Checkouts that queued.", |p| {
+            p.misses
+        }),
+        (
+            "mcphop_pool_connects_total",
+            "Upstream connects completed.",
+            |p| p.connects,
+        ),
+        (
+            "mcphop_pool_connect_failures_total",
+            "Upstream connects failed.",
+            |p| p.connect_failures,
+        ),
+        (
+            "mcphop_pool_reuses_total",
+            "Requests on a reused connection.",
+            |p| p.reuses,
+        ),
+        (
+            "mcphop_pool_retries_total",
+            "Requests sent again after a failure.",
+            |p| p.retries,
+        ),
+        (
+            "mcphop_pool_waiter_timeouts_total",
+            "Requests that waited too long for a connection.",
+            |p| p.waiter_timeouts,
+        ),
+    ];
+    for (name, help, read) in counters {
+        header(out, name, "counter", help);
+        for (server, pool) in &snapshot.pools {
+            let _ = writeln!(
+                out,
+                "{name}{{server=\"{}\"}} {}",
+                escape(server),
+                read(pool)
+            );
         }
-        header(
-            out,
-            "mcphop_pool_evictions_total",
-            "counter",
-            "Pooled connections closed, by cause.",
-        );
+    }
+    header(
+        out,
+        "mcphop_pool_evictions_total",
+        "counter",
+        "Pooled connections closed, by cause.",
+    );
+    for (server, pool) in &snapshot.pools {
         for cause in crate::pool::EvictCause::ALL {
             let _ = writeln!(
                 out,
-                "mcphop_pool_evictions_total{{cause=\"{}\"}} {}",
+                "mcphop_pool_evictions_total{{server=\"{}\",cause=\"{}\"}} {}",
+                escape(server),
                 cause.name(),
                 pool.evictions(cause)
             );
         }
     }
 }
+
+/// Reads one counter of a pool's.
+type ReadCounter = fn(&PoolMetrics) -> u64;
 
 /// Reads one figure of a host's gauges.
 type ReadGauge = fn(&HostGauges) -> usize;

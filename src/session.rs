@@ -11,6 +11,7 @@ use crate::client::ConnKey;
 use crate::core::SessionCore;
 use crate::mcp::router::StreamId;
 use crate::reactor::http_upstream::{ExchangeKey, QueuedPost, UpConnKey};
+use crate::reactor::ServerId;
 use crate::upstream::streams::StreamSchedule;
 
 /// A Streamable HTTP upstream: the session's counterpart on the server.
@@ -78,6 +79,8 @@ pub struct Session {
     /// Which client connection carries each open stream.
     pub stream_conns: HashMap<StreamId, ConnKey>,
     pub upstream: Upstream,
+    /// The server it belongs to, for its whole life.
+    pub server: ServerId,
     /// The connection carrying the session's one stream, for a session
     /// opened through the legacy HTTP+SSE front door.
     pub legacy_stream: Option<ConnKey>,
@@ -86,11 +89,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(core: SessionCore, upstream: Upstream) -> Self {
+    pub fn new(core: SessionCore, upstream: Upstream, server: ServerId) -> Self {
         Session {
             core,
             stream_conns: HashMap::new(),
             upstream,
+            server,
             legacy_stream: None,
             timer: None,
         }

@@ -20,6 +20,10 @@ const KIND_CHILD_STDERR: usize = 4;
 const KIND_UPSTREAM: usize = 5;
 const KIND_ADMIN: usize = 6;
 
+/// Bits of an upstream socket's index that name its server.
+const SERVER_BITS: u32 = 6;
+const SERVER_MASK: usize = (1 << SERVER_BITS) - 1;
+
 const FIXED_LISTENER: usize = 0;
 const FIXED_SHUTDOWN_SIGNAL: usize = 1;
 const FIXED_CHILD_SIGNAL: usize = 2;
@@ -43,8 +47,9 @@ pub enum Source {
     ChildStdout(usize),
     /// A session's child stderr.
     ChildStderr(usize),
-    /// A connection to an HTTP upstream, by its slab key.
-    Upstream(usize),
+    /// A connection to an HTTP upstream: its server's number (below
+    /// `config::MAX_SERVERS`) and its slab index in that server's side.
+    Upstream { server: usize, conn: usize },
     /// The admin endpoints' listening socket.
     AdminListener,
     /// An admin connection, by its slab key.
@@ -64,7 +69,10 @@ impl Source {
             Source::ChildStdin(key) => (key, KIND_CHILD_STDIN),
             Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
             Source::ChildStderr(key) => (key, KIND_CHILD_STDERR),
-            Source::Upstream(key) => (key, KIND_UPSTREAM),
+            Source::Upstream { server, conn } => (
+                (conn << SERVER_BITS) | (server & SERVER_MASK),
+                KIND_UPSTREAM,
+            ),
             Source::AdminListener => (FIXED_ADMIN_LISTENER, KIND_FIXED),
             Source::Admin(key) => (key, KIND_ADMIN),
             Source::HealthWaker => (FIXED_HEALTH_WAKER, KIND_FIXED),
@@ -83,7 +91,10 @@ impl Source {
             (KIND_CHILD_STDIN, key) => Some(Source::ChildStdin(key)),
             (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
             (KIND_CHILD_STDERR, key) => Some(Source::ChildStderr(key)),
-            (KIND_UPSTREAM, key) => Some(Source::Upstream(key)),
+            (KIND_UPSTREAM, key) => Some(Source::Upstream {
+                server: key & SERVER_MASK,
+                conn: key >> SERVER_BITS,
+            }),
             (KIND_FIXED, FIXED_ADMIN_LISTENER) => Some(Source::AdminListener),
             (KIND_FIXED, FIXED_HEALTH_WAKER) => Some(Source::HealthWaker),
             (KIND_ADMIN, key) => Some(Source::Admin(key)),
@@ -107,7 +118,11 @@ mod tests {
             Source::ChildStdin(7),
             Source::ChildStdout(7),
             Source::ChildStderr(usize::MAX >> KIND_BITS),
-            Source::Upstream(3),
+            Source::Upstream { server: 0, conn: 3 },
+            Source::Upstream {
+                server: 63,
+                conn: 12345,
+            },
         ];
         for source in sources {
             assert_eq!(Source::of(source.token()), Some(source));

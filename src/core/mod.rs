@@ -17,12 +17,15 @@ use log::{debug, warn};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use std::rc::Rc;
+
 use crate::jsonrpc::{self, IdKey, Kind, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{
     Completion, Destination, Detached, Pending, RegisterError, ResumeError, Router, RouterLimits,
     StreamId,
 };
+use crate::mcp::tools::{self, ToolFilter};
 
 mod action;
 #[cfg(test)]
@@ -34,8 +37,10 @@ pub(crate) use action::{Action, Forward, Payload};
 const BATCH_PROTOCOL_VERSION: &str = "2025-03-26";
 
 /// What a session core needs to know of the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CoreConfig {
+    /// The tools its clients may not see or call (its server's `tools`).
+    pub tools: Rc<ToolFilter>,
     pub router: RouterLimits,
     /// A session with no request in flight and no stream open ends after
     /// this long without a client request.
@@ -86,6 +91,7 @@ pub(crate) struct SessionCore {
 
 impl SessionCore {
     pub(crate) fn new(id: String, config: CoreConfig, now: Instant) -> SessionCore {
+        let idle_check_at = now + config.idle_timeout;
         SessionCore {
             id,
             phase: Phase::Live,
@@ -101,7 +107,7 @@ impl SessionCore {
             draining: false,
             started: now,
             last_activity: now,
-            idle_check_at: now + config.idle_timeout,
+            idle_check_at,
             actions: Vec::new(),
         }
     }
@@ -386,6 +392,10 @@ impl SessionCore {
                 self.actions.push(Action::Reply(reply));
                 return;
             }
+            if let Some(reply) = self.hidden_tool_call(message) {
+                self.actions.push(Action::Reply(reply));
+                return;
+            }
         }
         let stream = self.router.open_post_stream();
         if let [message] = messages.as_slice() {
@@ -552,6 +562,46 @@ impl SessionCore {
         true
     }
 
+    /// The answer to a `tools/call` of a tool its server hides from
+    /// clients: a JSON-RPC error, as for a tool that does not exist.
+    fn hidden_tool_call(&self, message: &Message) -> Option<Reply> {
+        if self.config.tools.is_open() || message.method() != Some("tools/call") {
+            return None;
+        }
+        let name = tools::called_tool(message.bytes())?;
+        if self.config.tools.allows(&name) {
+            return None;
+        }
+        debug!(
+            "session {}: refused a call of hidden tool {name}",
+            self.short_id()
+        );
+        Some(Reply::error(
+            200,
+            message.reply_id(),
+            jsonrpc::INVALID_PARAMS,
+            &format!("Unknown tool: {name}"),
+        ))
+    }
+
+    /// An upstream answer to `tools/list` without the tools its server
+    /// hides from clients (re-serialised only when it names one).
+    fn filter_tools(&self, message: Message) -> Message {
+        if self.config.tools.is_open() || message.kind() != Kind::Response {
+            return message;
+        }
+        let listed = message
+            .id_key()
+            .is_some_and(|id| self.router.pending_method(&id) == Some("tools/list"));
+        if !listed {
+            return message;
+        }
+        match self.config.tools.filter_list_response(message.bytes()) {
+            Some(filtered) => Message::parse(filtered).unwrap_or(message),
+            None => message,
+        }
+    }
+
     // ----- from the upstream ------------------------------------------------
 
     /// One message from the upstream, routed where it belongs. Its bytes
@@ -579,6 +629,7 @@ impl SessionCore {
                 initialize_failed = true;
             }
         }
+        let message = self.filter_tools(message);
         let (destination, raw) = self.router.route(message, now);
         let dropped = self.router.take_dropped_count();
         if dropped > 0 {

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod legacy_endpoint;
 pub mod replay;
 pub mod router;
+pub mod tools;
 
 /// Handshake-era protocol revisions a session may use.
 pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =

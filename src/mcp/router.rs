@@ -313,6 +313,11 @@ impl Router {
         self.pending.contains_key(id)
     }
 
+    /// The method of the pending request `id`.
+    pub fn pending_method(&self, id: &IdKey) -> Option<&str> {
+        self.pending.get(id).map(|pending| pending.method.as_str())
+    }
+
     /// Decides where a message from the child goes, and records its bytes
     /// (moved, then shared: no copy) in that stream's replay buffer (or holds
     /// them); the bytes come back for the event to write.

@@ -8,7 +8,7 @@
 use log::{debug, warn};
 use mio::event::Event;
 
-use crate::child;
+use crate::child::ExitStatus;
 use crate::jsonrpc::Message;
 use crate::lines::Line;
 use crate::session::SessionKey;
@@ -125,17 +125,17 @@ impl StdioUpstream {
 
     /// Reaps every child that exited; a live session takes what its child
     /// wrote before dying, then ends; each is finalized.
-    pub(super) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
-        while let Some((pid, status)) = child::reap_any() {
+    pub(super) fn reaped(&mut self, ctx: &mut UpstreamCtx<'_>, pid: u32, status: ExitStatus) {
+        {
             if let Some(change) = self.tally.reaped(pid, status, ctx.now) {
                 log_transition(&self.describe(), change);
             }
             let Some(key) = self.exited(pid, status) else {
                 debug!("reaped process {pid} ({status})");
-                continue;
+                return;
             };
             let Some(live) = ctx.sessions.get(key).map(|session| session.core.is_live()) else {
-                continue;
+                return;
             };
             if live {
                 while self.stdout_readable(key) {

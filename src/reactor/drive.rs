@@ -9,6 +9,7 @@
 //! session's one timer for `poll_timeout`.
 //! Nothing MCP is decided here.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
@@ -30,9 +31,20 @@ use mio::event::Event as MioEvent;
 
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
+use super::servers::{Door, Route, ServerId};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
 use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
+
+/// The answer to a path that names no server.
+fn not_found() -> Reply {
+    Reply::error(
+        404,
+        RawValue::NULL,
+        jsonrpc::INVALID_REQUEST,
+        "Not found: the MCP endpoint is elsewhere",
+    )
+}
 
 /// The answer to a message while its upstream is unhealthy: 503 with a
 /// JSON-RPC error, at once.
@@ -97,8 +109,13 @@ impl<'a> Origin<'a> {
 }
 
 impl Proxy {
-    fn core_config(&self) -> CoreConfig {
+    fn core_config(&self, server: ServerId) -> CoreConfig {
         CoreConfig {
+            tools: self
+                .servers
+                .get(server)
+                .map(|entry| Rc::clone(&entry.tools))
+                .unwrap_or_default(),
             router: RouterLimits {
                 max_held_bytes: self.config.max_held_bytes,
                 replay_max_events: self.config.replay_max_events,
@@ -118,19 +135,33 @@ impl Proxy {
             self.reply(key, &super::shutting_down_reply(), false);
             return;
         }
-        let legacy = interpret_legacy(&mut request, &self.config.legacy_paths, &self.front.policy);
-        if let Some(intent) = legacy {
-            self.handle_legacy(key, &request, intent);
+        let Some(route) = self.servers.route(request.path(), &self.config) else {
+            let reply = endpoint::check_access(&request, &self.front.policy)
+                .err()
+                .unwrap_or_else(not_found);
+            self.reply(key, &reply, request.keep_alive);
+            return;
+        };
+        let server = route.server;
+        if route.door == Door::Legacy {
+            let legacy = interpret_legacy(&mut request, &route.legacy, &self.front.policy);
+            if let Some(intent) = legacy {
+                self.handle_legacy(key, &request, intent, &route);
+            }
             return;
         }
-        let intent = endpoint::interpret(&mut request, &self.config.path, &self.front.policy);
+        let path = request.path().to_string();
+        let intent = endpoint::interpret(&mut request, &path, &self.front.policy);
         let session_id = match &intent {
             Intent::Reply(reply) => {
                 self.reply(key, reply, request.keep_alive);
                 return;
             }
             Intent::Stateless { refusal } => {
-                if !self.with_upstream(|upstream, ctx| upstream.passthrough(ctx, key, &request)) {
+                let passed = self.with_upstream(server, |upstream, ctx| {
+                    upstream.passthrough(ctx, key, &request)
+                });
+                if !passed {
                     self.reply(key, refusal, request.keep_alive);
                 }
                 return;
@@ -143,7 +174,8 @@ impl Proxy {
         };
         let session_key = match session_id {
             None => None,
-            Some(id) => match self.session_ids.get(id).copied() {
+            // A session is reached only on its own server's routes.
+            Some(id) => match self.session_on(id, server) {
                 Some(session_key) => Some(session_key),
                 None => {
                     self.reply(key, &Reply::session_not_found(), request.keep_alive);
@@ -164,16 +196,14 @@ impl Proxy {
             }
             session.core.touch(now);
         }
-        if let (Some(message), Some(why)) =
-            (intent.first_message(), self.upstream.request_refusal())
-        {
+        if let (Some(message), Some(why)) = (intent.first_message(), self.request_refusal(server)) {
             self.reply(key, &unhealthy_reply(message, &why), request.keep_alive);
             return;
         }
         let now = self.now;
         let origin = Origin::request(ClientRef::of(key, &request), &request);
         match (intent, session_key) {
-            (Intent::Initialize { message }, _) => self.initialize(key, &request, message),
+            (Intent::Initialize { message }, _) => self.initialize(key, &request, message, server),
             (Intent::Post { message, .. }, Some(session_key)) => {
                 if let Err(reply) = self.check_upstream_room(session_key, &message) {
                     self.reply(key, &reply, request.keep_alive);
@@ -209,7 +239,12 @@ impl Proxy {
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
     fn check_upstream_room(&self, session_key: SessionKey, message: &Message) -> Result<(), Reply> {
-        let full = self.upstream.input_backlog(session_key) > self.config.max_child_stdin_buffer;
+        let backlog = self.server_of(session_key).map_or(0, |server| {
+            self.servers
+                .get(server)
+                .map_or(0, |entry| entry.upstream.input_backlog(session_key))
+        });
+        let full = backlog > self.config.max_child_stdin_buffer;
         if full {
             return Err(Reply::error(
                 503,
@@ -222,8 +257,8 @@ impl Proxy {
         Ok(())
     }
 
-    fn initialize(&mut self, key: ConnKey, request: &Request, message: Message) {
-        let Some(session_key) = self.new_session(key, request, message.reply_id()) else {
+    fn initialize(&mut self, key: ConnKey, request: &Request, message: Message, server: ServerId) {
+        let Some(session_key) = self.new_session(key, request, message.reply_id(), server) else {
             return;
         };
         let now = self.now;
@@ -237,17 +272,21 @@ impl Proxy {
     /// session and its one stream on this connection; a POST to the message
     /// path is accepted (202) and its messages go to the session's core as
     /// if they came on the stream's connection, which carries the answers.
-    fn handle_legacy(&mut self, key: ConnKey, request: &Request, intent: LegacyIntent) {
+    fn handle_legacy(
+        &mut self,
+        key: ConnKey,
+        request: &Request,
+        intent: LegacyIntent,
+        route: &Route,
+    ) {
         let (session, messages) = match intent {
             LegacyIntent::Reply(reply) => return self.reply(key, &reply, request.keep_alive),
-            LegacyIntent::Open => return self.open_legacy_session(key, request),
+            LegacyIntent::Open => return self.open_legacy_session(key, request, route),
             LegacyIntent::Post { session, message } => (session, vec![message]),
             LegacyIntent::Batch { session, messages } => (session, messages),
         };
         let found = self
-            .session_ids
-            .get(&session)
-            .copied()
+            .session_on(&session, route.server)
             .and_then(|session_key| {
                 let session = self.sessions.get(session_key)?;
                 Some((session_key, session.legacy_stream?))
@@ -260,7 +299,7 @@ impl Proxy {
                 return self.reply(key, &reply, request.keep_alive);
             }
         }
-        if let (Some(message), Some(why)) = (messages.first(), self.upstream.request_refusal()) {
+        if let (Some(message), Some(why)) = (messages.first(), self.request_refusal(route.server)) {
             return self.reply(key, &unhealthy_reply(message, &why), request.keep_alive);
         }
         self.reply(key, &Reply::empty(202), request.keep_alive);
@@ -294,15 +333,15 @@ impl Proxy {
 
     /// `GET /sse`: a new session whose one stream is this connection; the
     /// stream opens with the `endpoint` event naming where to POST.
-    fn open_legacy_session(&mut self, key: ConnKey, request: &Request) {
-        let Some(session_key) = self.new_session(key, request, RawValue::NULL) else {
+    fn open_legacy_session(&mut self, key: ConnKey, request: &Request, route: &Route) {
+        let Some(session_key) = self.new_session(key, request, RawValue::NULL, route.server) else {
             return;
         };
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
         session.legacy_stream = Some(key);
-        let endpoint = self.config.legacy_paths.endpoint_for(session.core.id());
+        let endpoint = route.legacy.endpoint_for(session.core.id());
         let http11 = request.minor_version >= 1;
         let (front, mut ctx) = self.front_parts();
         front.open_legacy_stream(&mut ctx, key, session_key, &endpoint, http11);
@@ -317,6 +356,7 @@ impl Proxy {
         key: ConnKey,
         request: &Request,
         id: &RawValue,
+        server: ServerId,
     ) -> Option<SessionKey> {
         if self.session_ids.len() >= self.config.max_sessions {
             warn!(
@@ -342,7 +382,13 @@ impl Proxy {
                 return None;
             }
         };
-        if let Some(why) = self.upstream.session_refusal(self.now) {
+        let now = self.now;
+        let refusal = self
+            .servers
+            .get_mut(server)
+            .map(|entry| entry.upstream.session_refusal(now))
+            .unwrap_or_else(|| Some("no such server".to_string()));
+        if let Some(why) = refusal {
             let reply = Reply::error(
                 503,
                 id,
@@ -354,9 +400,11 @@ impl Proxy {
             return None;
         }
         let session_key = self.sessions.next_key();
-        let started = self
-            .upstream
-            .start(session_key, self.poll.registry(), self.now);
+        let registry = self.poll.registry();
+        let started = match self.servers.get_mut(server) {
+            Some(entry) => entry.upstream.start(session_key, registry, now),
+            None => Err(std::io::Error::other("no such server")),
+        };
         let (upstream, description) = match started {
             Ok(started) => started,
             Err(error) => {
@@ -370,7 +418,7 @@ impl Proxy {
                 return None;
             }
         };
-        let core = SessionCore::new(session_id, self.core_config(), self.now);
+        let core = SessionCore::new(session_id, self.core_config(server), self.now);
         info!(
             "session {} started: {description}, {} live",
             core.short_id(),
@@ -378,7 +426,7 @@ impl Proxy {
         );
         self.session_ids.insert(core.id().to_string(), session_key);
         self.metrics.session_created();
-        Some(self.sessions.insert(Session::new(core, upstream)))
+        Some(self.sessions.insert(Session::new(core, upstream, server)))
     }
 
     /// Ends a live session (see `SessionCore::end`).
@@ -406,10 +454,14 @@ impl Proxy {
 
     /// Calls the upstream side with what it needs of the rest of the proxy,
     /// then feeds the events it reported to the cores.
-    pub(super) fn with_upstream<R>(
+    pub(super) fn with_upstream<R: Default>(
         &mut self,
+        server: ServerId,
         call: impl FnOnce(&mut Upstreams, &mut UpstreamCtx<'_>) -> R,
     ) -> R {
+        let Some(entry) = self.servers.get_mut(server) else {
+            return R::default();
+        };
         let mut ctx = UpstreamCtx {
             now: self.now,
             config: &self.config,
@@ -421,9 +473,38 @@ impl Proxy {
             timers: &mut self.timers,
             events: &mut self.upstream_events,
         };
-        let result = call(&mut self.upstream, &mut ctx);
+        let result = call(&mut entry.upstream, &mut ctx);
         self.run_upstream_events();
         result
+    }
+
+    /// `with_upstream` on the server `session` belongs to.
+    pub(super) fn with_session_upstream<R: Default>(
+        &mut self,
+        session: SessionKey,
+        call: impl FnOnce(&mut Upstreams, &mut UpstreamCtx<'_>) -> R,
+    ) -> R {
+        match self.server_of(session) {
+            Some(server) => self.with_upstream(server, call),
+            None => R::default(),
+        }
+    }
+
+    /// The server a session belongs to.
+    pub(super) fn server_of(&self, session: SessionKey) -> Option<ServerId> {
+        self.sessions.get(session).map(|session| session.server)
+    }
+
+    /// The live session with `id`, if it belongs to `server` (a session is
+    /// reached only on its own server's routes).
+    fn session_on(&self, id: &str, server: ServerId) -> Option<SessionKey> {
+        let key = self.session_ids.get(id).copied()?;
+        (self.server_of(key) == Some(server)).then_some(key)
+    }
+
+    /// Why requests to `server` fail fast now, if they do.
+    fn request_refusal(&self, server: ServerId) -> Option<String> {
+        self.servers.get(server)?.upstream.request_refusal()
     }
 
     /// A readiness event on a child's pipe (`index`: its session's slot).
@@ -431,8 +512,9 @@ impl Proxy {
         let Some(key) = self.sessions.key_at(index) else {
             return;
         };
-        let read =
-            self.with_upstream(|upstream, ctx| upstream.on_pipe_event(ctx, key, pipe, event));
+        let read = self.with_session_upstream(key, |upstream, ctx| {
+            upstream.on_pipe_event(ctx, key, pipe, event)
+        });
         if read {
             self.pump_output(key);
         }
@@ -440,7 +522,19 @@ impl Proxy {
 
     /// SIGCHLD: children that exited are reaped and their sessions ended.
     pub(super) fn reap_children(&mut self) {
-        self.with_upstream(|upstream, ctx| upstream.reap(ctx));
+        while let Some((pid, status)) = crate::child::reap_any() {
+            let owner = self
+                .servers
+                .iter()
+                .find(|(_, server)| server.upstream.owns_child(pid))
+                .map(|(id, _)| id);
+            match owner {
+                Some(server) => self.with_upstream(server, |upstream, ctx| {
+                    upstream.child_reaped(ctx, pid, status)
+                }),
+                None => debug!("reaped process {pid} ({status})"),
+            }
+        }
     }
 
     /// Reads a session's upstream output one step at a time while its
@@ -454,13 +548,19 @@ impl Proxy {
             if session.core.is_live() && !self.session_can_emit(session) {
                 return;
             }
-            let more = self.with_upstream(|upstream, ctx| upstream.read_output(ctx, session_key));
+            let more = self.with_session_upstream(session_key, |upstream, ctx| {
+                upstream.read_output(ctx, session_key)
+            });
             if !more {
                 return;
             }
         }
         // More may be waiting: come back after the other sources had a turn.
-        self.upstream.requeue_output(session_key);
+        if let Some(server) = self.server_of(session_key) {
+            if let Some(entry) = self.servers.get_mut(server) {
+                entry.upstream.requeue_output(session_key);
+            }
+        }
     }
 
     /// True when every connection carrying this session's streams can take
@@ -476,13 +576,15 @@ impl Proxy {
 
     /// A client caught up: let the session's upstream output flow again.
     fn resume_upstream_output(&mut self, session_key: SessionKey) {
-        self.with_upstream(|upstream, ctx| upstream.resume_output(ctx, session_key));
+        self.with_session_upstream(session_key, |upstream, ctx| {
+            upstream.resume_output(ctx, session_key)
+        });
     }
 
     /// Reads an upstream connection one step at a time, each step's events
     /// fed before the next.
-    fn pump_up_conn(&mut self, conn: UpConnKey) {
-        while self.with_upstream(|upstream, ctx| upstream.read_conn_step(ctx, conn)) {}
+    fn pump_up_conn(&mut self, server: ServerId, conn: UpConnKey) {
+        while self.with_upstream(server, |upstream, ctx| upstream.read_conn_step(ctx, conn)) {}
     }
 
     /// Feeds what the upstream side reported during its last call to the
@@ -533,10 +635,12 @@ impl Proxy {
             UpstreamEvent::DiscardSession { session, why } => self.discard_session(session, &why),
             UpstreamEvent::StreamLost { session, stream } => self.stream_lost(session, stream),
             UpstreamEvent::CloseConn { conn } => self.close_conn(conn),
-            UpstreamEvent::ReadConn { conn } => self.pump_up_conn(conn),
+            UpstreamEvent::ReadConn { server, conn } => self.pump_up_conn(server, conn),
             UpstreamEvent::ReadOutput { session } => self.pump_output(session),
             UpstreamEvent::AnswerEnded { session, ended } => {
-                self.with_upstream(|upstream, ctx| upstream.answer_ended(ctx, session, ended));
+                self.with_session_upstream(session, |upstream, ctx| {
+                    upstream.answer_ended(ctx, session, ended)
+                });
             }
         }
     }
@@ -561,11 +665,17 @@ impl Proxy {
                 ConnState::Streaming {
                     session, stream, ..
                 } => self.stream_lost(session, stream),
-                ConnState::AwaitingUpstream { exchange } => {
-                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, false));
+                ConnState::AwaitingUpstream { server, exchange } => {
+                    self.with_upstream(server, |upstream, ctx| {
+                        upstream.client_left(ctx, exchange, false)
+                    });
                 }
-                ConnState::Relaying { exchange, .. } => {
-                    self.with_upstream(|upstream, ctx| upstream.client_left(ctx, exchange, true));
+                ConnState::Relaying {
+                    server, exchange, ..
+                } => {
+                    self.with_upstream(server, |upstream, ctx| {
+                        upstream.client_left(ctx, exchange, true)
+                    });
                 }
                 ConnState::LegacyStream { session, .. } => {
                     self.end_session(session, "the client closed its legacy SSE stream");
@@ -573,10 +683,11 @@ impl Proxy {
                 ConnState::Requests => {}
             },
             FrontEvent::CaughtUp { session } => {
-                let waits = self
-                    .sessions
-                    .get(session)
-                    .is_some_and(|s| self.upstream.has_backlog(session, s));
+                let waits = self.sessions.get(session).is_some_and(|s| {
+                    self.servers
+                        .get(s.server)
+                        .is_some_and(|entry| entry.upstream.has_backlog(session, s))
+                });
                 if waits {
                     self.resume_upstream_output(session);
                 }
@@ -671,7 +782,9 @@ impl Proxy {
             }
             Action::Forward(forward) => self.forward(session_key, origin, forward),
             Action::OpenUpstreamGet => {
-                self.with_upstream(|upstream, ctx| upstream.open_get(ctx, session_key));
+                self.with_session_upstream(session_key, |upstream, ctx| {
+                    upstream.open_get(ctx, session_key)
+                });
             }
             Action::Ended { reason } => self.session_ended(session_key, &reason),
         }
@@ -679,7 +792,9 @@ impl Proxy {
 
     /// Sends messages to the session's upstream, whichever kind it is.
     fn forward(&mut self, session_key: SessionKey, origin: Origin<'_>, forward: Forward) {
-        self.with_upstream(|upstream, ctx| upstream.forward(ctx, session_key, origin, forward));
+        self.with_session_upstream(session_key, |upstream, ctx| {
+            upstream.forward(ctx, session_key, origin, forward)
+        });
     }
 
     /// The core ended the session: it is unreachable, and its upstream is
@@ -695,7 +810,9 @@ impl Proxy {
         }
         let id = session.core.id().to_string();
         self.session_ids.remove(&id);
-        self.with_upstream(|upstream, ctx| upstream.session_ended(ctx, session_key));
+        self.with_session_upstream(session_key, |upstream, ctx| {
+            upstream.session_ended(ctx, session_key)
+        });
         self.finalize_if_done(session_key);
     }
 

@@ -31,6 +31,7 @@ use crate::timers::TimerQueue;
 use crate::mcp::router::event_id;
 
 use super::http_upstream::ExchangeKey;
+use super::servers::ServerId;
 use super::Timer;
 
 /// How long a freshly started stream's head (and priming event) is held
@@ -440,14 +441,19 @@ impl HttpFrontDoor {
     /// Marks a connection as waiting for an upstream exchange's answer;
     /// false when it cannot wait (it is doing something else). A legacy
     /// stream "waits" as it is: the answer comes to it as events.
-    pub(super) fn await_upstream(&mut self, key: ConnKey, exchange: ExchangeKey) -> bool {
+    pub(super) fn await_upstream(
+        &mut self,
+        key: ConnKey,
+        server: ServerId,
+        exchange: ExchangeKey,
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         match conn.state {
             ConnState::LegacyStream { .. } => true,
             ConnState::Requests => {
-                conn.state = ConnState::AwaitingUpstream { exchange };
+                conn.state = ConnState::AwaitingUpstream { server, exchange };
                 conn.deadline = None;
                 true
             }
@@ -458,7 +464,9 @@ impl HttpFrontDoor {
     /// True while a connection waits for `exchange` (see `await_upstream`).
     pub(super) fn waits_for(&self, key: ConnKey, exchange: ExchangeKey) -> bool {
         self.conns.get(key).is_some_and(|conn| match conn.state {
-            ConnState::AwaitingUpstream { exchange: awaited } => awaited == exchange,
+            ConnState::AwaitingUpstream {
+                exchange: awaited, ..
+            } => awaited == exchange,
             ConnState::LegacyStream { .. } => true,
             _ => false,
         })

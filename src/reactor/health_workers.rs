@@ -16,12 +16,16 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, warn};
 use mio::Waker;
 
+use super::servers::ServerId;
+
 /// Longest status line read from a probed server.
 const MAX_STATUS_LINE: usize = 1024;
 
 /// One probe to run.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeJob {
+    /// The server probed, handed back with the result.
+    pub server: ServerId,
     pub addr: SocketAddr,
     /// The `Host` header.
     pub authority: String,
@@ -34,6 +38,7 @@ pub(crate) struct ProbeJob {
 /// What a probe found.
 #[derive(Debug)]
 pub(crate) struct ProbeResult {
+    pub server: ServerId,
     /// The HTTP status it answered, or why there was none.
     pub outcome: Result<u16, String>,
     pub took: Duration,
@@ -65,6 +70,7 @@ impl HealthWorkers {
                         let started = Instant::now();
                         let outcome = probe(&job);
                         let result = ProbeResult {
+                            server: job.server,
                             outcome,
                             took: started.elapsed(),
                             at: SystemTime::now(),
@@ -196,6 +202,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let job = ProbeJob {
+            server: ServerId::at(0).unwrap(),
             addr,
             authority: addr.to_string(),
             path: "/".into(),

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
-use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
+use crate::config::{Config, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::Limits;
 use crate::http::response;
@@ -40,6 +40,7 @@ pub(crate) mod edge_io;
 mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
+mod servers;
 mod signals;
 mod stdio_upstream;
 mod upstreams;
@@ -48,10 +49,11 @@ use admin::AdminDoor;
 use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use health_workers::HealthWorkers;
-use http_upstream::HttpSide;
+pub(crate) use servers::ServerId;
+use servers::Servers;
 use signals::{drain_signal_pipe, signal_pipe};
-use stdio_upstream::{Pipe, StdioUpstream};
-use upstreams::{UpstreamEvent, Upstreams};
+use stdio_upstream::Pipe;
+use upstreams::UpstreamEvent;
 
 /// Events taken from the kernel per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
@@ -86,12 +88,13 @@ enum Timer {
     /// Wakes the loop when the last flush before exit is over.
     ExitFlush,
     RetryAccept,
-    Pool,
+    /// A server's pool has something due.
+    Pool(ServerId),
     /// A session's upstream streams: a gate's wait, a continuation or a
     /// reopen is due.
     Upstream(SessionKey),
     /// The next health probe of the upstream is due.
-    Probe,
+    Probe(ServerId),
     /// Admin connections that sent no request in time are closed.
     AdminExpire,
 }
@@ -135,8 +138,8 @@ pub struct Proxy {
     local_addr: std::net::SocketAddr,
     /// The loop's clock, read once per turn.
     now: Instant,
-    /// The upstream kind, with everything it owns.
-    upstream: Upstreams,
+    /// Every upstream server, each with its adapter.
+    servers: Servers,
     /// Counters for `/metrics`.
     metrics: crate::metrics::Metrics,
     /// The admin endpoints, when `--admin-listen` is set.
@@ -166,15 +169,7 @@ impl Proxy {
             Source::ChildSignal.token(),
             Interest::READABLE,
         )?;
-        let upstream = match &config.upstream {
-            UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(url.clone(), config.pool)?),
-            UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(url.clone(), config.pool)?),
-            UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
-                command.clone(),
-                config.max_line_bytes,
-                config.child_grace,
-            )),
-        };
+        let servers = Servers::new(&config)?;
         let policy = AccessPolicy::new(
             local_addr.port(),
             &config.allowed_hosts,
@@ -188,17 +183,24 @@ impl Proxy {
             Some(addr) => Some(AdminDoor::bind(addr, poll.registry())?),
             None => None,
         };
-        let probed = config.upstream_url().is_some() && !config.health_interval.is_zero();
+        let probed: Vec<ServerId> = servers
+            .iter()
+            .filter(|(_, server)| server.upstream.http().is_some())
+            .map(|(id, _)| id)
+            .filter(|_| !config.health_interval.is_zero())
+            .collect();
         let mut timers = TimerQueue::default();
-        let health_workers = if probed {
+        let health_workers = if probed.is_empty() {
+            None
+        } else {
             let waker = std::sync::Arc::new(mio::Waker::new(
                 poll.registry(),
                 Source::HealthWaker.token(),
             )?);
-            timers.schedule(Instant::now(), Timer::Probe);
+            for server in probed {
+                timers.schedule(Instant::now(), Timer::Probe(server));
+            }
             Some(HealthWorkers::start(config.health_workers, waker)?)
-        } else {
-            None
         };
         Ok(Proxy {
             config,
@@ -216,7 +218,7 @@ impl Proxy {
             spare_upstream_events: Vec::new(),
             local_addr,
             now: Instant::now(),
-            upstream,
+            servers,
             metrics: crate::metrics::Metrics::default(),
             admin,
             health_workers,
@@ -230,33 +232,34 @@ impl Proxy {
 
     /// Runs until shutdown; returns the process exit code.
     pub fn run(mut self) -> io::Result<i32> {
-        info!(
-            "listening on http://{}{} (upstream: {})",
-            self.local_addr,
-            self.config.path,
-            match &self.config.upstream {
-                UpstreamKind::Http { url } | UpstreamKind::Sse { url } => {
-                    format!(
-                        "{}://{}{}",
-                        url.scheme.as_str(),
-                        url.authority(),
-                        url.target
-                    )
-                }
-                UpstreamKind::Stdio { command } => command.join(" "),
-            }
-        );
+        match self.config.default() {
+            Some(server) => info!(
+                "listening on http://{}{} (upstream: {})",
+                self.local_addr,
+                self.config.path,
+                server.describe()
+            ),
+            None => info!("listening on http://{}", self.local_addr),
+        }
+        for server in &self.config.servers {
+            info!(
+                "server {} at {}: {}",
+                server.name,
+                server.mcp_path(),
+                server.describe()
+            );
+        }
         if let Some(admin) = &self.admin {
             info!("admin endpoints on http://{}", admin.local_addr());
         }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
-            let timeout = if !self.upstream.has_pending_reads() {
+            let timeout = if !self.servers.has_pending_reads() {
                 // The clock is read once per turn, after `poll`; a deadline
                 // computed from it is at most one turn's work late. The
                 // upstream side reports its own next deadline.
-                let upstream = self.upstream.next_deadline();
+                let upstream = self.servers.next_deadline();
                 let deadline = self
                     .timers
                     .next_deadline()
@@ -278,14 +281,14 @@ impl Proxy {
                     return Ok(code);
                 }
             }
-            for session_key in self.upstream.take_pending_reads() {
+            for session_key in self.servers.take_pending_reads() {
                 self.pump_output(session_key);
             }
             self.run_timers(self.now);
             self.settle();
             if self.run_state == RunState::Draining
                 && self.sessions.is_empty()
-                && !self.upstream.in_flight()
+                && !self.servers.in_flight()
                 && !self.front.requests_in_progress()
             {
                 // Queued responses get a last, short chance to reach their
@@ -301,7 +304,7 @@ impl Proxy {
                     .iter()
                     .all(|(_, conn)| conn.unwritten() == 0);
                 if flushed || self.now >= until {
-                    self.upstream.log_summary();
+                    self.servers.log_summary();
                     info!("shutdown complete");
                     return Ok(0);
                 }
@@ -337,8 +340,12 @@ impl Proxy {
             }
             Source::ChildStdin(index) => self.on_child_event(index, Pipe::Stdin, event),
             Source::ChildStdout(index) => self.on_child_event(index, Pipe::Stdout, event),
-            Source::Upstream(index) => {
-                self.with_upstream(|upstream, ctx| upstream.on_socket_event(ctx, index, event));
+            Source::Upstream { server, conn } => {
+                if let Some(server) = ServerId::at(server) {
+                    self.with_upstream(server, |upstream, ctx| {
+                        upstream.on_socket_event(ctx, conn, event)
+                    });
+                }
             }
             Source::ChildStderr(index) => self.on_child_event(index, Pipe::Stderr, event),
             Source::AdminListener => {
@@ -368,12 +375,9 @@ impl Proxy {
         let metrics = (request.path() == "/metrics").then(|| self.render_metrics());
         let view = admin::AdminView {
             sessions: self.session_ids.len(),
-            children: self
-                .upstream
-                .stdio()
-                .map_or(0, StdioUpstream::live_children),
+            children: self.servers.live_children(),
             serving: self.run_state == RunState::Serving,
-            upstreams: self.upstream.health_report(),
+            upstreams: self.servers.health_report(),
             metrics,
         };
         let (status, content_type, body) = admin::respond(&request, &view);
@@ -390,7 +394,7 @@ impl Proxy {
             open_fds,
             ..Default::default()
         };
-        self.upstream.fill_snapshot(&mut snapshot);
+        self.servers.fill_snapshot(&mut snapshot);
         self.metrics
             .render(&snapshot, self.front.bytes_in, self.front.bytes_out)
     }
@@ -402,7 +406,9 @@ impl Proxy {
             None => return,
         };
         for result in results {
-            self.with_upstream(|upstream, ctx| upstream.probe_done(ctx, &result));
+            self.with_upstream(result.server, |upstream, ctx| {
+                upstream.probe_done(ctx, &result)
+            });
         }
     }
 
@@ -554,25 +560,28 @@ impl Proxy {
         let Phase::Ending { reason } = session.core.phase() else {
             return;
         };
-        if !self.upstream.session_done(session_key) {
+        let Some(server) = self.servers.get_mut(session.server) else {
+            return;
+        };
+        if !server.upstream.session_done(session_key) {
             return;
         }
         info!(
             "session {} ended: {reason}; {}; lasted {:.1}s",
             session.core.short_id(),
-            self.upstream.summary(session_key, session),
+            server.upstream.summary(session_key, session),
             self.now
                 .duration_since(session.core.started())
                 .as_secs_f64()
         );
         self.sessions.remove(session_key);
-        self.upstream.forget(session_key, self.poll.registry());
+        server.upstream.forget(session_key, self.poll.registry());
     }
 
     // ----- timers -----------------------------------------------------------
 
     fn run_timers(&mut self, now: Instant) {
-        self.upstream.handle_timeout(now);
+        self.servers.handle_timeout(now);
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
@@ -593,40 +602,45 @@ impl Proxy {
                     self.refuse_requests_in_progress();
                 }
                 Timer::FinalExit => {
-                    self.upstream.kill_all();
+                    self.servers.kill_all();
                     self.reap_children();
                     for key in self.sessions.keys() {
-                        if let Some(session) = self.sessions.get(key) {
+                        let Some(session) = self.sessions.remove(key) else {
+                            continue;
+                        };
+                        if let Some(server) = self.servers.get_mut(session.server) {
                             warn!(
                                 "exiting with session {} unfinished: {}",
                                 session.core.short_id(),
-                                self.upstream.summary(key, session)
+                                server.upstream.summary(key, &session)
                             );
+                            server.upstream.forget(key, self.poll.registry());
                         }
-                        self.sessions.remove(key);
-                        self.upstream.forget(key, self.poll.registry());
                     }
-                    self.upstream.abandon(self.poll.registry());
+                    self.servers.abandon(self.poll.registry());
                 }
-                Timer::Pool => {
-                    self.with_upstream(|upstream, ctx| upstream.on_pool_timer(ctx, deadline));
+                Timer::Pool(server) => {
+                    self.with_upstream(server, |upstream, ctx| {
+                        upstream.on_pool_timer(ctx, deadline)
+                    });
                 }
                 Timer::Upstream(key) => {
-                    self.with_upstream(|upstream, ctx| {
+                    self.with_session_upstream(key, |upstream, ctx| {
                         upstream.on_session_timer(ctx, key, deadline)
                     });
                 }
                 Timer::ExitFlush => {}
-                Timer::Probe => {
-                    if let (Some(workers), Some(job)) = (
-                        self.health_workers.as_ref(),
-                        self.upstream.probe_job(&self.config),
-                    ) {
+                Timer::Probe(server) => {
+                    let job = self
+                        .servers
+                        .get_mut(server)
+                        .and_then(|entry| entry.upstream.probe_job(&self.config));
+                    if let (Some(workers), Some(job)) = (self.health_workers.as_ref(), job) {
                         workers.submit(job);
                     }
                     if self.run_state == RunState::Serving {
                         self.timers
-                            .schedule(now + self.config.health_interval, Timer::Probe);
+                            .schedule(now + self.config.health_interval, Timer::Probe(server));
                     }
                 }
                 Timer::AdminExpire => {
@@ -675,7 +689,10 @@ impl Proxy {
                 .sessions
                 .get(key)
                 .is_some_and(|session| session.timer == Some(deadline)),
-            Timer::Pool => self.upstream.pool_timer_is(deadline),
+            Timer::Pool(server) => self
+                .servers
+                .get(server)
+                .is_some_and(|entry| entry.upstream.pool_timer_is(deadline)),
             Timer::Upstream(key) => self
                 .sessions
                 .get(key)
@@ -686,7 +703,7 @@ impl Proxy {
             | Timer::FinalExit
             | Timer::RetryAccept
             | Timer::ExitFlush
-            | Timer::Probe => true,
+            | Timer::Probe(_) => true,
         }
     }
 
@@ -708,7 +725,7 @@ impl Proxy {
             // SIGKILL cannot be ignored: the children die now, and whatever
             // mcphop does not reap before it exits, init reaps.
             warn!("second signal: killing every child and exiting now");
-            self.upstream.kill_all();
+            self.servers.kill_all();
             self.reap_children();
             return Some(1);
         }

@@ -52,6 +52,9 @@ pub(crate) fn log_transition(upstream: &str, change: Transition) {
 /// Every session's child.
 pub(crate) struct StdioUpstream {
     command: Vec<String>,
+    /// Extra environment variables and the working directory of its children.
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
     max_line_bytes: usize,
     children: HashMap<SessionKey, ChildIo>,
     /// Sessions by child pid, until the child is reaped.
@@ -127,11 +130,15 @@ impl ChildTally {
 impl StdioUpstream {
     pub(crate) fn new(
         command: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
         max_line_bytes: usize,
         child_grace: Duration,
     ) -> StdioUpstream {
         StdioUpstream {
             command,
+            env,
+            cwd,
             max_line_bytes,
             children: HashMap::new(),
             pids: HashMap::new(),
@@ -160,13 +167,14 @@ impl StdioUpstream {
                 "its command keeps exiting at start-up; it is tried again after a backoff",
             ));
         }
-        let spawned = child::spawn(&self.command).inspect_err(|error| {
-            log::error!("cannot start upstream `{}`: {error}", self.describe());
-            let why = error.to_string();
-            if let Some(change) = self.tally.health.child_ended(Duration::ZERO, &why, now) {
-                log_transition(&self.describe(), change);
-            }
-        })?;
+        let spawned =
+            child::spawn(&self.command, &self.env, self.cwd.as_deref()).inspect_err(|error| {
+                log::error!("cannot start upstream `{}`: {error}", self.describe());
+                let why = error.to_string();
+                if let Some(change) = self.tally.health.child_ended(Duration::ZERO, &why, now) {
+                    log_transition(&self.describe(), change);
+                }
+            })?;
         self.tally.spawned += 1;
         self.tally.spawned_at.insert(spawned.pid, now);
         let mut io = ChildIo::new(spawned, self.max_line_bytes);
@@ -404,6 +412,11 @@ impl StdioUpstream {
             self.tally.killed.set(self.tally.killed.get() + 1);
             child::signal_group(child.pid, libc::SIGKILL);
         }
+    }
+
+    /// True when `pid` is a child of this server's, not reaped yet.
+    pub(crate) fn owns(&self, pid: u32) -> bool {
+        self.pids.contains_key(&pid)
     }
 
     /// Children spawned and not reaped yet.

@@ -11,12 +11,11 @@
 use std::io;
 use std::time::Instant;
 
-use log::debug;
 use mio::event::Event;
 use mio::Registry;
 
 use crate::arena::Arena;
-use crate::child;
+use crate::child::ExitStatus;
 use crate::jsonrpc::Message;
 use crate::session::{HttpSession, Session, SessionKey, SseSession, Upstream};
 
@@ -33,6 +32,7 @@ use super::drive::{ClientRef, Origin};
 use super::front_door::HttpFrontDoor;
 use super::health_workers::{ProbeJob, ProbeResult};
 use super::http_upstream::{self, AnswerEnd, ExchangeKey, HttpSide, UpConnKey};
+use super::servers::ServerId;
 use super::stdio_upstream::{Pipe, StdioUpstream};
 use super::Timer;
 use crate::health::Health;
@@ -102,7 +102,7 @@ pub(crate) enum UpstreamEvent {
     CloseConn { conn: ConnKey },
     /// An upstream connection is to be read, one step at a time, the events
     /// of each step fed before the next.
-    ReadConn { conn: UpConnKey },
+    ReadConn { server: ServerId, conn: UpConnKey },
     /// A session's upstream output is to be read again (its clients caught
     /// up), one step at a time.
     ReadOutput { session: SessionKey },
@@ -207,13 +207,14 @@ impl Upstreams {
 
     /// The health probe to run now, if this kind is probed and none is out.
     pub(crate) fn probe_job(&mut self, config: &Config) -> Option<ProbeJob> {
+        let legacy = matches!(self, Upstreams::Sse(_));
         let http = self.http_mut()?;
-        let path = match (&config.health_path, &config.upstream) {
+        let path = match (&config.health_path, legacy) {
             (Some(path), _) => path.clone(),
-            (None, crate::config::UpstreamKind::Sse { .. }) => "/".to_string(),
-            (None, _) => http.url.target.clone(),
+            (None, true) => "/".to_string(),
+            (None, false) => http.url.target.clone(),
         };
-        http.probe_job(&path, &config.upstream_headers, config.health_timeout)
+        http.probe_job(&path, config.health_timeout)
     }
 
     /// A probe came back; idle connections to a host found unhealthy close.
@@ -244,19 +245,23 @@ impl Upstreams {
     }
 
     /// The figures the upstream side adds to a `/metrics` scrape.
-    pub(crate) fn fill_snapshot(&self, snapshot: &mut Snapshot) {
+    pub(crate) fn fill_snapshot(&self, server: &str, snapshot: &mut Snapshot) {
         match self {
             Upstreams::Stdio(stdio) => {
-                snapshot.children_live = stdio.live_children();
-                snapshot.children_spawned = stdio.tally.spawned;
-                snapshot.children_exited = stdio.tally.exited;
-                snapshot.children_killed = stdio.tally.killed.get();
-                snapshot.command = Some((stdio.describe(), stdio.tally.health.state()));
+                snapshot.children_live += stdio.live_children();
+                snapshot.children_spawned += stdio.tally.spawned;
+                snapshot.children_exited += stdio.tally.exited;
+                snapshot.children_killed += stdio.tally.killed.get();
+                snapshot
+                    .commands
+                    .push((server.to_string(), stdio.tally.health.state()));
             }
             Upstreams::Http(http) | Upstreams::Sse(http) => {
                 let state = http.health.state();
-                snapshot.hosts = http.pool_gauges(state);
-                snapshot.pool = Some(http.pool_metrics());
+                snapshot.hosts.extend(http.pool_gauges(state));
+                snapshot
+                    .pools
+                    .push((server.to_string(), http.pool_metrics()));
             }
         }
     }
@@ -314,15 +319,15 @@ impl Upstreams {
         }
     }
 
-    /// SIGCHLD: reaps every child that exited.
-    pub(crate) fn reap(&mut self, ctx: &mut UpstreamCtx<'_>) {
-        match self {
-            Upstreams::Stdio(stdio) => stdio.reap(ctx),
-            Upstreams::Http(_) | Upstreams::Sse(_) => {
-                while let Some((pid, status)) = child::reap_any() {
-                    debug!("reaped process {pid} ({status})");
-                }
-            }
+    /// True when `pid` is one of this kind's children, not reaped yet.
+    pub(crate) fn owns_child(&self, pid: u32) -> bool {
+        self.stdio().is_some_and(|stdio| stdio.owns(pid))
+    }
+
+    /// A child of this kind was reaped (see `owns_child`).
+    pub(crate) fn child_reaped(&mut self, ctx: &mut UpstreamCtx<'_>, pid: u32, status: ExitStatus) {
+        if let Upstreams::Stdio(stdio) = self {
+            stdio.reaped(ctx, pid, status);
         }
     }
 
@@ -380,8 +385,8 @@ impl Upstreams {
     pub(crate) fn resume_output(&mut self, ctx: &mut UpstreamCtx<'_>, session: SessionKey) {
         match self {
             Upstreams::Stdio(_) => ctx.events.push(UpstreamEvent::ReadOutput { session }),
-            Upstreams::Http(_) | Upstreams::Sse(_) => {
-                http_upstream::resume_http_output(ctx, session)
+            Upstreams::Http(http) | Upstreams::Sse(http) => {
+                http_upstream::resume_http_output(http, ctx, session)
             }
         }
     }

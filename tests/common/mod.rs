@@ -106,7 +106,13 @@ impl Mcphop {
     /// Starts mcphop on a free loopback port with exactly these arguments
     /// after `--listen 127.0.0.1:0`, and waits until it listens.
     pub fn start_args(args: &[String]) -> Mcphop {
+        Mcphop::start_with_env(args, &[])
+    }
+
+    /// As `start_args`, with extra environment variables for mcphop.
+    pub fn start_with_env(args: &[String], env: &[(&str, String)]) -> Mcphop {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcphop"))
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args)

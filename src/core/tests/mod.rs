@@ -12,6 +12,7 @@ use super::{Action, CoreConfig, Forward, SessionCore};
 use crate::jsonrpc::{self, IdKey, Message};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::router::{event_id, RouterLimits, StreamId};
+use crate::mcp::tools::ToolFilter;
 
 mod scenarios;
 
@@ -65,7 +66,13 @@ struct Pair {
 
 impl Pair {
     fn new(model: UpstreamModel) -> Pair {
+        Pair::hiding(model, ToolFilter::default())
+    }
+
+    /// A pair whose server hides the tools `tools` says.
+    fn hiding(model: UpstreamModel, tools: ToolFilter) -> Pair {
         let config = CoreConfig {
+            tools: std::rc::Rc::new(tools),
             router: RouterLimits {
                 max_held_bytes: 1024 * 1024,
                 replay_max_events: 100,
@@ -95,7 +102,12 @@ impl Pair {
 
     /// A session initialized at `version`, the client declaring `capabilities`.
     fn initialized(model: UpstreamModel, version: &str, capabilities: Value) -> Pair {
-        let mut pair = Pair::new(model);
+        Pair::initialized_with(Pair::new(model), version, capabilities)
+    }
+
+    /// `pair`, initialized as `initialized` does.
+    fn initialized_with(mut pair: Pair, version: &str, capabilities: Value) -> Pair {
+        let model = pair.model;
         let message = serde_json::json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": version, "capabilities": capabilities,

@@ -368,3 +368,48 @@ fn an_idle_session_ends_but_a_busy_one_does_not() {
     busy.advance(IDLE_TIMEOUT * 3);
     assert!(busy.ended.is_none(), "an open stream keeps a session");
 }
+
+#[test]
+fn hidden_tools_are_left_out_of_tools_list_and_refused_by_tools_call() {
+    let filter = ToolFilter {
+        allow: Vec::new(),
+        deny: vec!["secret-*".into()],
+    };
+    let pair = Pair::hiding(UpstreamModel::Pipe, filter);
+    let mut pair = Pair::initialized_with(pair, LATEST, json!({}));
+    pair.client_posts(request(3, "tools/list"));
+    let stream = pair.last_forward_stream();
+    pair.upstream_sends(json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
+        {"name": "echo"}, {"name": "secret-key"}, {"name": "secret-door"}
+    ]}}));
+    let listed = &pair.events(stream)[0].1;
+    let names: Vec<_> = listed["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|tool| tool["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("echo")]);
+
+    let sent_before = pair.sent_upstream().len();
+    pair.client_posts(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "secret-key", "arguments": {}}}));
+    assert_eq!(
+        pair.sent_upstream().len(),
+        sent_before,
+        "never sent upstream"
+    );
+    let refused = pair.replies.last().expect("a reply");
+    let body: Value = serde_json::from_slice(&refused.body).expect("JSON");
+    assert_eq!(body["id"], json!(4));
+    assert_eq!(error_code(&body), Some(jsonrpc::INVALID_PARAMS));
+    assert!(!pair.core.router.is_pending(&key(4)));
+
+    pair.client_posts(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {}}}));
+    assert_eq!(
+        pair.sent_upstream().len(),
+        sent_before + 1,
+        "a visible tool goes"
+    );
+}

@@ -177,6 +177,7 @@ pub(in crate::reactor) fn on_response_head(
                 conn.close_after_flush_when_idle();
             }
             conn.state = ConnState::Relaying {
+                server: side.server,
                 exchange,
                 chunked: wait.http11,
             };

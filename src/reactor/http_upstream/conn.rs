@@ -27,7 +27,7 @@ pub(in crate::reactor) fn on_upstream_event(
         }
         UpState::Busy(_) => {
             flush_up_conn(side, ctx, key);
-            read_up_conn(ctx, key);
+            read_up_conn(side, ctx, key);
         }
     }
 }
@@ -70,7 +70,7 @@ pub(in crate::reactor) fn finish_connect(
             }
             up.start(exchange);
             flush_up_conn(side, ctx, key);
-            read_up_conn(ctx, key);
+            read_up_conn(side, ctx, key);
         }
         (Err(error), None) => {
             debug!("upstream connect failed: {error}");
@@ -286,7 +286,11 @@ pub(in crate::reactor) fn read_step(
 }
 
 /// The client caught up: read the upstream connections that waited for it.
-pub(in crate::reactor) fn resume_http_output(ctx: &mut HttpCtx<'_>, session_key: SessionKey) {
+pub(in crate::reactor) fn resume_http_output(
+    side: &HttpSide,
+    ctx: &mut HttpCtx<'_>,
+    session_key: SessionKey,
+) {
     let paused = ctx
         .sessions
         .get_mut(session_key)
@@ -294,7 +298,7 @@ pub(in crate::reactor) fn resume_http_output(ctx: &mut HttpCtx<'_>, session_key:
         .map(std::mem::take)
         .unwrap_or_default();
     for key in paused {
-        read_up_conn(ctx, key);
+        read_up_conn(side, ctx, key);
     }
 }
 

@@ -275,8 +275,11 @@ fn reply_now(ctx: &mut HttpCtx<'_>, key: ConnKey, reply: &Reply, keep_alive: boo
 }
 
 /// Reads an upstream connection (one step at a time, see `read_step`).
-fn read_up_conn(ctx: &mut HttpCtx<'_>, conn: UpConnKey) {
-    ctx.events.push(UpstreamEvent::ReadConn { conn });
+fn read_up_conn(side: &HttpSide, ctx: &mut HttpCtx<'_>, conn: UpConnKey) {
+    ctx.events.push(UpstreamEvent::ReadConn {
+        server: side.server,
+        conn,
+    });
 }
 
 impl ClientHeaders {
@@ -344,7 +347,7 @@ pub(super) fn start_exchange(
         (None, Some((_, session))) => headers.extend(session.forwarded().iter().cloned()),
         (None, None) => {}
     }
-    headers.extend(ctx.config.upstream_headers.iter().cloned());
+    headers.extend(side.headers.iter().cloned());
     let session_ref = session.map(|(key, _)| key);
     if let (Some((_, client)), Some(key)) = (&spec.client, session_ref) {
         if let Some(http) = ctx.sessions.get_mut(key).and_then(Session::http_mut) {
@@ -390,7 +393,7 @@ pub(super) fn start_exchange(
         empty_reconnects: 0,
     });
     if let Some(wait) = client {
-        if ctx.front.await_upstream(wait.key, exchange) {
+        if ctx.front.await_upstream(wait.key, side.server, exchange) {
             if let Some(exchange) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
                 exchange.client = Some(wait);
             }
@@ -433,7 +436,11 @@ fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: Exchange
                 .registry
                 .register(
                     &mut socket,
-                    Source::Upstream(key.index()).token(),
+                    Source::Upstream {
+                        server: http.server.index(),
+                        conn: key.index(),
+                    }
+                    .token(),
                     Interest::READABLE | Interest::WRITABLE,
                 )
                 .is_err()
@@ -542,7 +549,7 @@ fn arm_pool_timer(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
         return;
     }
     http.timer = Some(next);
-    ctx.timers.schedule(next, Timer::Pool);
+    ctx.timers.schedule(next, Timer::Pool(http.server));
 }
 
 /// True when `deadline` is the armed pool timer's.
@@ -636,7 +643,7 @@ fn assign(
     up.ready.set_writable();
     flush_up_conn(side, ctx, conn);
     // Whatever arrived meanwhile is read now: edges are not repeated.
-    read_up_conn(ctx, conn);
+    read_up_conn(side, ctx, conn);
 }
 
 /// The client's answer when an upstream answered with something else than a

@@ -18,6 +18,7 @@ use crate::pool::{HostGauges, HostKey, Pool, PoolAction, PoolConfig, PoolMetrics
 use crate::token::Source;
 
 use super::super::health_workers::{ProbeJob, ProbeResult};
+use super::super::servers::ServerId;
 use super::super::stdio_upstream::log_transition;
 use super::{Exchange, ExchangeKey, UpConn, UpConnKey};
 
@@ -37,11 +38,20 @@ pub(crate) struct HttpSide {
     pub(crate) health: HealthState,
     /// A probe of the host is out with the health workers.
     pub(crate) probing: bool,
+    /// Which server of the run this is (in its sockets' tokens and timers).
+    pub(crate) server: ServerId,
+    /// Headers added to every request (the server's `headers`).
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl HttpSide {
     /// Resolves the upstream's address once, at start-up.
-    pub(crate) fn new(url: UpstreamUrl, config: PoolConfig) -> io::Result<HttpSide> {
+    pub(crate) fn new(
+        url: UpstreamUrl,
+        config: PoolConfig,
+        server: ServerId,
+        headers: Vec<(String, String)>,
+    ) -> io::Result<HttpSide> {
         use std::net::ToSocketAddrs;
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()?
@@ -59,6 +69,8 @@ impl HttpSide {
             timer: None,
             health: HealthState::default(),
             probing: false,
+            server,
+            headers,
         })
     }
 
@@ -69,21 +81,17 @@ impl HttpSide {
 
     /// The probe to run now, unless one is out already. `path`: what it
     /// GETs (see `Config::health_path`).
-    pub(crate) fn probe_job(
-        &mut self,
-        path: &str,
-        headers: &[(String, String)],
-        timeout: Duration,
-    ) -> Option<ProbeJob> {
+    pub(crate) fn probe_job(&mut self, path: &str, timeout: Duration) -> Option<ProbeJob> {
         if self.probing {
             return None;
         }
         self.probing = true;
         Some(ProbeJob {
+            server: self.server,
             addr: self.addr,
             authority: self.authority.clone(),
             path: path.to_string(),
-            headers: headers.to_vec(),
+            headers: self.headers.clone(),
             timeout,
         })
     }
@@ -157,7 +165,11 @@ impl HttpSide {
         let socket = TcpStream::connect(self.addr).and_then(|mut socket| {
             registry.register(
                 &mut socket,
-                Source::Upstream(key.index()).token(),
+                Source::Upstream {
+                    server: self.server.index(),
+                    conn: key.index(),
+                }
+                .token(),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             Ok(socket)

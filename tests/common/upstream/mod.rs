@@ -328,6 +328,19 @@ pub fn run_sse_client(mcphop: &Mcphop, scenario: &str, extra: &[&str]) -> Value 
     run_client_over(mcphop, 1, "--sse-url", &url, scenario, extra)
 }
 
+/// As `run_client`, at `url` (`--url` for Streamable HTTP, `--sse-url`
+/// for the legacy transport).
+pub fn run_client_at(
+    mcphop: &Mcphop,
+    major: u8,
+    url_flag: &str,
+    url: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> Value {
+    run_client_over(mcphop, major, url_flag, url, scenario, extra)
+}
+
 fn run_client_over(
     mcphop: &Mcphop,
     major: u8,

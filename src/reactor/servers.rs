@@ -1,0 +1,254 @@
+//! The upstream servers of a run, each with its own upstream adapter
+//! (`Upstreams`), and the routes that reach them: `/servers/NAME/mcp` and
+//! the legacy `/servers/NAME/sse` + `/servers/NAME/message`, plus `--path`
+//! and the legacy paths for the default server. A session belongs to one
+//! server for its whole life (`ServerId` in `Session`).
+
+use std::collections::HashMap;
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::Registry;
+
+use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
+use crate::mcp::legacy_endpoint::LegacyPaths;
+use crate::mcp::tools::ToolFilter;
+
+use super::http_upstream::HttpSide;
+use super::stdio_upstream::StdioUpstream;
+use super::upstreams::{UpstreamHealth, Upstreams};
+use crate::metrics::Snapshot;
+use crate::session::SessionKey;
+
+/// Names a server: its place in `Config::servers`, fixed for the run, and
+/// below `config::MAX_SERVERS` (it travels in upstream sockets' tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ServerId(u8);
+
+impl ServerId {
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The server at `index`, if `index` can name one.
+    pub(crate) fn at(index: usize) -> Option<ServerId> {
+        u8::try_from(index).ok().map(ServerId)
+    }
+}
+
+/// Which front door a route leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Door {
+    Streamable,
+    Legacy,
+}
+
+/// A route: the server, the door, and the paths that door serves there.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub server: ServerId,
+    pub door: Door,
+    pub legacy: LegacyPaths,
+}
+
+/// One upstream server of the run.
+pub(crate) struct Server {
+    pub name: String,
+    pub upstream: Upstreams,
+    /// The tools its clients may not see or call, shared by its sessions.
+    pub tools: Rc<ToolFilter>,
+}
+
+/// Every server, and the routes to them.
+pub(crate) struct Servers {
+    list: Vec<Server>,
+    by_name: HashMap<String, ServerId>,
+    default: Option<ServerId>,
+}
+
+impl Servers {
+    /// Builds each server's adapter (an HTTP server's address is resolved
+    /// now).
+    pub(crate) fn new(config: &Config) -> io::Result<Servers> {
+        let mut list = Vec::with_capacity(config.servers.len());
+        let mut by_name = HashMap::new();
+        for (index, server) in config.servers.iter().enumerate() {
+            let id = ServerId::at(index).ok_or_else(|| io::Error::other("too many servers"))?;
+            list.push(Server {
+                name: server.name.clone(),
+                upstream: adapter(config, server, id)?,
+                tools: Rc::new(server.tools.clone()),
+            });
+            by_name.insert(server.name.clone(), id);
+        }
+        Ok(Servers {
+            list,
+            by_name,
+            default: config.default_server.and_then(ServerId::at),
+        })
+    }
+
+    pub(crate) fn get(&self, id: ServerId) -> Option<&Server> {
+        self.list.get(id.index())
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ServerId) -> Option<&mut Server> {
+        self.list.get_mut(id.index())
+    }
+
+    /// Every server with its id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ServerId, &Server)> {
+        self.list
+            .iter()
+            .enumerate()
+            .filter_map(|(index, server)| Some((ServerId::at(index)?, server)))
+    }
+
+    /// The route `path` takes, if it names one.
+    pub(crate) fn route(&self, path: &str, config: &Config) -> Option<Route> {
+        if let Some(default) = self.default {
+            if path == config.path {
+                return Some(Route {
+                    server: default,
+                    door: Door::Streamable,
+                    legacy: config.legacy_paths.clone(),
+                });
+            }
+            if path == config.legacy_paths.sse || path == config.legacy_paths.message {
+                return Some(Route {
+                    server: default,
+                    door: Door::Legacy,
+                    legacy: config.legacy_paths.clone(),
+                });
+            }
+        }
+        let (name, what) = path.strip_prefix(SERVERS_PREFIX)?.split_once('/')?;
+        let server = *self.by_name.get(name)?;
+        let paths = config.servers.get(server.index())?;
+        let door = match what {
+            "mcp" => Door::Streamable,
+            "sse" | "message" => Door::Legacy,
+            _ => return None,
+        };
+        Some(Route {
+            server,
+            door,
+            legacy: paths.legacy_paths(),
+        })
+    }
+}
+
+/// The adapter of one server.
+fn adapter(config: &Config, server: &ServerConfig, id: ServerId) -> io::Result<Upstreams> {
+    Ok(match &server.upstream {
+        UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(
+            url.clone(),
+            config.pool,
+            id,
+            server.headers.clone(),
+        )?),
+        UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(
+            url.clone(),
+            config.pool,
+            id,
+            server.headers.clone(),
+        )?),
+        UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
+            command.clone(),
+            server.env.clone(),
+            server.cwd.clone(),
+            config.max_line_bytes,
+            config.child_grace,
+        )),
+    })
+}
+
+/// What the loop asks of every server at once.
+impl Servers {
+    /// True when some server's output is to be read again this turn.
+    pub(crate) fn has_pending_reads(&self) -> bool {
+        self.list
+            .iter()
+            .any(|server| server.upstream.has_pending_reads())
+    }
+
+    /// The sessions whose upstream output is to be read again now.
+    pub(crate) fn take_pending_reads(&mut self) -> Vec<SessionKey> {
+        self.list
+            .iter_mut()
+            .flat_map(|server| server.upstream.take_pending_reads())
+            .collect()
+    }
+
+    /// The earliest moment some server has something to do on its own.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.list
+            .iter_mut()
+            .filter_map(|server| server.upstream.next_deadline())
+            .min()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        for server in &mut self.list {
+            server.upstream.handle_timeout(now);
+        }
+    }
+
+    /// True while some server has upstream requests in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.list.iter().any(|server| server.upstream.in_flight())
+    }
+
+    pub(crate) fn log_summary(&self) {
+        for server in &self.list {
+            server.upstream.log_summary();
+        }
+    }
+
+    /// SIGKILL to every child of every server.
+    pub(crate) fn kill_all(&self) {
+        for server in &self.list {
+            server.upstream.kill_all();
+        }
+    }
+
+    pub(crate) fn abandon(&mut self, registry: &Registry) {
+        for server in &mut self.list {
+            server.upstream.abandon(registry);
+        }
+    }
+
+    /// Every server's health, for `/status` and `/readyz`.
+    pub(crate) fn health_report(&self) -> Vec<UpstreamHealth> {
+        self.list
+            .iter()
+            .flat_map(|server| {
+                server
+                    .upstream
+                    .health_report()
+                    .into_iter()
+                    .map(|mut health| {
+                        health.name = format!("{}: {}", server.name, health.name);
+                        health
+                    })
+            })
+            .collect()
+    }
+
+    /// What every server adds to a `/metrics` scrape.
+    pub(crate) fn fill_snapshot(&self, snapshot: &mut Snapshot) {
+        for server in &self.list {
+            server.upstream.fill_snapshot(&server.name, snapshot);
+        }
+    }
+
+    /// Children alive now, over every stdio server.
+    pub(crate) fn live_children(&self) -> usize {
+        self.list
+            .iter()
+            .filter_map(|server| server.upstream.stdio())
+            .map(StdioUpstream::live_children)
+            .sum()
+    }
+}

@@ -1,0 +1,121 @@
+//! The MCP Inspector CLI (`@modelcontextprotocol/inspector-cli`, its
+//! `mcp-inspector-cli --cli` entry point) as a test client, shared by the
+//! tests that drive mcphop with it (`#[path = "common/inspector.rs"] mod
+//! inspector;`). It reads its own version from `../package.json` relative
+//! to its *working directory*, so it runs from inside its `build/` folder,
+//! with absolute paths for everything else. A missing peer fails the test.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{peers_dir, Mcphop};
+use serde_json::Value;
+
+/// How long one Inspector CLI run may take (it takes well under a second).
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Inspector CLI's `build/` folder: its working directory.
+fn inspector_build_dir() -> PathBuf {
+    let dir = peers_dir().join("inspector/node_modules/@modelcontextprotocol/inspector-cli/build");
+    assert!(
+        dir.join("cli.js").exists() && dir.join("../package.json").exists(),
+        "{} is missing: run tests/peers/install.sh (it installs the Inspector CLI into .peers/)",
+        dir.join("cli.js").display()
+    );
+    dir
+}
+
+/// What one Inspector CLI run printed.
+pub struct Run {
+    pub exit: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Its stdout as JSON, after checking it succeeded.
+    pub fn json(&self) -> Value {
+        assert_eq!(
+            self.exit,
+            Some(0),
+            "the Inspector CLI failed\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "the Inspector CLI printed no JSON ({e})\nstdout: {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `node cli.js --cli URL --transport http ARGS...` from the Inspector
+/// CLI's build folder, in its own process group (cli.js spawns a second
+/// node), killing the group after `RUN_TIMEOUT`.
+pub fn inspector(mcphop: &Mcphop, args: &[&str]) -> Run {
+    inspector_over(mcphop, "http", args)
+}
+
+/// As `inspector`, over `transport` (`http`: `/mcp`; `sse`: `/sse`).
+pub fn inspector_over(mcphop: &Mcphop, transport: &str, args: &[&str]) -> Run {
+    let path = if transport == "sse" { "/sse" } else { "/mcp" };
+    inspector_at(mcphop, transport, path, args)
+}
+
+/// As `inspector_over`, at `path` on mcphop's port.
+pub fn inspector_at(mcphop: &Mcphop, transport: &str, path: &str, args: &[&str]) -> Run {
+    let dir = inspector_build_dir();
+    let url = format!("http://127.0.0.1:{}{path}", mcphop.port);
+    let mut child = Command::new("node")
+        .arg(dir.join("cli.js"))
+        .arg("--cli")
+        .arg(url)
+        .args(["--transport", transport])
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn node (the Inspector CLI)");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!(
+                "the Inspector CLI did not finish within {RUN_TIMEOUT:?}\nmcphop log:\n{}",
+                mcphop.log_text()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        exit,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
