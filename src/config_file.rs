@@ -424,28 +424,36 @@ mod tests {
         }"#;
         let file = parse(text, &env).unwrap();
         assert_eq!(file.servers.len(), 3);
-        let local = &file.servers[0];
-        assert_eq!(local.name, "local");
+        let by_name = |name: &str| {
+            file.servers
+                .iter()
+                .position(|server| server.name == name)
+                .unwrap()
+        };
+        let local = &file.servers[by_name("local")];
         assert_eq!(local.command(), ["server", "--dir", "/home/u/x"]);
         assert_eq!(local.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(local.cwd.as_deref(), Some("/tmp"));
         assert!(!local.tools.allows("secret-a"));
-        assert_eq!(file.default, Some(0));
-        let remote = &file.servers[1];
+        assert_eq!(file.default, Some(by_name("local")));
+        let remote = &file.servers[by_name("remote")];
         assert!(matches!(remote.upstream, UpstreamKind::Http { .. }));
         assert_eq!(remote.headers[0].1, "Bearer s3cret");
-        assert!(matches!(file.servers[2].upstream, UpstreamKind::Sse { .. }));
+        assert!(matches!(
+            file.servers[by_name("legacy")].upstream,
+            UpstreamKind::Sse { .. }
+        ));
         assert_eq!(
             file.options,
             [
-                "--listen",
-                "127.0.0.1:9000",
-                "--max-sessions",
-                "5",
                 "--allowed-host",
                 "a",
                 "--allowed-host",
-                "b"
+                "b",
+                "--listen",
+                "127.0.0.1:9000",
+                "--max-sessions",
+                "5"
             ]
         );
     }
