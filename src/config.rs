@@ -204,6 +204,9 @@ pub struct Config {
     pub health_interval: Duration,
     /// How long a probe may take.
     pub health_timeout: Duration,
+    /// This instance's tag (`--instance-id`), put at the start of every
+    /// session id it mints so a balancer can route a session back to it.
+    pub instance_id: Option<String>,
     /// The path a probe GETs: the upstream URL's path for a Streamable HTTP
     /// upstream, `/` for a legacy SSE one (a GET of its SSE path would
     /// open a session there).
@@ -267,6 +270,7 @@ impl Config {
             health_interval: DEFAULT_HEALTH_INTERVAL,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             health_path: None,
+            instance_id: None,
         }
     }
 }
@@ -364,6 +368,9 @@ OPTIONS:
     --health-workers N            threads that run probes [default: 2]
     --health-path PATH            what a probe GETs [default: the upstream's
                                   path; / for --upstream-sse]
+    --instance-id ID              tag every session id as ID.<32 hex> so a load
+                                  balancer can route it back to this instance
+                                  (1-16 of a-z, 0-9, '-') [default: none]
     --log-level LEVEL             off, error, warn, info, debug, trace [default: info]
     -h, --help                    print this help
     -V, --version                 print the version
@@ -539,6 +546,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--allowed-origin" => config
                 .allowed_origins
                 .push(value(&name)?.to_ascii_lowercase()),
+            "--instance-id" => {
+                let id = value(&name)?;
+                crate::session_id::check_instance_id(&id)?;
+                config.instance_id = Some(id);
+            }
             "--log-level" => {
                 let text = value(&name)?;
                 config.log_level = text
@@ -677,6 +689,9 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.path, DEFAULT_PATH);
         assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.instance_id, None);
+        let config = run(&["--instance-id", "eu-1", "--", "server"]).unwrap();
+        assert_eq!(config.instance_id.as_deref(), Some("eu-1"));
     }
 
     #[test]
@@ -728,6 +743,23 @@ mod tests {
         assert_eq!(config.upstream_url().unwrap().port, 3001);
     }
 
+    /// The README's option list is the `--help` text's, line for line.
+    #[test]
+    fn readme_lists_the_help_options() {
+        let block = |text: &'static str| -> Vec<&'static str> {
+            let start = text.find("\nOPTIONS:\n").unwrap_or(text.len());
+            text[start..]
+                .lines()
+                .skip(1)
+                .take_while(|line| !line.starts_with("```"))
+                .collect()
+        };
+        let readme = block(include_str!("../README.md"));
+        let help = block(USAGE);
+        assert!(help.len() > 40, "{help:?}");
+        assert_eq!(readme, help);
+    }
+
     #[test]
     fn errors_are_clear() {
         assert!(run(&[]).unwrap_err().contains("no upstream"));
@@ -749,6 +781,9 @@ mod tests {
         assert!(run(&["--path", "mcp", "--", "x"]).is_err());
         assert!(run(&["--sse-path", "/mcp", "--", "x"]).is_err());
         assert!(run(&["--message-path", "/m?x", "--", "x"]).is_err());
+        assert!(run(&["--instance-id", "A", "--", "x"]).is_err());
+        assert!(run(&["--instance-id", "a.b", "--", "x"]).is_err());
+        assert!(run(&["--instance-id=", "--", "x"]).is_err());
         assert!(parse_duration("d", "5 weeks").is_err());
         assert_eq!(parse_duration("d", "2m"), Ok(Duration::from_secs(120)));
     }

@@ -4,7 +4,8 @@
 //! `/readyz` flips to 503 when the upstream dies and back when it returns,
 //! requests fail fast meanwhile, `/status` says why, `/metrics` parses with
 //! `prometheus_client`'s own parser and counts a known workload exactly, and
-//! a stdio command that keeps crashing at start-up is refused with 503.
+//! a stdio command that keeps crashing at start-up is refused with 503, and
+//! `/readyz` turns 503 at once on SIGTERM while requests in flight drain.
 //!
 //! Everything listens on, and talks to, 127.0.0.1 only. Every process
 //! started here is killed by a guard when the test ends, pass or fail.
@@ -299,4 +300,49 @@ fn thread_sleep_until_reaped(mcphop: &Mcphop, count: usize) {
             || mcphop.log_text().matches("not started").count() >= count
     });
     assert!(reaped, "{}", mcphop.log_text());
+}
+
+/// SIGTERM: `/readyz` answers 503 at once while the requests in flight
+/// finish (the admin listener keeps answering while mcphop drains), so a
+/// balancer's health check stops sending it new sessions; `/livez` stays
+/// 200 until the process exits.
+#[test]
+fn readyz_turns_503_at_once_on_sigterm_while_requests_drain() {
+    let example = common::example_server().display().to_string();
+    let mut mcphop = Mcphop::start(
+        &["--admin-listen", "127.0.0.1:0", "--shutdown-grace", "3s"],
+        &[example],
+    );
+    let admin = admin_port(&mcphop);
+    assert_eq!(admin_get(admin, "/readyz").0, 200);
+    let session = common::open_session(mcphop.port);
+    // A call that stays in flight (the example's `wait` tool answers only
+    // a cancel): the drain lasts the whole grace.
+    let body =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"wait","arguments":{}}}"#;
+    let mut stream = common::SseStream::open(
+        mcphop.port,
+        &common::post_request(mcphop.port, &format!("Mcp-Session-Id: {session}\r\n"), body),
+    );
+    assert_eq!(stream.status, 200);
+    let signalled = Instant::now();
+    mcphop.signal(libc::SIGTERM);
+    let (status, why) = admin_get(admin, "/readyz");
+    let took = signalled.elapsed();
+    assert_eq!((status, why.as_str()), (503, "shutting down\n"), "{took:?}");
+    assert!(took < Duration::from_millis(500), "503 took {took:?}");
+    assert_eq!(admin_get(admin, "/livez").0, 200);
+    assert!(
+        mcphop.wait_exit(Duration::from_millis(500)).is_none(),
+        "mcphop exited with a request in flight, before its grace"
+    );
+    assert_eq!(admin_get(admin, "/readyz").0, 503, "still draining");
+    // The grace ends: the call gets its error, and mcphop exits cleanly.
+    let rest = stream.rest();
+    assert!(
+        rest.iter()
+            .any(|item| item.json().is_some_and(|m| m["id"] == 9)),
+        "{rest:?}"
+    );
+    assert_eq!(mcphop.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -121,7 +121,7 @@ impl SessionCore {
     /// The first characters of the id, enough to tell sessions apart in logs
     /// without writing the full bearer-like id into them.
     pub(crate) fn short_id(&self) -> &str {
-        self.id.get(..8).unwrap_or(&self.id)
+        crate::session_id::short(&self.id)
     }
 
     pub(crate) fn is_live(&self) -> bool {

@@ -178,6 +178,7 @@ impl Proxy {
             Some(id) => match self.session_on(id, server) {
                 Some(session_key) => Some(session_key),
                 None => {
+                    self.log_foreign_tag(id);
                     self.reply(key, &Reply::session_not_found(), request.keep_alive);
                     return;
                 }
@@ -233,6 +234,20 @@ impl Proxy {
                 self.reply(key, &Reply::empty(200), request.keep_alive);
             }
             _ => {}
+        }
+    }
+
+    /// An unknown session id whose tag names another instance: a balancer
+    /// sent it here (its instance is gone, or the routing is wrong). It is
+    /// answered 404 like any unknown id; this says why, at debug level.
+    fn log_foreign_tag(&self, id: &str) {
+        if let Some(tag) = session_id::tag_of(id) {
+            if Some(tag) != self.config.instance_id.as_deref() {
+                debug!(
+                    "session {}: tagged for instance {tag:?}, not this one: 404",
+                    session_id::short(id)
+                );
+            }
         }
     }
 
@@ -292,6 +307,7 @@ impl Proxy {
                 Some((session_key, session.legacy_stream?))
             });
         let Some((session_key, stream_conn)) = found else {
+            self.log_foreign_tag(&session);
             return self.reply(key, &Reply::session_not_found(), request.keep_alive);
         };
         for message in &messages {
@@ -373,7 +389,7 @@ impl Proxy {
             self.reply(key, &reply, request.keep_alive);
             return None;
         }
-        let session_id = match session_id::new_session_id() {
+        let session_id = match session_id::new_session_id(self.config.instance_id.as_deref()) {
             Ok(session_id) => session_id,
             Err(error) => {
                 error!("no randomness for a session id: {error}");

