@@ -56,6 +56,12 @@ pub(crate) fn tag_of(id: &str) -> Option<&str> {
     check_instance_id(tag).ok().map(|()| tag)
 }
 
+/// The tag of an id minted by another instance than `instance` (none for
+/// an untagged id, or one of `instance`'s own).
+pub(crate) fn foreign_tag<'a>(id: &'a str, instance: Option<&str>) -> Option<&'a str> {
+    tag_of(id).filter(|tag| Some(*tag) != instance)
+}
+
 /// The start of an id, enough to tell sessions apart in logs without
 /// writing the full bearer-like id into them: the tag, if any, and 8 hex
 /// digits.

@@ -9,20 +9,19 @@
 //! session's one timer for `poll_timeout`.
 //! Nothing MCP is decided here.
 
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
 
 use crate::client::{ConnKey, ConnState};
 use crate::config::RETRY_AFTER_SECONDS;
-use crate::core::{Action, CoreConfig, Forward, SessionCore};
+use crate::core::{Action, Forward, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
 use crate::jsonrpc::{self, Message};
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::legacy_endpoint::{interpret_legacy, LegacyIntent};
-use crate::mcp::router::{RouterLimits, StreamId};
+use crate::mcp::router::StreamId;
 use crate::session::{Session, SessionKey};
 use crate::session_id;
 use serde_json::value::RawValue;
@@ -31,108 +30,18 @@ use mio::event::Event as MioEvent;
 
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
+pub(super) use super::origin::{ClientRef, Origin};
+use super::replies::{not_found, shutting_down_reply, unhealthy_reply, upstream_not_reading};
 use super::servers::{Door, Route, ServerId};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
 use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
 
-/// The answer to a path that names no server.
-fn not_found() -> Reply {
-    Reply::error(
-        404,
-        RawValue::NULL,
-        jsonrpc::INVALID_REQUEST,
-        "Not found: the MCP endpoint is elsewhere",
-    )
-}
-
-/// The answer to a message while its upstream is unhealthy: 503 with a
-/// JSON-RPC error, at once.
-fn unhealthy_reply(message: &Message, why: &str) -> Reply {
-    Reply::error(
-        503,
-        message.reply_id(),
-        jsonrpc::UPSTREAM_GONE,
-        &format!("Service Unavailable: {why}"),
-    )
-    .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string())
-}
-
-/// A client connection a core's actions may answer.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ClientRef {
-    pub key: ConnKey,
-    pub keep_alive: bool,
-    pub http11: bool,
-}
-
-impl ClientRef {
-    pub fn of(key: ConnKey, request: &Request) -> ClientRef {
-        ClientRef {
-            key,
-            keep_alive: request.keep_alive,
-            http11: request.minor_version >= 1,
-        }
-    }
-}
-
-/// Where a core input came from: what `Reply` and `StartStream` refer to.
-#[derive(Clone, Copy)]
-pub(super) struct Origin<'a> {
-    /// The client whose request is being handled, or whose POST the stream
-    /// that becomes ready answers.
-    pub client: Option<ClientRef>,
-    /// That client's request, for its body and forwarded headers.
-    pub request: Option<&'a Request>,
-}
-
-impl<'a> Origin<'a> {
-    /// No client: the upstream, a timer, or mcphop's own decision.
-    pub const NONE: Origin<'static> = Origin {
-        client: None,
-        request: None,
-    };
-
-    pub fn request(client: ClientRef, request: &'a Request) -> Origin<'a> {
-        Origin {
-            client: Some(client),
-            request: Some(request),
-        }
-    }
-
-    pub fn client(client: Option<ClientRef>) -> Origin<'static> {
-        Origin {
-            client,
-            request: None,
-        }
-    }
-}
-
 impl Proxy {
-    fn core_config(&self, server: ServerId) -> CoreConfig {
-        CoreConfig {
-            tools: self
-                .servers
-                .get(server)
-                .map(|entry| Rc::clone(&entry.tools))
-                .unwrap_or_default(),
-            router: RouterLimits {
-                max_held_bytes: self.config.max_held_bytes,
-                replay_max_events: self.config.replay_max_events,
-                replay_max_bytes: self.config.replay_max_bytes,
-                request_timeout: self.config.request_timeout,
-                request_timeout_max: self.config.request_timeout_max,
-                initialize_timeout: self.config.spawn_timeout,
-            },
-            idle_timeout: self.config.session_idle_timeout,
-            resume_window: self.config.resume_window,
-        }
-    }
-
     /// Acts on one complete request from a client connection.
     pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
         if self.run_state != RunState::Serving {
-            self.reply(key, &super::shutting_down_reply(), false);
+            self.reply(key, &shutting_down_reply(), false);
             return;
         }
         let Some(route) = self.servers.route(request.path(), &self.config) else {
@@ -241,35 +150,23 @@ impl Proxy {
     /// sent it here (its instance is gone, or the routing is wrong). It is
     /// answered 404 like any unknown id; this says why, at debug level.
     fn log_foreign_tag(&self, id: &str) {
-        if let Some(tag) = session_id::tag_of(id) {
-            if Some(tag) != self.config.instance_id.as_deref() {
-                debug!(
-                    "session {}: tagged for instance {tag:?}, not this one: 404",
-                    session_id::short(id)
-                );
-            }
+        if let Some(tag) = session_id::foreign_tag(id, self.config.instance_id.as_deref()) {
+            let id = session_id::short(id);
+            debug!("session {id}: tagged for instance {tag:?}, not this one: 404");
         }
     }
 
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
     fn check_upstream_room(&self, session_key: SessionKey, message: &Message) -> Result<(), Reply> {
-        let backlog = self.server_of(session_key).map_or(0, |server| {
-            self.servers
-                .get(server)
-                .map_or(0, |entry| entry.upstream.input_backlog(session_key))
-        });
-        let full = backlog > self.config.max_child_stdin_buffer;
-        if full {
-            return Err(Reply::error(
-                503,
-                message.reply_id(),
-                jsonrpc::UPSTREAM_GONE,
-                "Service Unavailable: the upstream server is not reading its input",
-            )
-            .with_header("Retry-After", "1"));
+        let backlog = self
+            .server_of(session_key)
+            .and_then(|server| self.servers.get(server));
+        let backlog = backlog.map_or(0, |entry| entry.upstream.input_backlog(session_key));
+        match backlog > self.config.max_child_stdin_buffer {
+            true => Err(upstream_not_reading(message)),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     fn initialize(&mut self, key: ConnKey, request: &Request, message: Message, server: ServerId) {
@@ -434,7 +331,11 @@ impl Proxy {
                 return None;
             }
         };
-        let core = SessionCore::new(session_id, self.core_config(server), self.now);
+        let core = SessionCore::new(
+            session_id,
+            self.servers.core_config(&self.config, server),
+            self.now,
+        );
         info!(
             "session {} started: {description}, {} live",
             core.short_id(),

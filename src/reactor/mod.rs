@@ -18,7 +18,6 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
-use serde_json::value::RawValue;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
@@ -26,7 +25,6 @@ use crate::config::{Config, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::Limits;
 use crate::http::response;
-use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -40,6 +38,9 @@ pub(crate) mod edge_io;
 mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
+mod origin;
+mod replies;
+mod schedule;
 mod servers;
 mod signals;
 mod stdio_upstream;
@@ -49,6 +50,8 @@ use admin::AdminDoor;
 use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use health_workers::HealthWorkers;
+use replies::shutting_down_reply;
+use schedule::{RunState, Timer};
 pub(crate) use servers::ServerId;
 use servers::Servers;
 use signals::{drain_signal_pipe, signal_pipe};
@@ -72,45 +75,6 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// A child's stdout is read in at most this many chunks per turn, so one
 /// chatty child cannot starve the rest of the loop.
 const MAX_STDOUT_READS_PER_TURN: usize = 16;
-
-/// What a timer is for. Stale entries are recognised by their key's
-/// generation and the owner's current deadline, and skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Conn(ConnKey),
-    Heartbeat(ConnKey),
-    /// A connection's held output is due (`front_door::HEAD_HOLD`).
-    HeadHold(ConnKey),
-    /// A session core's `poll_timeout`.
-    Session(SessionKey),
-    ShutdownGrace,
-    FinalExit,
-    /// Wakes the loop when the last flush before exit is over.
-    ExitFlush,
-    RetryAccept,
-    /// A server's pool has something due.
-    Pool(ServerId),
-    /// A session's upstream streams: a gate's wait, a continuation or a
-    /// reopen is due.
-    Upstream(SessionKey),
-    /// The next health probe of the upstream is due.
-    Probe(ServerId),
-    /// Admin connections that sent no request in time are closed.
-    AdminExpire,
-}
-
-/// Whether the proxy is serving or shutting down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunState {
-    Serving,
-    /// Not accepting; in-flight requests finish; sessions end as they go quiet.
-    Draining,
-    /// Every session ended: queued output is flushed until `until`, then
-    /// mcphop exits.
-    Exiting {
-        until: Instant,
-    },
-}
 
 /// The proxy: every piece of state the loop thread owns.
 pub struct Proxy {
@@ -793,16 +757,6 @@ impl Proxy {
             self.reply(key, &shutting_down_reply(), false);
         }
     }
-}
-
-/// The answer to a request that arrives while mcphop shuts down.
-pub(super) fn shutting_down_reply() -> Reply {
-    Reply::error(
-        503,
-        RawValue::NULL,
-        jsonrpc::SHUTTING_DOWN,
-        "Service Unavailable: mcphop is shutting down",
-    )
 }
 
 /// Runs mcphop with `config` until it shuts down; returns the exit code.

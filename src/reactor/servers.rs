@@ -12,7 +12,9 @@ use std::time::Instant;
 use mio::Registry;
 
 use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
+use crate::core::CoreConfig;
 use crate::mcp::legacy_endpoint::LegacyPaths;
+use crate::mcp::router::RouterLimits;
 use crate::mcp::tools::ToolFilter;
 
 use super::http_upstream::HttpSide;
@@ -166,6 +168,26 @@ fn adapter(config: &Config, server: &ServerConfig, id: ServerId) -> io::Result<U
 
 /// What the loop asks of every server at once.
 impl Servers {
+    /// What the cores of `server`'s sessions need of the configuration.
+    pub(crate) fn core_config(&self, config: &Config, server: ServerId) -> CoreConfig {
+        CoreConfig {
+            tools: self
+                .get(server)
+                .map(|entry| Rc::clone(&entry.tools))
+                .unwrap_or_default(),
+            router: RouterLimits {
+                max_held_bytes: config.max_held_bytes,
+                replay_max_events: config.replay_max_events,
+                replay_max_bytes: config.replay_max_bytes,
+                request_timeout: config.request_timeout,
+                request_timeout_max: config.request_timeout_max,
+                initialize_timeout: config.spawn_timeout,
+            },
+            idle_timeout: config.session_idle_timeout,
+            resume_window: config.resume_window,
+        }
+    }
+
     /// True when some server's output is to be read again this turn.
     pub(crate) fn has_pending_reads(&self) -> bool {
         self.list
