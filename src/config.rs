@@ -315,6 +315,8 @@ USAGE:
     mcphop [OPTIONS] -- COMMAND [ARGS...]
     mcphop [OPTIONS] --upstream http://HOST:PORT/PATH
     mcphop [OPTIONS] --upstream-sse http://HOST:PORT/sse
+    mcphop [OPTIONS] --config FILE
+    mcphop --check-config FILE
 
 Serves MCP Streamable HTTP. Each client session gets its own stdio child
 running COMMAND, or its own session on a Streamable HTTP upstream, reached
@@ -325,6 +327,9 @@ OPTIONS:
     --listen ADDR                 address to bind [default: 127.0.0.1:8080]
     --upstream URL                a Streamable HTTP upstream instead of COMMAND
     --upstream-sse URL            a legacy HTTP+SSE upstream (its SSE endpoint)
+    --config FILE                 named servers from an mcpServers JSON file,
+                                  each at /servers/NAME/mcp (see README)
+    --check-config FILE           check FILE, print every error, exit 0 or 1
     --forward-header NAME         pass this client header to the HTTP upstream
                                   (repeatable; none are passed by default)
     --upstream-header 'N: V'      add this header to every upstream request
