@@ -6,6 +6,8 @@ use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use mio::unix::pipe::{Receiver, Sender};
+use mio::{Interest, Registry, Token};
 
 use crate::arena::Key;
 use crate::http::request::{Limits, RequestDecoder};
@@ -41,6 +43,13 @@ pub enum ConnState {
         session: SessionKey,
         /// As for `Streaming`.
         chunked: bool,
+    },
+    /// mcphop's stdin and stdout (the stdio front door): JSON-RPC lines in,
+    /// every stream of its one session out as lines; `session` once its
+    /// `initialize` came.
+    StdioSession {
+        server: ServerId,
+        session: Option<SessionKey>,
     },
     /// Waiting for an HTTP upstream's answer to this connection's request.
     AwaitingUpstream {
@@ -79,9 +88,74 @@ pub enum ReadOutcome {
 /// Names a client connection; stale once it closed.
 pub(crate) type ConnKey = Key<Conn>;
 
+/// What a client connection reads from and writes to.
+pub enum Transport {
+    Tcp(TcpStream),
+    /// mcphop's own stdin and stdout: the stdio front door's one client.
+    Stdio {
+        input: Receiver,
+        output: Sender,
+    },
+}
+
+impl Transport {
+    /// Registers it under `token` (both pipes of the stdio one).
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            Transport::Tcp(socket) => {
+                registry.register(socket, token, Interest::READABLE | Interest::WRITABLE)
+            }
+            // A regular file cannot be polled (EPERM) and never blocks: it
+            // is read or written as if always ready.
+            Transport::Stdio { input, output } => {
+                let pollable = |result: io::Result<()>| match result {
+                    Err(error) if error.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                    other => other,
+                };
+                pollable(registry.register(input, token, Interest::READABLE))?;
+                pollable(registry.register(output, token, Interest::WRITABLE))
+            }
+        }
+    }
+
+    pub fn deregister(&mut self, registry: &Registry) {
+        match self {
+            Transport::Tcp(socket) => {
+                let _ = registry.deregister(socket);
+            }
+            Transport::Stdio { input, output } => {
+                let _ = registry.deregister(input);
+                let _ = registry.deregister(output);
+            }
+        }
+    }
+}
+
+impl io::Read for Transport {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(socket) => socket.read(buffer),
+            Transport::Stdio { input, .. } => input.read(buffer),
+        }
+    }
+}
+
+impl io::Write for Transport {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(socket) => socket.write(bytes),
+            Transport::Stdio { output, .. } => output.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A client connection.
 pub struct Conn {
-    pub socket: TcpStream,
+    pub socket: Transport,
     pub decoder: RequestDecoder,
     pub input: Vec<u8>,
     output: Vec<u8>,
@@ -111,7 +185,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, limits: Limits) -> Self {
+    pub fn new(socket: Transport, limits: Limits) -> Self {
         Conn {
             socket,
             decoder: RequestDecoder::new(limits),

@@ -152,6 +152,14 @@ impl ServerConfig {
     }
 }
 
+/// The stdio front door's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioFront {
+    /// The server its session goes to (`--server NAME`); the default one
+    /// if none.
+    pub server: Option<String>,
+}
+
 /// Everything the reactor needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -164,6 +172,9 @@ pub struct Config {
     /// The server also served at `path` and `legacy_paths` (the one given
     /// on the command line is).
     pub default_server: Option<usize>,
+    /// `mcphop stdio`: one session on mcphop's own stdin and stdout, and no
+    /// listener.
+    pub stdio: Option<StdioFront>,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
@@ -240,6 +251,7 @@ impl Config {
                 UpstreamKind::Stdio { command },
             )],
             default_server: Some(0),
+            stdio: None,
             forward_headers: Vec::new(),
             pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -317,6 +329,8 @@ USAGE:
     mcphop [OPTIONS] --upstream-sse http://HOST:PORT/sse
     mcphop [OPTIONS] --config FILE
     mcphop --check-config FILE
+    mcphop stdio [OPTIONS] (--upstream URL | --upstream-sse URL | -- COMMAND)
+    mcphop stdio [OPTIONS] --config FILE [--server NAME]
 
 Serves MCP Streamable HTTP. Each client session gets its own stdio child
 running COMMAND, or its own session on a Streamable HTTP upstream, reached
@@ -330,6 +344,8 @@ OPTIONS:
     --config FILE                 named servers from an mcpServers JSON file,
                                   each at /servers/NAME/mcp (see README)
     --check-config FILE           check FILE, print every error, exit 0 or 1
+    --server NAME                 with `mcphop stdio`: the config's server to
+                                  carry stdin and stdout to [default: the default]
     --forward-header NAME         pass this client header to the HTTP upstream
                                   (repeatable; none are passed by default)
     --upstream-header 'N: V'      add this header to every upstream request
@@ -386,7 +402,12 @@ SIZE is a number of bytes with an optional K, KiB, M, MiB, G or GiB suffix.
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
-    let args: Vec<String> = args.into_iter().collect();
+    let mut args: Vec<String> = args.into_iter().collect();
+    let stdio = args.first().is_some_and(|first| first == "stdio");
+    if stdio {
+        args.remove(0);
+    }
+    let mut stdio_server: Option<String> = None;
     if let Some(path) = value_after(&args, "--check-config") {
         return Ok(Invocation::CheckConfig(
             config_file::load(&path).map(|file| file.servers.len()),
@@ -431,6 +452,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--config" => {
                 value(&name)?;
             }
+            "--server" if stdio => stdio_server = Some(value(&name)?),
             "--listen" => {
                 let text = value(&name)?;
                 config.listen = text
@@ -597,6 +619,21 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 .into(),
         );
     }
+    if stdio {
+        let known = match &stdio_server {
+            Some(name) => servers.iter().any(|server| &server.name == name),
+            None => default_server.is_some(),
+        };
+        if !known {
+            return Err(match stdio_server {
+                Some(name) => format!("--server {name}: no such server in the config file"),
+                None => "mcphop stdio: give --server NAME (the config file has no default)".into(),
+            });
+        }
+        config.stdio = Some(StdioFront {
+            server: stdio_server,
+        });
+    }
     config.servers = servers;
     config.default_server = default_server;
     let paths = [
@@ -677,119 +714,5 @@ pub fn parse_size(name: &str, text: &str) -> Result<usize, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(args: &[&str]) -> Result<Config, String> {
-        match parse_args(args.iter().map(|s| s.to_string()))? {
-            Invocation::Run(config) => Ok(*config),
-            other => Err(format!("{other:?}")),
-        }
-    }
-
-    #[test]
-    fn defaults_and_command() {
-        let config = run(&["--", "server", "--flag"]).unwrap();
-        assert_eq!(config.command(), vec!["server", "--flag"]);
-        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.path, DEFAULT_PATH);
-        assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
-        assert_eq!(config.instance_id, None);
-        let config = run(&["--instance-id", "eu-1", "--", "server"]).unwrap();
-        assert_eq!(config.instance_id.as_deref(), Some("eu-1"));
-    }
-
-    #[test]
-    fn options_in_both_spellings() {
-        let config = run(&[
-            "--listen=127.0.0.1:0",
-            "--max-body",
-            "1KiB",
-            "--session-idle-timeout",
-            "90s",
-            "--shutdown-grace=500ms",
-            "--",
-            "x",
-        ])
-        .unwrap();
-        assert_eq!(config.listen.port(), 0);
-        assert_eq!(config.max_body_bytes, 1024);
-        assert_eq!(config.session_idle_timeout, Duration::from_secs(90));
-        assert_eq!(config.shutdown_grace, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn an_http_upstream_with_headers() {
-        let config = run(&[
-            "--upstream",
-            "http://127.0.0.1:3001/mcp",
-            "--forward-header",
-            "Authorization",
-            "--upstream-header",
-            "X-Api-Key: secret: with colon",
-        ])
-        .unwrap();
-        assert!(config.command().is_empty());
-        assert_eq!(config.upstream_url().unwrap().port, 3001);
-        assert_eq!(config.forward_headers, vec!["authorization"]);
-        assert_eq!(
-            config.servers[0].headers,
-            vec![("X-Api-Key".to_string(), "secret: with colon".to_string())]
-        );
-    }
-
-    #[test]
-    fn a_legacy_sse_upstream() {
-        let config = run(&["--upstream-sse", "http://127.0.0.1:3001/sse"]).unwrap();
-        let UpstreamKind::Sse { url } = &config.servers[0].upstream else {
-            panic!("not an SSE upstream: {:?}", config.servers);
-        };
-        assert_eq!(url.target, "/sse");
-        assert_eq!(config.upstream_url().unwrap().port, 3001);
-    }
-
-    /// The README's option list is the `--help` text's, line for line.
-    #[test]
-    fn readme_lists_the_help_options() {
-        let block = |text: &'static str| -> Vec<&'static str> {
-            let start = text.find("\nOPTIONS:\n").unwrap_or(text.len());
-            text[start..]
-                .lines()
-                .skip(1)
-                .take_while(|line| !line.starts_with("```"))
-                .collect()
-        };
-        let readme = block(include_str!("../README.md"));
-        let help = block(USAGE);
-        assert!(help.len() > 40, "{help:?}");
-        assert_eq!(readme, help);
-    }
-
-    #[test]
-    fn errors_are_clear() {
-        assert!(run(&[]).unwrap_err().contains("no upstream"));
-        assert!(run(&["--upstream", "http://h:1/", "--", "x"]).is_err());
-        assert!(run(&["--upstream", "https://h/"]).is_err());
-        assert!(run(&[
-            "--upstream",
-            "http://h:1/",
-            "--upstream-sse",
-            "http://h:2/sse"
-        ])
-        .is_err());
-        assert!(run(&["--upstream-sse", "http://h:1/sse", "--", "x"]).is_err());
-        assert!(run(&["--upstream-header", "novalue", "--", "x"]).is_err());
-        assert!(run(&["--bogus", "--", "x"])
-            .unwrap_err()
-            .contains("--bogus"));
-        assert!(run(&["--max-body", "lots", "--", "x"]).is_err());
-        assert!(run(&["--path", "mcp", "--", "x"]).is_err());
-        assert!(run(&["--sse-path", "/mcp", "--", "x"]).is_err());
-        assert!(run(&["--message-path", "/m?x", "--", "x"]).is_err());
-        assert!(run(&["--instance-id", "A", "--", "x"]).is_err());
-        assert!(run(&["--instance-id", "a.b", "--", "x"]).is_err());
-        assert!(run(&["--instance-id=", "--", "x"]).is_err());
-        assert!(parse_duration("d", "5 weeks").is_err());
-        assert_eq!(parse_duration("d", "2m"), Ok(Duration::from_secs(120)));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

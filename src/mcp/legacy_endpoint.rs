@@ -129,35 +129,53 @@ fn interpret_post(request: &mut Request) -> LegacyIntent {
             "Unsupported Media Type: Content-Type must be application/json",
         );
     }
-    let parsed = match jsonrpc::carried(&request.body) {
-        Ok(Carried::One(bytes)) => Message::parse(bytes).map(|message| message.unbind()),
+    let batch = request.body.trim_ascii_start().first() == Some(&b'[');
+    match parse_messages(std::mem::take(&mut request.body)) {
+        Ok(messages) if batch => LegacyIntent::Batch { session, messages },
+        Ok(mut messages) => match messages.pop() {
+            Some(message) => LegacyIntent::Post { session, message },
+            None => error(
+                400,
+                RawValue::NULL,
+                jsonrpc::INVALID_REQUEST,
+                "Invalid Request: no message",
+            ),
+        },
+        Err(reply) => LegacyIntent::Reply(reply),
+    }
+}
+
+/// The JSON-RPC message (or batch of them) a body or a line carries, each
+/// owning its bytes (a lone message owns the body, moved); a body that is
+/// not JSON-RPC gets its 400 with the JSON-RPC error.
+pub fn parse_messages(body: Vec<u8>) -> Result<Vec<Message>, Reply> {
+    let parsed = match jsonrpc::carried(&body) {
+        Ok(Carried::One(bytes)) => Message::parse(bytes).map(|message| vec![message.unbind()]),
         Ok(Carried::Batch(elements)) => {
-            let messages: Result<Vec<_>, _> = elements
+            return elements
                 .into_iter()
                 .map(|bytes| Message::parse(bytes.to_vec()))
-                .collect();
-            return match messages {
-                Ok(messages) => LegacyIntent::Batch { session, messages },
-                Err(rejected) => refused(&rejected),
-            };
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|rejected| refused(&rejected));
         }
         Err(rejected) => Err(rejected),
     };
     match parsed {
-        Ok(message) => LegacyIntent::Post {
-            session,
-            message: message.bind(std::mem::take(&mut request.body)),
-        },
-        Err(rejected) => refused(&rejected),
+        Ok(mut one) => Ok(one
+            .pop()
+            .map(|message| message.bind(body))
+            .into_iter()
+            .collect()),
+        Err(rejected) => Err(refused(&rejected)),
     }
 }
 
-fn refused(rejected: &Rejected) -> LegacyIntent {
+fn refused(rejected: &Rejected) -> Reply {
     let text = match rejected {
         Rejected::NotJson(error) => format!("Parse error: the body is not JSON ({error})"),
         Rejected::NotJsonRpc { why, .. } => format!("Invalid Request: {why}"),
     };
-    error(400, rejected.id(), rejected.code(), &text)
+    Reply::error(400, rejected.id(), rejected.code(), &text)
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use crate::http::response;
 use crate::token::Source;
 
 use super::edge_io::{read_into, write_from, ReadOutcome, Readiness};
-use super::upstreams::UpstreamHealth;
+use super::servers::Servers;
+use crate::metrics::{Metrics, Snapshot};
 
 /// Most admin connections open at once; more are closed at accept.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -47,15 +48,30 @@ pub(crate) struct AdminConn {
     opened: Instant,
 }
 
-/// What an admin answer says about the proxy, filled by the reactor.
-pub(crate) struct AdminView {
+/// The reactor's figures an admin answer reads.
+pub(super) struct Figures<'a> {
     pub sessions: usize,
-    pub children: usize,
     /// mcphop is serving (not shutting down).
     pub serving: bool,
-    pub upstreams: Vec<UpstreamHealth>,
-    /// `/metrics`'s body, rendered only when asked for.
-    pub metrics: Option<String>,
+    pub servers: &'a Servers,
+    pub metrics: &'a Metrics,
+    /// Bytes read from and written to clients.
+    pub bytes: (u64, u64),
+}
+
+impl Figures<'_> {
+    /// `/metrics`' body.
+    fn render_metrics(&self) -> String {
+        let (rss_bytes, open_fds) = process_figures();
+        let mut snapshot = Snapshot {
+            sessions_active: self.sessions,
+            rss_bytes,
+            open_fds,
+            ..Default::default()
+        };
+        self.servers.fill_snapshot(&mut snapshot);
+        self.metrics.render(&snapshot, self.bytes.0, self.bytes.1)
+    }
 }
 
 /// The admin listener and its connections.
@@ -251,17 +267,18 @@ pub(crate) fn process_figures() -> (Option<u64>, Option<u64>) {
 }
 
 /// The answer to an admin request: status, content type and body.
-pub(crate) fn respond(request: &Request, view: &AdminView) -> (u16, &'static str, Vec<u8>) {
+pub(super) fn respond(request: &Request, figures: &Figures<'_>) -> (u16, &'static str, Vec<u8>) {
     if request.method != "GET" && request.method != "HEAD" {
         return (405, "text/plain", b"use GET\n".to_vec());
     }
-    let ready = view.serving && view.upstreams.iter().all(|u| u.state == Health::Healthy);
+    let upstreams = figures.servers.health_report();
+    let ready = figures.serving && upstreams.iter().all(|u| u.state == Health::Healthy);
     match request.path() {
         "/livez" => (200, "text/plain", b"ok\n".to_vec()),
         "/readyz" if ready => (200, "text/plain", b"ready\n".to_vec()),
         "/readyz" => {
-            let why = if view.serving {
-                view.upstreams
+            let why = if figures.serving {
+                upstreams
                     .iter()
                     .find(|u| u.state != Health::Healthy)
                     .map(|u| format!("upstream {} is {}\n", u.name, u.state.name()))
@@ -272,8 +289,7 @@ pub(crate) fn respond(request: &Request, view: &AdminView) -> (u16, &'static str
             (503, "text/plain", why.into_bytes())
         }
         "/status" => {
-            let upstreams: Vec<_> = view
-                .upstreams
+            let upstreams: Vec<_> = upstreams
                 .iter()
                 .map(|u| {
                     json!({
@@ -288,9 +304,9 @@ pub(crate) fn respond(request: &Request, view: &AdminView) -> (u16, &'static str
                 .collect();
             let body = json!({
                 "ready": ready,
-                "serving": view.serving,
-                "sessions": view.sessions,
-                "children": view.children,
+                "serving": figures.serving,
+                "sessions": figures.sessions,
+                "children": figures.servers.live_children(),
                 "upstreams": upstreams,
             });
             (200, "application/json", body.to_string().into_bytes())
@@ -298,7 +314,7 @@ pub(crate) fn respond(request: &Request, view: &AdminView) -> (u16, &'static str
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            view.metrics.clone().unwrap_or_default().into_bytes(),
+            figures.render_metrics().into_bytes(),
         ),
         _ => (404, "text/plain", b"not found\n".to_vec()),
     }

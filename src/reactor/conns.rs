@@ -6,22 +6,42 @@
 
 use std::time::{Duration, Instant};
 
-use log::debug;
+use std::io;
+use std::net::SocketAddr;
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
 use serde_json::value::RawValue;
 
-use crate::client::{ConnKey, ConnState, DeadlineKind, ReadOutcome, READ_CHUNK_BYTES};
+use crate::client::{
+    Conn, ConnKey, ConnState, DeadlineKind, ReadOutcome, Transport, READ_CHUNK_BYTES,
+};
+use crate::config::RETRY_AFTER_SECONDS;
 use crate::http::request::{Decoded, Request};
 use crate::http::response;
 use crate::jsonrpc;
 use crate::mcp::endpoint::Reply;
+use crate::token::Source;
 
+use super::edge_io::Readiness;
 use super::front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
-use super::{Timer, DEFAULT_KEEPALIVE_TIMEOUT};
+use super::signals::stdio_transport;
+use super::{
+    ServerId, Timer, ACCEPT_RETRY_DELAY, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
+use crate::session::SessionKey;
 
 /// What `next_request` found on a connection.
 pub(super) enum Next {
     /// A complete request, for the reactor to act on.
     Request(Request),
+    /// One line from the stdio front door's stdin (without its end), and
+    /// the server and session of that front door.
+    Line {
+        line: Vec<u8>,
+        server: ServerId,
+        session: Option<SessionKey>,
+    },
     /// Nothing to act on now: `after_processing` sets the deadline.
     Wait,
     /// The connection is gone, or closes once its error answer is flushed.
@@ -29,6 +49,91 @@ pub(super) enum Next {
 }
 
 impl HttpFrontDoor {
+    /// Accepts every waiting connection while the listener is readable.
+    pub(super) fn accept_all(&mut self, ctx: &mut FrontCtx<'_>) {
+        while self.listener_readable {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, peer)) => self.add_conn(ctx, socket, peer),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_readable = false
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Out of descriptors, most likely: try again shortly rather
+                    // than spin on a listener that stays readable.
+                    warn!("accept failed: {error}; retrying in {ACCEPT_RETRY_DELAY:?}");
+                    ctx.timers
+                        .schedule(ctx.now + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, ctx: &mut FrontCtx<'_>, mut socket: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= DEFAULT_MAX_CONNECTIONS {
+            warn!("refusing connection from {peer}: {DEFAULT_MAX_CONNECTIONS} connections open");
+            let mut out = Vec::new();
+            response::write_full(
+                &mut out,
+                503,
+                &[("Retry-After", &RETRY_AFTER_SECONDS.to_string())],
+                b"",
+                false,
+            );
+            // Best effort on a fresh socket whose buffer is empty.
+            let _ = io::Write::write(&mut socket, &out);
+            return;
+        }
+        let _ = socket.set_nodelay(true);
+        let key = self.conns.next_key();
+        let mut transport = Transport::Tcp(socket);
+        let token = Source::Client(key.index()).token();
+        if let Err(error) = transport.register(ctx.registry, token) {
+            warn!("cannot register connection from {peer}: {error}");
+            return;
+        }
+        debug!("connection {key} from {peer}");
+        self.conns.insert(Conn::new(transport, self.limits));
+        let head_timeout = ctx.config.head_timeout;
+        self.set_deadline(ctx, key, DeadlineKind::Request, head_timeout);
+    }
+
+    /// The stdio front door: mcphop's stdin and stdout become one client
+    /// connection, of `server` (the default one if none is named).
+    pub(super) fn open_stdio(
+        &mut self,
+        ctx: &mut FrontCtx<'_>,
+        server: Option<&str>,
+    ) -> io::Result<ConnKey> {
+        let servers = &ctx.config.servers;
+        let index = match server {
+            Some(name) => servers.iter().position(|s| s.name == name),
+            None => ctx.config.default_server,
+        };
+        let described = index.and_then(|i| servers.get(i)).map(|s| s.describe());
+        let server = index
+            .and_then(ServerId::at)
+            .ok_or_else(|| io::Error::other("the stdio front door names no server"))?;
+        let mut transport = stdio_transport()?;
+        let key = self.conns.next_key();
+        transport.register(ctx.registry, Source::Client(key.index()).token())?;
+        let mut conn = Conn::new(transport, self.limits);
+        // Fresh pipes: what came before they were watched is read now.
+        conn.ready = Readiness::ready();
+        conn.state = ConnState::StdioSession {
+            server,
+            session: None,
+        };
+        self.conns.insert(conn);
+        let described = described.unwrap_or_default();
+        info!("serving one session on stdin and stdout: {described}");
+        Ok(key)
+    }
+
     pub(super) fn set_deadline(
         &mut self,
         ctx: &mut FrontCtx<'_>,
@@ -65,7 +170,9 @@ impl HttpFrontDoor {
         self.bytes_in += (conn.input.len().saturating_sub(before) + fresh) as u64;
         let streaming = matches!(
             conn.state,
-            ConnState::Streaming { .. } | ConnState::LegacyStream { .. }
+            ConnState::Streaming { .. }
+                | ConnState::LegacyStream { .. }
+                | ConnState::StdioSession { .. }
         );
         if outcome == ReadOutcome::Closed && streaming {
             // A client that hangs up mid-stream has gone away (as nginx treats
@@ -103,6 +210,32 @@ impl HttpFrontDoor {
             return Next::Gone;
         };
         let fresh = ctx.scratch.get(..fresh).unwrap_or_default();
+        if let ConnState::StdioSession { server, session } = conn.state {
+            conn.input.extend_from_slice(fresh);
+            if conn.unwritten() > max_buffer {
+                return Next::Wait;
+            }
+            return match take_line(&mut conn.input, ctx.config.max_body_bytes) {
+                Ok(Some(line)) => Next::Line {
+                    line,
+                    server,
+                    session,
+                },
+                Ok(None) => Next::Wait,
+                Err(too_long) => {
+                    debug!("stdin: a line over {too_long} bytes; skipped");
+                    let body = jsonrpc::error_response(
+                        RawValue::NULL,
+                        jsonrpc::INVALID_REQUEST,
+                        "Invalid Request: the message is over --max-body",
+                    );
+                    conn.output().extend_from_slice(&body);
+                    conn.output().push(b'\n');
+                    self.mark_dirty(key);
+                    Next::Wait
+                }
+            };
+        }
         let busy = conn.state != ConnState::Requests
             || conn.close_after_flush
             || conn.unwritten() > max_buffer;
@@ -222,6 +355,15 @@ impl HttpFrontDoor {
             {
                 ctx.events.push(FrontEvent::CaughtUp { session });
             }
+            ConnState::StdioSession { session, .. } if below_limit => {
+                if let Some(session) = session {
+                    ctx.events.push(FrontEvent::CaughtUp { session });
+                }
+                // Lines held back while stdout was full are read now.
+                if !conn.input.is_empty() {
+                    self.process_list.push(key);
+                }
+            }
             ConnState::Requests if below_limit && !conn.input.is_empty() => {
                 self.process_list.push(key);
             }
@@ -233,7 +375,7 @@ impl HttpFrontDoor {
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
-        let _ = ctx.registry.deregister(&mut conn.socket);
+        conn.socket.deregister(ctx.registry);
         debug!("connection {key} closed");
         ctx.events.push(FrontEvent::Closed { state: conn.state });
     }
@@ -282,5 +424,32 @@ impl HttpFrontDoor {
         );
         let reply = Reply::error(408, RawValue::NULL, jsonrpc::INVALID_REQUEST, why);
         self.reply_now(ctx, key, &reply, false);
+    }
+}
+
+/// Takes the next non-empty line out of `input` (without its LF or CRLF);
+/// none while no whole line is there. A line over `max` bytes is dropped
+/// with everything buffered (its length is the error).
+fn take_line(input: &mut Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, usize> {
+    loop {
+        let Some(end) = input.iter().position(|&byte| byte == b'\n') else {
+            if input.len() > max {
+                let length = input.len();
+                input.clear();
+                return Err(length);
+            }
+            return Ok(None);
+        };
+        let mut line: Vec<u8> = input.drain(..=end).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > max {
+            return Err(line.len());
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Some(line));
+        }
     }
 }

@@ -9,18 +9,15 @@
 //! session's one timer for `poll_timeout`.
 //! Nothing MCP is decided here.
 
-use std::time::Instant;
-
-use log::{debug, error, info, warn};
+use log::{debug, warn};
 
 use crate::client::{ConnKey, ConnState};
-use crate::config::RETRY_AFTER_SECONDS;
 use crate::core::{Action, Forward, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::Message;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
-use crate::mcp::legacy_endpoint::{interpret_legacy, LegacyIntent};
+use crate::mcp::legacy_endpoint::{interpret_legacy, parse_messages, LegacyIntent};
 use crate::mcp::router::StreamId;
 use crate::session::{Session, SessionKey};
 use crate::session_id;
@@ -31,11 +28,13 @@ use mio::event::Event as MioEvent;
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
 pub(super) use super::origin::{ClientRef, Origin};
-use super::replies::{not_found, shutting_down_reply, unhealthy_reply, upstream_not_reading};
+use super::replies::{
+    not_found, not_initialized, shutting_down_reply, unhealthy_reply, upstream_not_reading,
+};
 use super::servers::{Door, Route, ServerId};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
-use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
+use super::{Proxy, RunState, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
     /// Acts on one complete request from a client connection.
@@ -170,7 +169,9 @@ impl Proxy {
     }
 
     fn initialize(&mut self, key: ConnKey, request: &Request, message: Message, server: ServerId) {
-        let Some(session_key) = self.new_session(key, request, message.reply_id(), server) else {
+        let Some(session_key) =
+            self.new_session(key, request.keep_alive, message.reply_id(), server)
+        else {
             return;
         };
         let now = self.now;
@@ -216,19 +217,36 @@ impl Proxy {
             return self.reply(key, &unhealthy_reply(message, &why), request.keep_alive);
         }
         self.reply(key, &Reply::empty(202), request.keep_alive);
+        let batch = messages.len() != 1 || request.body.first() == Some(&b'[');
+        self.feed_carried(session_key, stream_conn, Some(request), messages, batch);
+    }
+
+    /// Messages from a client whose one connection `carrier` (a legacy SSE
+    /// stream, mcphop's stdout) carries every stream of the session: an
+    /// `initialize` starts the core, others are one message or a batch.
+    fn feed_carried(
+        &mut self,
+        session_key: SessionKey,
+        carrier: ConnKey,
+        request: Option<&Request>,
+        messages: Vec<Message>,
+        batch: bool,
+    ) {
         let now = self.now;
         if let Some(session) = self.sessions.get_mut(session_key) {
             session.core.touch(now);
         }
         let client = ClientRef {
-            key: stream_conn,
+            key: carrier,
             keep_alive: true,
             http11: true,
         };
-        let origin = Origin::request(client, request);
+        let origin = Origin {
+            client: Some(client),
+            request,
+        };
         let initialize = matches!(messages.as_slice(),
             [message] if message.kind() == Kind::Request && message.method() == Some("initialize"));
-        let batch = messages.len() != 1 || request.body.first() == Some(&b'[');
         let mut messages = messages.into_iter();
         match (initialize, batch, messages.next()) {
             (true, _, Some(message)) => self.drive(session_key, origin, |core| {
@@ -244,10 +262,61 @@ impl Proxy {
         }
     }
 
+    /// One line on the stdio front door's stdin: the first message must be
+    /// `initialize` (it starts the session on `server`); then each is the
+    /// session's, answered on stdout.
+    pub(super) fn handle_stdio_line(
+        &mut self,
+        key: ConnKey,
+        line: Vec<u8>,
+        server: ServerId,
+        session: Option<SessionKey>,
+    ) {
+        let batch = line.first() == Some(&b'[');
+        let messages = match parse_messages(line) {
+            Ok(messages) => messages,
+            Err(reply) => return self.reply(key, &reply, true),
+        };
+        let live = session.filter(|session| self.sessions.contains(*session));
+        let session_key = match (live, messages.first()) {
+            (Some(session), _) => session,
+            (None, Some(first)) if first.method() == Some("initialize") => {
+                let Some(session) = self.new_session(key, true, first.reply_id(), server) else {
+                    return;
+                };
+                if let Some(conn) = self.front.conns.get_mut(key) {
+                    conn.state = ConnState::StdioSession {
+                        server,
+                        session: Some(session),
+                    };
+                }
+                if let Some(entry) = self.sessions.get_mut(session) {
+                    entry.legacy_stream = Some(key);
+                }
+                session
+            }
+            (None, first) => {
+                let id = first.map_or(RawValue::NULL, Message::reply_id);
+                return self.reply(key, &not_initialized(id), true);
+            }
+        };
+        for message in &messages {
+            if let Err(reply) = self.check_upstream_room(session_key, message) {
+                return self.reply(key, &reply, true);
+            }
+        }
+        if let (Some(message), Some(why)) = (messages.first(), self.request_refusal(server)) {
+            return self.reply(key, &unhealthy_reply(message, &why), true);
+        }
+        self.feed_carried(session_key, key, None, messages, batch);
+    }
+
     /// `GET /sse`: a new session whose one stream is this connection; the
     /// stream opens with the `endpoint` event naming where to POST.
     fn open_legacy_session(&mut self, key: ConnKey, request: &Request, route: &Route) {
-        let Some(session_key) = self.new_session(key, request, RawValue::NULL, route.server) else {
+        let Some(session_key) =
+            self.new_session(key, request.keep_alive, RawValue::NULL, route.server)
+        else {
             return;
         };
         let Some(session) = self.sessions.get_mut(session_key) else {
@@ -267,83 +336,28 @@ impl Proxy {
     fn new_session(
         &mut self,
         key: ConnKey,
-        request: &Request,
+        keep_alive: bool,
         id: &RawValue,
         server: ServerId,
     ) -> Option<SessionKey> {
-        if self.session_ids.len() >= self.config.max_sessions {
-            warn!(
-                "refusing a new session: {} sessions open (--max-sessions)",
-                self.session_ids.len()
-            );
-            let reply = Reply::error(
-                503,
-                id,
-                jsonrpc::UPSTREAM_GONE,
-                "Service Unavailable: too many sessions; retry later",
-            )
-            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
-            self.reply(key, &reply, request.keep_alive);
-            return None;
-        }
-        let session_id = match session_id::new_session_id(self.config.instance_id.as_deref()) {
-            Ok(session_id) => session_id,
-            Err(error) => {
-                error!("no randomness for a session id: {error}");
-                let reply = Reply::error(500, id, jsonrpc::INTERNAL_ERROR, "no session id");
-                self.reply(key, &reply, request.keep_alive);
-                return None;
-            }
-        };
-        let now = self.now;
-        let refusal = self
-            .servers
-            .get_mut(server)
-            .map(|entry| entry.upstream.session_refusal(now))
-            .unwrap_or_else(|| Some("no such server".to_string()));
-        if let Some(why) = refusal {
-            let reply = Reply::error(
-                503,
-                id,
-                jsonrpc::UPSTREAM_GONE,
-                &format!("Service Unavailable: {why}"),
-            )
-            .with_header("Retry-After", RETRY_AFTER_SECONDS.to_string());
-            self.reply(key, &reply, request.keep_alive);
-            return None;
-        }
-        let session_key = self.sessions.next_key();
-        let registry = self.poll.registry();
-        let started = match self.servers.get_mut(server) {
-            Some(entry) => entry.upstream.start(session_key, registry, now),
-            None => Err(std::io::Error::other("no such server")),
-        };
-        let (upstream, description) = match started {
-            Ok(started) => started,
-            Err(error) => {
-                let reply = Reply::error(
-                    502,
-                    id,
-                    jsonrpc::UPSTREAM_GONE,
-                    &format!("Bad Gateway: the upstream server could not be started: {error}"),
-                );
-                self.reply(key, &reply, request.keep_alive);
-                return None;
-            }
-        };
-        let core = SessionCore::new(
-            session_id,
-            self.servers.core_config(&self.config, server),
+        let opened = self.servers.open_session(
+            server,
+            &self.config,
+            &mut self.sessions,
+            &mut self.session_ids,
+            self.poll.registry(),
             self.now,
         );
-        info!(
-            "session {} started: {description}, {} live",
-            core.short_id(),
-            self.session_ids.len() + 1
-        );
-        self.session_ids.insert(core.id().to_string(), session_key);
-        self.metrics.session_created();
-        Some(self.sessions.insert(Session::new(core, upstream, server)))
+        match opened {
+            Ok(session_key) => {
+                self.metrics.session_created();
+                Some(session_key)
+            }
+            Err(refusal) => {
+                self.reply(key, &refusal.reply(id), keep_alive);
+                None
+            }
+        }
     }
 
     /// Ends a live session (see `SessionCore::end`).
@@ -597,6 +611,14 @@ impl Proxy {
                 ConnState::LegacyStream { session, .. } => {
                     self.end_session(session, "the client closed its legacy SSE stream");
                 }
+                ConnState::StdioSession { session, .. } => {
+                    // mcphop's one client is gone: its session ends (DELETE
+                    // upstream) and mcphop exits once that is done.
+                    if let Some(session) = session {
+                        self.end_session(session, "the client closed stdin");
+                    }
+                    self.stop_serving();
+                }
                 ConnState::Requests => {}
             },
             FrontEvent::CaughtUp { session } => {
@@ -764,33 +786,5 @@ impl Proxy {
         self.drive(session_key, Origin::NONE, |core| {
             core.fail_stream(stream, why)
         });
-    }
-
-    /// Arms the session's timer for its core's next deadline.
-    fn arm_session_timer(&mut self, session_key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(session_key) else {
-            return;
-        };
-        let Some(deadline) = session.core.poll_timeout() else {
-            return;
-        };
-        if session.timer.is_some_and(|armed| armed <= deadline) {
-            return;
-        }
-        session.timer = Some(deadline);
-        self.timers.schedule(deadline, Timer::Session(session_key));
-    }
-
-    /// A session's timer fired: its core handles whatever is due.
-    pub(super) fn on_session_timer(&mut self, key: SessionKey, deadline: Instant) {
-        let now = self.now;
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if session.timer != Some(deadline) {
-            return;
-        }
-        session.timer = None;
-        self.drive(key, Origin::NONE, |core| core.handle_timeout(now));
     }
 }

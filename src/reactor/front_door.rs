@@ -101,9 +101,9 @@ pub(crate) struct HttpFrontDoor {
 }
 
 impl HttpFrontDoor {
-    pub(super) fn new(listener: TcpListener, policy: AccessPolicy, limits: Limits) -> Self {
+    pub(super) fn new(listener: Option<TcpListener>, policy: AccessPolicy, limits: Limits) -> Self {
         HttpFrontDoor {
-            listener: Some(listener),
+            listener,
             listener_readable: true,
             policy,
             limits,
@@ -138,12 +138,13 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let ConnState::LegacyStream { chunked, .. } = conn.state {
-            // A legacy client's POST was answered 202 already; what a
-            // session says to it goes on its stream (an error's JSON-RPC
-            // body), and a bare status has nothing to say there.
+        if let Some(carrier) = Carrier::of(&conn.state) {
+            // A legacy client's POST was answered 202 already (a stdio
+            // client sends no requests of HTTP's); what a session says to it
+            // goes on its stream (an error's JSON-RPC body), and a bare
+            // status has nothing to say there.
             if !reply.body.is_empty() {
-                write_message(conn.output(), chunked, None, &reply.body);
+                carrier.write(conn.output(), &reply.body);
                 self.mark_dirty(key);
             }
             return;
@@ -183,15 +184,15 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (chunked, id) = match conn.state {
-            ConnState::Streaming { chunked, .. } => {
-                (chunked, id.map(|(stream, seq)| event_id(stream, seq)))
-            }
+        if let Some(carrier) = Carrier::of(&conn.state) {
             // One stream for everything, and no resumption: no ids.
-            ConnState::LegacyStream { chunked, .. } => (chunked, None),
-            _ => return,
-        };
-        write_message(conn.output(), chunked, id.as_deref(), data);
+            carrier.write(conn.output(), data);
+        } else if let ConnState::Streaming { chunked, .. } = conn.state {
+            let id = id.map(|(stream, seq)| event_id(stream, seq));
+            write_message(conn.output(), chunked, id.as_deref(), data);
+        } else {
+            return;
+        }
         conn.heartbeat_at = Some(heartbeat_at);
         self.mark_dirty(key);
     }
@@ -264,9 +265,13 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(conn_key) else {
             return false;
         };
-        if matches!(conn.state, ConnState::LegacyStream { session: owner, .. } if owner == session)
-        {
-            // The session's one legacy stream carries this stream too.
+        let carries = match conn.state {
+            ConnState::LegacyStream { session: owner, .. } => owner == session,
+            ConnState::StdioSession { session: owner, .. } => owner == Some(session),
+            _ => false,
+        };
+        if carries {
+            // The session's one connection carries this stream too.
             return true;
         }
         let chunked = head.http11;
@@ -426,6 +431,13 @@ impl HttpFrontDoor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let ConnState::StdioSession { .. } = conn.state {
+            // mcphop's stdout closes once what is queued is out; the loop
+            // then shuts down.
+            conn.close_after_flush = true;
+            self.mark_dirty(key);
+            return;
+        }
         let ConnState::LegacyStream { chunked, .. } = conn.state else {
             return;
         };
@@ -451,7 +463,7 @@ impl HttpFrontDoor {
             return false;
         };
         match conn.state {
-            ConnState::LegacyStream { .. } => true,
+            ConnState::LegacyStream { .. } | ConnState::StdioSession { .. } => true,
             ConnState::Requests => {
                 conn.state = ConnState::AwaitingUpstream { server, exchange };
                 conn.deadline = None;
@@ -467,7 +479,7 @@ impl HttpFrontDoor {
             ConnState::AwaitingUpstream {
                 exchange: awaited, ..
             } => awaited == exchange,
-            ConnState::LegacyStream { .. } => true,
+            ConnState::LegacyStream { .. } | ConnState::StdioSession { .. } => true,
             _ => false,
         })
     }
@@ -486,11 +498,49 @@ impl HttpFrontDoor {
                 self.process_list.push(key);
                 true
             }
-            ConnState::LegacyStream { .. } => {
+            ConnState::LegacyStream { .. } | ConnState::StdioSession { .. } => {
                 self.reply(key, reply, keep_alive);
                 true
             }
             _ => false,
+        }
+    }
+}
+
+/// How a connection that carries every stream of its session frames them.
+#[derive(Debug, Clone, Copy)]
+enum Carrier {
+    /// A legacy HTTP+SSE stream: `message` events without ids.
+    Sse { chunked: bool },
+    /// mcphop's stdout: one message per line.
+    Lines,
+}
+
+impl Carrier {
+    fn of(state: &ConnState) -> Option<Carrier> {
+        match state {
+            ConnState::LegacyStream { chunked, .. } => Some(Carrier::Sse { chunked: *chunked }),
+            ConnState::StdioSession { .. } => Some(Carrier::Lines),
+            _ => None,
+        }
+    }
+
+    /// Writes one message. On a line, raw CR and LF (only whitespace
+    /// between JSON tokens: inside strings they are escaped) become spaces,
+    /// so a message is one line whoever wrote it.
+    fn write(self, out: &mut Vec<u8>, data: &[u8]) {
+        match self {
+            Carrier::Sse { chunked } => write_message(out, chunked, None, data),
+            Carrier::Lines => {
+                let start = out.len();
+                out.extend_from_slice(data);
+                for byte in &mut out[start..] {
+                    if matches!(*byte, b'\n' | b'\r') {
+                        *byte = b' ';
+                    }
+                }
+                out.push(b'\n');
+            }
         }
     }
 }

@@ -14,17 +14,16 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll};
 
 use crate::arena::Arena;
-use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
-use crate::config::{Config, RETRY_AFTER_SECONDS};
+use crate::client::{ConnKey, ConnState, READ_CHUNK_BYTES};
+use crate::config::Config;
 use crate::core::{Phase, SessionCore};
 use crate::http::request::Limits;
-use crate::http::response;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -50,6 +49,7 @@ use admin::AdminDoor;
 use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use health_workers::HealthWorkers;
+use origin::Origin;
 use replies::shutting_down_reply;
 use schedule::{RunState, Timer};
 pub(crate) use servers::ServerId;
@@ -117,10 +117,21 @@ impl Proxy {
     /// Binds the listener and sets up the loop; nothing is served until `run`.
     pub fn bind(config: Config) -> io::Result<Proxy> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        // The stdio front door serves one client on stdin and stdout, and
+        // listens on no port.
+        let (listener, local_addr) = match config.stdio {
+            Some(_) => (None, std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            None => {
+                let mut listener = TcpListener::bind(config.listen)?;
+                let local_addr = listener.local_addr()?;
+                poll.registry().register(
+                    &mut listener,
+                    Source::Listener.token(),
+                    Interest::READABLE,
+                )?;
+                (Some(listener), local_addr)
+            }
+        };
         let mut shutdown_signal = signal_pipe(&[libc::SIGINT, libc::SIGTERM])?;
         poll.registry().register(
             &mut shutdown_signal,
@@ -196,7 +207,11 @@ impl Proxy {
 
     /// Runs until shutdown; returns the process exit code.
     pub fn run(mut self) -> io::Result<i32> {
+        if let Some(stdio) = self.config.stdio.clone() {
+            self.open_stdio(stdio.server.as_deref())?;
+        }
         match self.config.default() {
+            Some(_) if self.config.stdio.is_some() => {}
             Some(server) => info!(
                 "listening on http://{}{} (upstream: {})",
                 self.local_addr,
@@ -205,7 +220,12 @@ impl Proxy {
             ),
             None => info!("listening on http://{}", self.local_addr),
         }
-        for server in &self.config.servers {
+        for server in self
+            .config
+            .servers
+            .iter()
+            .filter(|_| self.config.stdio.is_none())
+        {
             info!(
                 "server {} at {}: {}",
                 server.name,
@@ -336,31 +356,17 @@ impl Proxy {
         let Some((key, request)) = admin.on_event(index, event, registry, &mut self.scratch) else {
             return;
         };
-        let metrics = (request.path() == "/metrics").then(|| self.render_metrics());
-        let view = admin::AdminView {
+        let figures = admin::Figures {
             sessions: self.session_ids.len(),
-            children: self.servers.live_children(),
             serving: self.run_state == RunState::Serving,
-            upstreams: self.servers.health_report(),
-            metrics,
+            servers: &self.servers,
+            metrics: &self.metrics,
+            bytes: (self.front.bytes_in, self.front.bytes_out),
         };
-        let (status, content_type, body) = admin::respond(&request, &view);
+        let (status, content_type, body) = admin::respond(&request, &figures);
         if let Some(admin) = self.admin.as_mut() {
             admin.answer(key, status, content_type, &body, self.poll.registry());
         }
-    }
-
-    fn render_metrics(&self) -> String {
-        let (rss_bytes, open_fds) = admin::process_figures();
-        let mut snapshot = crate::metrics::Snapshot {
-            sessions_active: self.session_ids.len(),
-            rss_bytes,
-            open_fds,
-            ..Default::default()
-        };
-        self.servers.fill_snapshot(&mut snapshot);
-        self.metrics
-            .render(&snapshot, self.front.bytes_in, self.front.bytes_out)
     }
 
     /// Health workers sent results: the upstream's health is updated.
@@ -395,60 +401,8 @@ impl Proxy {
     // ----- accepting -------------------------------------------------------
 
     fn accept_all(&mut self) {
-        while self.front.listener_readable {
-            let Some(listener) = self.front.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((socket, peer)) => self.add_conn(socket, peer),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.front.listener_readable = false
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    // Out of descriptors, most likely: try again shortly rather
-                    // than spin on a listener that stays readable.
-                    warn!("accept failed: {error}; retrying in {ACCEPT_RETRY_DELAY:?}");
-                    self.timers
-                        .schedule(self.now + ACCEPT_RETRY_DELAY, Timer::RetryAccept);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_conn(&mut self, mut socket: TcpStream, peer: std::net::SocketAddr) {
-        if self.front.conns.len() >= DEFAULT_MAX_CONNECTIONS {
-            warn!("refusing connection from {peer}: {DEFAULT_MAX_CONNECTIONS} connections open");
-            let mut out = Vec::new();
-            response::write_full(
-                &mut out,
-                503,
-                &[("Retry-After", &RETRY_AFTER_SECONDS.to_string())],
-                b"",
-                false,
-            );
-            // Best effort on a fresh socket whose buffer is empty.
-            let _ = io::Write::write(&mut socket, &out);
-            return;
-        }
-        let _ = socket.set_nodelay(true);
-        let key = self.front.conns.next_key();
-        if let Err(error) = self.poll.registry().register(
-            &mut socket,
-            Source::Client(key.index()).token(),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("cannot register connection from {peer}: {error}");
-            return;
-        }
-        debug!("connection {key} from {peer}");
-        self.front
-            .conns
-            .insert(Conn::new(socket, self.front.limits));
-        let head_timeout = self.config.head_timeout;
         let (front, mut ctx) = self.front_parts();
-        front.set_deadline(&mut ctx, key, DeadlineKind::Request, head_timeout);
+        front.accept_all(&mut ctx);
     }
 
     // ----- client connections ---------------------------------------------
@@ -473,8 +427,32 @@ impl Proxy {
         self.run_front_events();
         // A request decoded straight from the read buffer; what follows it
         // is decoded when the connection is processed.
-        if let Next::Request(request) = next {
-            self.handle_request(key, request);
+        match next {
+            Next::Request(request) => self.handle_request(key, request),
+            Next::Line {
+                line,
+                server,
+                session,
+            } => self.handle_stdio_line(key, line, server, session),
+            Next::Wait | Next::Gone => {}
+        }
+    }
+
+    /// The stdio front door: mcphop's stdin and stdout become the one
+    /// client connection, of `server` (the default one if none is named).
+    fn open_stdio(&mut self, server: Option<&str>) -> io::Result<()> {
+        let (front, mut ctx) = self.front_parts();
+        let key = front.open_stdio(&mut ctx, server)?;
+        // Whatever the client wrote before the loop started is read now.
+        self.read_conn(key);
+        Ok(())
+    }
+
+    /// Stops taking new sessions and lets the open ones end (as SIGTERM
+    /// does, once).
+    pub(super) fn stop_serving(&mut self) {
+        if self.run_state == RunState::Serving {
+            self.on_shutdown_signal();
         }
     }
 
@@ -484,6 +462,11 @@ impl Proxy {
             let (front, mut ctx) = self.front_parts();
             match front.next_request(&mut ctx, key) {
                 Next::Request(request) => self.handle_request(key, request),
+                Next::Line {
+                    line,
+                    server,
+                    session,
+                } => self.handle_stdio_line(key, line, server, session),
                 Next::Wait => {
                     front.after_processing(&mut ctx, key);
                     break;
@@ -543,6 +526,34 @@ impl Proxy {
     }
 
     // ----- timers -----------------------------------------------------------
+
+    /// Arms the session's timer for its core's next deadline.
+    fn arm_session_timer(&mut self, session_key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(session_key) else {
+            return;
+        };
+        let Some(deadline) = session.core.poll_timeout() else {
+            return;
+        };
+        if session.timer.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        session.timer = Some(deadline);
+        self.timers.schedule(deadline, Timer::Session(session_key));
+    }
+
+    /// A session's timer fired: its core handles whatever is due.
+    pub(super) fn on_session_timer(&mut self, key: SessionKey, deadline: Instant) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.timer != Some(deadline) {
+            return;
+        }
+        session.timer = None;
+        self.drive(key, Origin::NONE, |core| core.handle_timeout(now));
+    }
 
     fn run_timers(&mut self, now: Instant) {
         self.servers.handle_timeout(now);

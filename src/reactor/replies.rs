@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::jsonrpc::{self, Message};
 use crate::mcp::endpoint::Reply;
+use serde_json::value::RawValue as Raw;
 
 /// The answer to a path that names no server.
 pub(super) fn not_found() -> Reply {
@@ -50,4 +51,15 @@ pub(super) fn upstream_not_reading(message: &Message) -> Reply {
         "Service Unavailable: the upstream server is not reading its input",
     )
     .with_header("Retry-After", "1")
+}
+
+/// The answer to a stdio client's first message when it is not
+/// `initialize`: there is no session to send it to.
+pub(super) fn not_initialized(id: &Raw) -> Reply {
+    Reply::error(
+        400,
+        id,
+        jsonrpc::INVALID_REQUEST,
+        "Invalid Request: the first message must be initialize",
+    )
 }

@@ -12,10 +12,19 @@ use std::time::Instant;
 use mio::Registry;
 
 use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
-use crate::core::CoreConfig;
+use log::{error, info, warn};
+use serde_json::value::RawValue;
+
+use crate::arena::Arena;
+use crate::config::RETRY_AFTER_SECONDS;
+use crate::core::{CoreConfig, SessionCore};
+use crate::jsonrpc;
+use crate::mcp::endpoint::Reply;
 use crate::mcp::legacy_endpoint::LegacyPaths;
 use crate::mcp::router::RouterLimits;
 use crate::mcp::tools::ToolFilter;
+use crate::session::Session;
+use crate::session_id;
 
 use super::http_upstream::HttpSide;
 use super::stdio_upstream::StdioUpstream;
@@ -166,8 +175,89 @@ fn adapter(config: &Config, server: &ServerConfig, id: ServerId) -> io::Result<U
     })
 }
 
+/// Why a session could not be opened, as its client hears it.
+pub(crate) struct Refusal {
+    status: u16,
+    text: String,
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn new(status: u16, text: String, retry_after: bool) -> Refusal {
+        Refusal {
+            status,
+            text,
+            retry_after,
+        }
+    }
+
+    /// The answer to the request with `id`.
+    pub(crate) fn reply(&self, id: &RawValue) -> Reply {
+        let reply = Reply::error(self.status, id, jsonrpc::UPSTREAM_GONE, &self.text);
+        match self.retry_after {
+            true => reply.with_header("Retry-After", RETRY_AFTER_SECONDS.to_string()),
+            false => reply,
+        }
+    }
+}
+
 /// What the loop asks of every server at once.
 impl Servers {
+    /// Opens a session on `server`: its id, its upstream (a stdio child is
+    /// spawned now), its core; registered in `sessions` and `session_ids`.
+    pub(crate) fn open_session(
+        &mut self,
+        server: ServerId,
+        config: &Config,
+        sessions: &mut Arena<Session>,
+        session_ids: &mut HashMap<String, SessionKey>,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<SessionKey, Refusal> {
+        if session_ids.len() >= config.max_sessions {
+            warn!(
+                "refusing a new session: {} sessions open (--max-sessions)",
+                session_ids.len()
+            );
+            let text = "Service Unavailable: too many sessions; retry later";
+            return Err(Refusal::new(503, text.into(), true));
+        }
+        let session_id =
+            session_id::new_session_id(config.instance_id.as_deref()).map_err(|error| {
+                error!("no randomness for a session id: {error}");
+                Refusal::new(500, "no session id".into(), false)
+            })?;
+        let core_config = self.core_config(config, server);
+        let entry = self
+            .get_mut(server)
+            .ok_or_else(|| Refusal::new(404, "no such server".into(), false))?;
+        if let Some(why) = entry.upstream.session_refusal(now) {
+            return Err(Refusal::new(
+                503,
+                format!("Service Unavailable: {why}"),
+                true,
+            ));
+        }
+        let session_key = sessions.next_key();
+        let (upstream, description) =
+            entry
+                .upstream
+                .start(session_key, registry, now)
+                .map_err(|error| {
+                    let text =
+                        format!("Bad Gateway: the upstream server could not be started: {error}");
+                    Refusal::new(502, text, false)
+                })?;
+        let core = SessionCore::new(session_id, core_config, now);
+        info!(
+            "session {} started: {description}, {} live",
+            core.short_id(),
+            session_ids.len() + 1
+        );
+        session_ids.insert(core.id().to_string(), session_key);
+        Ok(sessions.insert(Session::new(core, upstream, server)))
+    }
+
     /// What the cores of `server`'s sessions need of the configuration.
     pub(crate) fn core_config(&self, config: &Config, server: ServerId) -> CoreConfig {
         CoreConfig {

@@ -1,6 +1,7 @@
 //! Signals as readable bytes: SIGINT/SIGTERM and SIGCHLD are turned into
 //! writes on a socket pair (signal-hook's pipe), whose read end the loop
-//! polls like any other source.
+//! polls like any other source; and mcphop's own stdin and stdout as the
+//! stdio front door's transport.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -30,4 +31,19 @@ pub(super) fn drain_signal_pipe(pipe: &mut UnixStream) -> usize {
             Err(_) => return total,
         }
     }
+}
+
+/// mcphop's own stdin and stdout as a non-blocking client transport (the
+/// stdio front door). They must be pipes or terminals: epoll refuses
+/// regular files.
+pub(super) fn stdio_transport() -> io::Result<crate::client::Transport> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: fds 0 and 1 are open for the process's life and nothing else
+    // in mcphop reads stdin or writes stdout (logs go to stderr).
+    let (input, output) = unsafe { (OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1)) };
+    let input = mio::unix::pipe::Receiver::from(input);
+    let output = mio::unix::pipe::Sender::from(output);
+    input.set_nonblocking(true)?;
+    output.set_nonblocking(true)?;
+    Ok(crate::client::Transport::Stdio { input, output })
 }

@@ -72,13 +72,26 @@ pub fn inspector_over(mcphop: &Mcphop, transport: &str, args: &[&str]) -> Run {
 
 /// As `inspector_over`, at `path` on mcphop's port.
 pub fn inspector_at(mcphop: &Mcphop, transport: &str, path: &str, args: &[&str]) -> Run {
-    let dir = inspector_build_dir();
     let url = format!("http://127.0.0.1:{}{path}", mcphop.port);
+    let mut all = vec![url.as_str(), "--transport", transport];
+    all.extend_from_slice(args);
+    run(&all, &|| mcphop.log_text())
+}
+
+/// `node cli.js --cli ARGS...`, as the Inspector's own command line takes
+/// them (a config file of its own, a server it spawns).
+pub fn inspector_raw(args: &[&str]) -> Run {
+    run(args, &String::new)
+}
+
+/// Runs `node cli.js --cli ARGS...` from the Inspector CLI's build folder,
+/// in its own process group (cli.js spawns a second node), killing the
+/// group after `RUN_TIMEOUT`; `log` says what to show if it hangs.
+fn run(args: &[&str], log: &dyn Fn() -> String) -> Run {
+    let dir = inspector_build_dir();
     let mut child = Command::new("node")
         .arg(dir.join("cli.js"))
         .arg("--cli")
-        .arg(url)
-        .args(["--transport", transport])
         .args(args)
         .current_dir(&dir)
         .stdin(Stdio::null())
@@ -108,7 +121,7 @@ pub fn inspector_at(mcphop: &Mcphop, transport: &str, path: &str, args: &[&str])
             let _ = child.wait();
             panic!(
                 "the Inspector CLI did not finish within {RUN_TIMEOUT:?}\nmcphop log:\n{}",
-                mcphop.log_text()
+                log()
             );
         }
         thread::sleep(Duration::from_millis(20));

@@ -283,6 +283,15 @@ fn read_up_conn(side: &HttpSide, ctx: &mut HttpCtx<'_>, conn: UpConnKey) {
 }
 
 impl ClientHeaders {
+    /// A client that sent no HTTP request (the stdio front door's).
+    pub fn none() -> ClientHeaders {
+        ClientHeaders {
+            keep_alive: true,
+            http11: true,
+            forwarded: Vec::new(),
+        }
+    }
+
     /// The parts of `request` an exchange needs; `names` lists the headers to
     /// pass on.
     pub fn of(request: &Request, names: &[String]) -> ClientHeaders {

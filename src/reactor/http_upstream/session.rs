@@ -311,11 +311,14 @@ pub(in crate::reactor) fn forward_http(
             has_requests: false,
         },
     };
+    // A client with no HTTP request of its own (mcphop's stdin) forwards
+    // no headers.
     let client = match (forward.client_waits, origin.client, origin.request) {
         (true, Some(client), Some(request)) => Some((
             client.key,
             ClientHeaders::of(request, &ctx.config.forward_headers),
         )),
+        (true, Some(client), None) => Some((client.key, ClientHeaders::none())),
         _ => None,
     };
     start_exchange(
