@@ -115,7 +115,7 @@ impl Proxy {
     /// Acts on one complete request from a client connection.
     pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
         if self.run_state != RunState::Serving {
-            self.reply(key, &super::shutting_down_reply(), false);
+            self.reply(key, &shutting_down_reply(), false);
             return;
         }
         let legacy = interpret_legacy(&mut request, &self.config.legacy_paths, &self.front.policy);
@@ -759,4 +759,14 @@ impl Proxy {
         session.timer = None;
         self.drive(key, Origin::NONE, |core| core.handle_timeout(now));
     }
+}
+
+/// The answer to a request that arrives while mcphop shuts down.
+pub(super) fn shutting_down_reply() -> Reply {
+    Reply::error(
+        503,
+        RawValue::NULL,
+        jsonrpc::SHUTTING_DOWN,
+        "Service Unavailable: mcphop is shutting down",
+    )
 }

@@ -115,6 +115,20 @@ impl HttpFrontDoor {
         }
     }
 
+    /// Gives back what busy moments left allocated: the connection slab past
+    /// its last live entry, the work lists, and idle connections' buffers.
+    pub(super) fn release_idle_capacity(&mut self) {
+        self.conns.shrink_to_fit();
+        self.flush_list.shrink_to_fit();
+        self.process_list.shrink_to_fit();
+        self.event_scratch = Vec::new();
+        for key in self.conns.keys() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.release_idle_buffers();
+            }
+        }
+    }
+
     /// Notes that a connection has output to flush this turn.
     pub(super) fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(conn) = self.conns.get_mut(key) {

@@ -18,7 +18,6 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
-use serde_json::value::RawValue;
 
 use crate::arena::Arena;
 use crate::client::{Conn, ConnKey, ConnState, DeadlineKind, READ_CHUNK_BYTES};
@@ -26,7 +25,6 @@ use crate::config::{Config, UpstreamKind, RETRY_AFTER_SECONDS};
 use crate::core::{Phase, SessionCore};
 use crate::http::request::Limits;
 use crate::http::response;
-use crate::jsonrpc;
 use crate::mcp::endpoint::{AccessPolicy, Reply};
 use crate::session::{Session, SessionKey};
 use crate::timers::{self, TimerQueue};
@@ -40,6 +38,7 @@ pub(crate) mod edge_io;
 mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
+mod idle;
 mod signals;
 mod stdio_upstream;
 mod upstreams;
@@ -94,6 +93,8 @@ enum Timer {
     Probe,
     /// Admin connections that sent no request in time are closed.
     AdminExpire,
+    /// No session for a while: memory is given back (`idle`).
+    IdleRelease,
 }
 
 /// Whether the proxy is serving or shutting down.
@@ -144,6 +145,8 @@ pub struct Proxy {
     /// The threads that probe an HTTP upstream (none for stdio, or with
     /// probes off).
     health_workers: Option<HealthWorkers>,
+    /// When the armed `Timer::IdleRelease` fires.
+    idle_release: Option<Instant>,
 }
 
 impl Proxy {
@@ -220,6 +223,7 @@ impl Proxy {
             metrics: crate::metrics::Metrics::default(),
             admin,
             health_workers,
+            idle_release: None,
         })
     }
 
@@ -567,6 +571,9 @@ impl Proxy {
         );
         self.sessions.remove(session_key);
         self.upstream.forget(session_key, self.poll.registry());
+        if self.sessions.is_empty() {
+            idle::last_session_gone(self);
+        }
     }
 
     // ----- timers -----------------------------------------------------------
@@ -617,6 +624,7 @@ impl Proxy {
                     });
                 }
                 Timer::ExitFlush => {}
+                Timer::IdleRelease => idle::release(self),
                 Timer::Probe => {
                     if let (Some(workers), Some(job)) = (
                         self.health_workers.as_ref(),
@@ -682,6 +690,7 @@ impl Proxy {
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
             Timer::AdminExpire => self.admin.as_ref().is_some_and(AdminDoor::has_conns),
+            Timer::IdleRelease => self.idle_release == Some(deadline),
             Timer::ShutdownGrace
             | Timer::FinalExit
             | Timer::RetryAccept
@@ -773,19 +782,9 @@ impl Proxy {
             );
         }
         for key in arriving {
-            self.reply(key, &shutting_down_reply(), false);
+            self.reply(key, &drive::shutting_down_reply(), false);
         }
     }
-}
-
-/// The answer to a request that arrives while mcphop shuts down.
-pub(super) fn shutting_down_reply() -> Reply {
-    Reply::error(
-        503,
-        RawValue::NULL,
-        jsonrpc::SHUTTING_DOWN,
-        "Service Unavailable: mcphop is shutting down",
-    )
 }
 
 /// Runs mcphop with `config` until it shuts down; returns the exit code.

@@ -549,6 +549,15 @@ impl Upstreams {
         }
     }
 
+    /// Gives back the capacity busy moments left in the upstream side's
+    /// maps, slabs and queues (an idle proxy).
+    pub(crate) fn release_idle_capacity(&mut self) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.release_idle_capacity(),
+            Upstreams::Http(http) | Upstreams::Sse(http) => http.release_idle_capacity(),
+        }
+    }
+
     /// Logs what the upstream side has to say at shutdown (the pool's figures).
     pub(crate) fn log_summary(&self) {
         if let Some(http) = self.http() {

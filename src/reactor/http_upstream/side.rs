@@ -62,6 +62,15 @@ impl HttpSide {
         })
     }
 
+    /// Gives back the capacity of the connection and exchange slabs past
+    /// their last live entries, and of the pool's maps (an idle proxy).
+    pub(crate) fn release_idle_capacity(&mut self) {
+        self.conns.shrink_to_fit();
+        self.exchanges.shrink_to_fit();
+        self.actions.shrink_to_fit();
+        self.pool.shrink_to_fit();
+    }
+
     /// The host, as the log and the metrics name it.
     pub(crate) fn name(&self) -> String {
         format!("{}://{}", self.url.scheme.as_str(), self.authority)
