@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll};
 
 use crate::arena::Arena;
@@ -153,7 +153,7 @@ impl Proxy {
     /// Binds the listener and sets up the loop; nothing is served until `run`.
     pub fn bind(config: Config) -> io::Result<Proxy> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = front_door::bind_listener(config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
