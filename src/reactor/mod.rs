@@ -579,7 +579,7 @@ impl Proxy {
     // ----- timers -----------------------------------------------------------
 
     fn run_timers(&mut self, now: Instant) {
-        self.upstream.handle_timeout(now);
+        self.with_upstream(|upstream, ctx| upstream.handle_timeout(ctx));
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),

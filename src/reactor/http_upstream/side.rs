@@ -15,6 +15,7 @@ use crate::arena::Arena;
 use crate::health::{Health, HealthState, Transition};
 use crate::http::url::UpstreamUrl;
 use crate::pool::{HostGauges, HostKey, Pool, PoolAction, PoolConfig, PoolMetrics};
+use crate::timers::TimerQueue;
 use crate::token::Source;
 
 use super::super::health_workers::{ProbeJob, ProbeResult};
@@ -37,6 +38,10 @@ pub(crate) struct HttpSide {
     pub(crate) health: HealthState,
     /// A probe of the host is out with the health workers.
     pub(crate) probing: bool,
+    /// When each answer stream is next checked for a silent end with no
+    /// request left on it (`check_answer_streams`); an entry for an
+    /// exchange that ended since is stale and skipped.
+    pub(super) answer_checks: TimerQueue<ExchangeKey>,
 }
 
 impl HttpSide {
@@ -59,6 +64,7 @@ impl HttpSide {
             timer: None,
             health: HealthState::default(),
             probing: false,
+            answer_checks: TimerQueue::default(),
         })
     }
 
@@ -69,6 +75,22 @@ impl HttpSide {
         self.exchanges.shrink_to_fit();
         self.actions.shrink_to_fit();
         self.pool.shrink_to_fit();
+        let exchanges = &self.exchanges;
+        self.answer_checks
+            .retain_and_shrink(|_, exchange| exchanges.contains(*exchange));
+    }
+
+    /// The next answer stream check, once the checks of exchanges that
+    /// ended are dropped from the front (an idle proxy never wakes for
+    /// them).
+    pub(crate) fn next_answer_check(&mut self) -> Option<Instant> {
+        while let Some((_, exchange)) = self.answer_checks.peek() {
+            if self.exchanges.contains(*exchange) {
+                break;
+            }
+            self.answer_checks.pop();
+        }
+        self.answer_checks.next_deadline()
     }
 
     /// The host, as the log and the metrics name it.
