@@ -579,7 +579,9 @@ impl Proxy {
     // ----- timers -----------------------------------------------------------
 
     fn run_timers(&mut self, now: Instant) {
-        self.with_upstream(|upstream, ctx| upstream.handle_timeout(ctx));
+        if self.upstream.next_deadline().is_some_and(|due| due <= now) {
+            self.with_upstream(|upstream, ctx| upstream.handle_timeout(ctx));
+        }
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
