@@ -2,10 +2,16 @@
 # Soak (issue 11): ROUNDS rounds of SESSIONS concurrent sessions, each
 # opening (initialize + initialized), calling the echo tool and closing
 # (DELETE), against the example server behind mcphop, all on 127.0.0.1.
-# After each round: errors, mcphop's RSS, its open fds and its live children.
-# Bounded: ROUNDS (default 5), SESSIONS (default 500), LIMIT seconds overall
-# (default 600). Not part of `cargo test`. Usage:
-#   cargo build --examples && benches/soak.sh [ROUNDS] [SESSIONS]
+# After each round, once the children are gone and mcphop has been idle
+# for IDLE seconds (default 2; mcphop gives memory back after 1 s without
+# a session): errors, mcphop's RSS (and of it the anonymous part: heap and
+# other private memory, as opposed to the binary's and libc's pages), its
+# open fds and its live children. The baseline is measured twice: cold,
+# before any request, and warm, after one session and the same idle wait
+# (the first requests page in code, which stays resident and is not freed
+# memory). Bounded: ROUNDS (default 5), SESSIONS (default 500), LIMIT seconds
+# overall (default 600). Not part of `cargo test`. Usage:
+#   cargo build --bins --examples && benches/soak.sh [ROUNDS] [SESSIONS]
 # PROFILE=release uses target/release.
 set -eu
 ROUNDS=${1:-5}
@@ -24,9 +30,10 @@ while ! grep -q "listening on" "$LOG"; do
     sleep 0.1
 done
 PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$LOG" | head -1)
-timeout "$LIMIT" python3 - "$PORT" "$PID" "$ROUNDS" "$SESSIONS" <<'PY'
+timeout "$LIMIT" python3 - "$PORT" "$PID" "$ROUNDS" "$SESSIONS" "${IDLE:-2}" <<'PY'
 import http.client, json, os, sys, threading, time
 port, pid, rounds, sessions = (int(a) for a in sys.argv[1:5])
+idle = float(sys.argv[5])
 H = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 def messages(resp):
@@ -64,10 +71,13 @@ def one(n, errors):
     except Exception as e:
         errors.append("%d: %s" % (n, e))
 
-def rss():
+def status(field):
     for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
+
+def rss():
+    return "%d KiB (anon %d KiB)" % (status("VmRSS"), status("RssAnon"))
 
 def children():
     n = 0
@@ -86,13 +96,20 @@ def fds():
     return len(os.listdir("/proc/%d/fd" % pid))
 
 def settle():
-    # Sessions end as their children exit: wait up to 10 s for none left.
+    # Sessions end as their children exit: wait up to 10 s for none left,
+    # then the idle wait.
     for _ in range(100):
         if children() == 0:
-            return
+            break
         time.sleep(0.1)
+    time.sleep(idle)
 
-print("idle baseline: rss=%d KiB fds=%d children=%d" % (rss(), fds(), children()))
+print("idle baseline, cold: rss=%s fds=%d children=%d" % (rss(), fds(), children()))
+warm = []
+one(0, warm)
+settle()
+print("idle baseline, warm (1 session, then %gs idle): rss=%s fds=%d children=%d errors=%d"
+      % (idle, rss(), fds(), children(), len(warm)))
 total = 0
 for rnd in range(1, rounds + 1):
     errors = []
@@ -103,10 +120,11 @@ for rnd in range(1, rounds + 1):
     took = time.time() - start
     settle()
     total += len(errors)
-    print("round %d: %d sessions in %.1fs, errors=%d, rss=%d KiB, fds=%d, children=%d%s"
+    print("round %d: %d sessions in %.1fs, errors=%d, rss=%s, fds=%d, children=%d%s"
           % (rnd, sessions, took, len(errors), rss(), fds(), children(),
              (" first: " + errors[0]) if errors else ""))
     sys.stdout.flush()
+total += len(warm)
 print("total errors=%d" % total)
 sys.exit(1 if total else 0)
 PY

@@ -147,6 +147,18 @@ impl<T> Arena<T> {
         self.slab.clear();
     }
 
+    /// Gives back the capacity past the last live entry (every key stays
+    /// valid: nothing moves). For an idle proxy, after load went away.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.slab.shrink_to_fit();
+    }
+
+    /// Slots allocated, live or vacant.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slab.capacity()
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Key<T>, &T)> {
         self.slab.iter().map(|(index, (generation, value))| {
             let key = Key {
@@ -195,5 +207,25 @@ mod tests {
         arena.clear();
         assert!(arena.is_empty());
         assert_eq!(arena.key_at(promised.index()), None);
+    }
+
+    #[test]
+    fn shrinking_keeps_every_live_key() {
+        let mut arena = Arena::default();
+        let keys: Vec<_> = (0..100).map(|n| arena.insert(n)).collect();
+        for key in &keys[1..] {
+            arena.remove(*key);
+        }
+        arena.shrink_to_fit();
+        assert!(arena.capacity() < 100, "capacity {}", arena.capacity());
+        assert_eq!(arena.get(keys[0]), Some(&0));
+        assert_eq!(arena.get(keys[1]), None, "a removed key stays stale");
+        let again = arena.insert(7);
+        assert_ne!(again, keys[1]);
+        assert_eq!(arena.get(again), Some(&7));
+        arena.remove(keys[0]);
+        arena.remove(again);
+        arena.shrink_to_fit();
+        assert_eq!(arena.capacity(), 0);
     }
 }

@@ -278,6 +278,18 @@ impl Conn {
     }
 
     /// Bytes queued and not yet written.
+    /// Gives back the buffers of a connection with nothing buffered either
+    /// way (an idle keep-alive connection keeps no busy moment's capacity).
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+        if self.unwritten() == 0 && self.held_until.is_none() {
+            self.output = Vec::new();
+            self.written = 0;
+        }
+    }
+
     pub fn unwritten(&self) -> usize {
         self.output.len() - self.written
     }

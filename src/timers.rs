@@ -61,6 +61,16 @@ impl<K: Ord> TimerQueue<K> {
         }
     }
 
+    /// Keeps only the timers `live` accepts and gives back the heap's spare
+    /// capacity: stale entries past the front would otherwise stay until
+    /// their deadlines, and the heap as large as its busiest moment. For an
+    /// idle proxy, after load went away.
+    pub fn retain_and_shrink(&mut self, mut live: impl FnMut(Instant, &K) -> bool) {
+        self.heap
+            .retain(|Reverse((deadline, _, key))| live(*deadline, key));
+        self.heap.shrink_to_fit();
+    }
+
     /// Number of armed entries, stale ones included.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -124,6 +134,20 @@ mod tests {
         assert_eq!(timers.peek(), Some((start + Duration::from_secs(1), &'a')));
         assert_eq!(timers.pop(), Some((start + Duration::from_secs(1), 'a')));
         assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries_and_capacity() {
+        let start = Instant::now();
+        let mut timers = TimerQueue::default();
+        for key in 0..1000u32 {
+            timers.schedule(start + Duration::from_secs(u64::from(key)), key);
+        }
+        timers.retain_and_shrink(|_, key| key % 100 == 0);
+        assert_eq!(timers.len(), 10);
+        assert!(timers.heap.capacity() < 1000);
+        let order: Vec<u32> = std::iter::from_fn(|| timers.pop().map(|(_, k)| k)).collect();
+        assert_eq!(order, (0..10).map(|n| n * 100).collect::<Vec<_>>());
     }
 
     #[test]

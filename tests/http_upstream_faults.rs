@@ -116,10 +116,7 @@ fn an_upstream_reset_mid_body_gives_one_error_and_the_call_is_not_retried() {
 #[test]
 fn an_upstream_stalled_mid_stream_is_answered_by_the_request_timeout() {
     let fake = script("stall-me", || Action::StallMidBody { events: 1 });
-    let mcphop = Mcphop::start_http(
-        &["--request-timeout", "1s", "--shutdown-grace", "1s"],
-        &fake.url(),
-    );
+    let mut mcphop = Mcphop::start_http(&["--request-timeout", "1s"], &fake.url());
     let session = raw_session(&mcphop);
     let started = Instant::now();
     let response = call(mcphop.port, &session, 5, "stall-me");
@@ -156,10 +153,30 @@ fn an_upstream_stalled_mid_stream_is_answered_by_the_request_timeout() {
         .map(|seen| seen.request.conn)
         .collect();
     assert!(!later.contains(&stalled), "{}", fake.describe());
-    // Known gap (left undone): the stalled exchange keeps its pooled
-    // connection after the timeout and after the session ends, and
-    // shutdown waits for it until the final exit; `--shutdown-grace 1s`
-    // keeps this test short.
+    // No request waits on the stalled stream any more: mcphop abandons it
+    // and closes its connection (within two `ANSWER_LINGER`s of 2 s after
+    // it fell silent), rather than keep it forever.
+    let closed = std::sync::Arc::clone(&fake.state.closed.lock().unwrap()[stalled]);
+    assert!(
+        eventually(Duration::from_secs(20), || closed.load(Ordering::SeqCst)),
+        "the stalled upstream connection is still open\n{}",
+        mcphop.log_text()
+    );
+    // So a shutdown has nothing upstream to wait for: it exits 0, well
+    // before the 10 s shutdown grace (it used to wait for the stalled
+    // exchange until the final exit).
+    mcphop.signal(libc::SIGTERM);
+    assert_eq!(
+        mcphop.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        mcphop.log_text()
+    );
+    assert!(
+        !mcphop.log_text().contains("unfinished"),
+        "{}",
+        mcphop.log_text()
+    );
 }
 
 #[test]

@@ -283,6 +283,18 @@ impl<W: Copy + Eq> Pool<W> {
         }
     }
 
+    /// Gives back the capacity of the connection map and the hosts' queues
+    /// (an idle proxy; nothing moves).
+    pub fn shrink_to_fit(&mut self) {
+        self.book.conns.shrink_to_fit();
+        for host in self.hosts.values_mut() {
+            host.idle.shrink_to_fit();
+            host.waiters.shrink_to_fit();
+            host.fresh.shrink_to_fit();
+            host.connecting.shrink_to_fit();
+        }
+    }
+
     /// For the rare calls only: `entry` clones the key even when the host is
     /// known, which `checkout`, once per request, avoids.
     fn host_mut(&mut self, host: &HostKey) -> &mut HostPool<W> {

@@ -381,6 +381,9 @@ impl Proxy {
         }
         self.session_ids.remove(session.core.id());
         self.sessions.remove(session_key);
+        if self.sessions.is_empty() {
+            super::idle::last_session_gone(self);
+        }
     }
 
     /// Calls the upstream side with what it needs of the rest of the proxy,

@@ -43,6 +43,24 @@ use super::Timer;
 /// The loop never sleeps for it: the hold is a timer, and `epoll_wait`'s
 /// timeout carries it.
 pub(super) const HEAD_HOLD: Duration = Duration::from_millis(2);
+/// Connections the kernel may hold completed for `accept` (nginx's
+/// default is 511; the kernel caps it at `net.core.somaxconn`). The
+/// standard library's 128 overflows when hundreds of clients connect at
+/// once while the loop is busy: a connection whose handshake the kernel
+/// dropped is later reset.
+pub(super) const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Binds the client listener, with a backlog of `LISTEN_BACKLOG`.
+pub(super) fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(addr)?;
+    // Listening again on a listening socket only changes its backlog.
+    // SAFETY: a plain syscall on a descriptor the listener owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(listener)
+}
 
 /// What a front door call needs of the reactor: the clock, the settings, the
 /// timer queue, the poll registry, a read buffer, and the queue its
@@ -113,6 +131,20 @@ impl HttpFrontDoor {
             event_scratch: Vec::new(),
             bytes_in: 0,
             bytes_out: 0,
+        }
+    }
+
+    /// Gives back what busy moments left allocated: the connection slab past
+    /// its last live entry, the work lists, and idle connections' buffers.
+    pub(super) fn release_idle_capacity(&mut self) {
+        self.conns.shrink_to_fit();
+        self.flush_list.shrink_to_fit();
+        self.process_list.shrink_to_fit();
+        self.event_scratch = Vec::new();
+        for key in self.conns.keys() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.release_idle_buffers();
+            }
         }
     }
 

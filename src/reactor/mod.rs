@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::event::Event;
-use mio::net::{TcpListener, UnixStream};
+use mio::net::UnixStream;
 use mio::{Events, Interest, Poll};
 
 use crate::arena::Arena;
@@ -37,6 +37,7 @@ pub(crate) mod edge_io;
 mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
+mod idle;
 mod origin;
 mod replies;
 mod schedule;
@@ -104,6 +105,8 @@ pub struct Proxy {
     now: Instant,
     /// Every upstream server, each with its adapter.
     servers: Servers,
+    /// When the armed `Timer::IdleRelease` fires.
+    idle_release: Option<Instant>,
     /// Counters for `/metrics`.
     metrics: crate::metrics::Metrics,
     /// The admin endpoints, when `--admin-listen` is set.
@@ -122,7 +125,7 @@ impl Proxy {
         let (listener, local_addr) = match config.stdio {
             Some(_) => (None, std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             None => {
-                let mut listener = TcpListener::bind(config.listen)?;
+                let mut listener = front_door::bind_listener(config.listen)?;
                 let local_addr = listener.local_addr()?;
                 poll.registry().register(
                     &mut listener,
@@ -194,6 +197,7 @@ impl Proxy {
             local_addr,
             now: Instant::now(),
             servers,
+            idle_release: None,
             metrics: crate::metrics::Metrics::default(),
             admin,
             health_workers,
@@ -523,6 +527,9 @@ impl Proxy {
         );
         self.sessions.remove(session_key);
         server.upstream.forget(session_key, self.poll.registry());
+        if self.sessions.is_empty() {
+            idle::last_session_gone(self);
+        }
     }
 
     // ----- timers -----------------------------------------------------------
@@ -556,7 +563,9 @@ impl Proxy {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        self.servers.handle_timeout(now);
+        for server in self.servers.due(now) {
+            self.with_upstream(server, |upstream, ctx| upstream.handle_timeout(ctx));
+        }
         while let Some((deadline, timer)) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Conn(key) => self.on_conn_deadline(key, deadline),
@@ -605,6 +614,7 @@ impl Proxy {
                     });
                 }
                 Timer::ExitFlush => {}
+                Timer::IdleRelease => idle::release(self),
                 Timer::Probe(server) => {
                     let job = self
                         .servers
@@ -674,6 +684,7 @@ impl Proxy {
                 .and_then(Session::http)
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
             Timer::AdminExpire => self.admin.as_ref().is_some_and(AdminDoor::has_conns),
+            Timer::IdleRelease => self.idle_release == Some(deadline),
             Timer::ShutdownGrace
             | Timer::FinalExit
             | Timer::RetryAccept

@@ -32,6 +32,8 @@ pub(super) enum Timer {
     Probe(ServerId),
     /// Admin connections that sent no request in time are closed.
     AdminExpire,
+    /// No session for a while: memory is given back (`idle`).
+    IdleRelease,
 }
 
 /// Whether the proxy is serving or shutting down.

@@ -301,9 +301,22 @@ impl Servers {
             .min()
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// The servers with something due on their own at `now` (see
+    /// `Upstreams::next_deadline`).
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<ServerId> {
+        let mut due = Vec::new();
+        for (index, server) in self.list.iter_mut().enumerate() {
+            if server.upstream.next_deadline().is_some_and(|at| at <= now) {
+                due.extend(ServerId::at(index));
+            }
+        }
+        due
+    }
+
+    /// Gives back what a busy moment left allocated (no session is open).
+    pub(crate) fn release_idle_capacity(&mut self) {
         for server in &mut self.list {
-            server.upstream.handle_timeout(now);
+            server.upstream.release_idle_capacity();
         }
     }
 

@@ -149,6 +149,22 @@ impl StdioUpstream {
         }
     }
 
+    /// Gives back the capacity of the per-child maps and queues, sized by
+    /// the busiest moment, once the children are few (an idle proxy).
+    pub(crate) fn release_idle_capacity(&mut self) {
+        self.children.shrink_to_fit();
+        self.pids.shrink_to_fit();
+        self.backlog.shrink_to_fit();
+        let children = &self.children;
+        self.lingering.retain_and_shrink(|_, (session, _)| {
+            children
+                .get(session)
+                .is_some_and(|child| child.exit.is_none())
+        });
+        self.tally.spawned_at.shrink_to_fit();
+        self.tally.stopping.shrink_to_fit();
+    }
+
     /// The command line, for the log.
     pub(crate) fn describe(&self) -> String {
         self.command.join(" ")

@@ -521,21 +521,23 @@ impl Upstreams {
     }
 
     /// The next moment the upstream side has something to do on its own
-    /// (the stdio side: a signal to a lingering child). The HTTP side's pool
-    /// and stream timers are still the reactor's (`Timer::Pool`,
-    /// `Timer::Upstream`).
+    /// (the stdio side: a signal to a lingering child; the HTTP side: an
+    /// answer stream check). The HTTP side's pool and stream timers are
+    /// still the reactor's (`Timer::Pool`, `Timer::Upstream`).
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         match self {
             Upstreams::Stdio(stdio) => stdio.next_deadline(),
-            Upstreams::Http(_) | Upstreams::Sse(_) => None,
+            Upstreams::Http(http) | Upstreams::Sse(http) => http.next_answer_check(),
         }
     }
 
-    /// Does what is due at `now` (see `next_deadline`).
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Does what is due at `ctx.now` (see `next_deadline`).
+    pub(crate) fn handle_timeout(&mut self, ctx: &mut UpstreamCtx<'_>) {
         match self {
-            Upstreams::Stdio(stdio) => stdio.handle_timeout(now),
-            Upstreams::Http(_) | Upstreams::Sse(_) => {}
+            Upstreams::Stdio(stdio) => stdio.handle_timeout(ctx.now),
+            Upstreams::Http(http) | Upstreams::Sse(http) => {
+                http_upstream::check_answer_streams(http, ctx);
+            }
         }
     }
 
@@ -551,6 +553,15 @@ impl Upstreams {
         match self {
             Upstreams::Stdio(stdio) => stdio.kill_all(),
             Upstreams::Http(http) | Upstreams::Sse(http) => http.abandon(registry),
+        }
+    }
+
+    /// Gives back the capacity busy moments left in the upstream side's
+    /// maps, slabs and queues (an idle proxy).
+    pub(crate) fn release_idle_capacity(&mut self) {
+        match self {
+            Upstreams::Stdio(stdio) => stdio.release_idle_capacity(),
+            Upstreams::Http(http) | Upstreams::Sse(http) => http.release_idle_capacity(),
         }
     }
 

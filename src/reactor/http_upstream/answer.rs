@@ -1,8 +1,20 @@
 //! An upstream response, event by event: its head decides what the exchange
 //! carries (a client stream, a status, a relayed body), its body feeds the
 //! SSE decoder and the session core, and its end releases the connection.
+//! An answer stream that no request waits on any more and that went silent
+//! is abandoned (`check_answer_streams`).
 
 use super::*;
+
+/// How long an answer stream may stay silent once no request of its is
+/// pending (all answered, timed out or cancelled, or the session ended)
+/// before it is abandoned and its connection closed, not reused. A server
+/// ends its answer stream right after the last answer, so this only lets
+/// that end arrive (the connection is then reused); nginx's
+/// `proxy_read_timeout`, applied where nothing is awaited. A stream is
+/// checked every `ANSWER_LINGER`: one that stalls is closed between one
+/// and two of them after it fell silent with nothing pending.
+pub(in crate::reactor) const ANSWER_LINGER: Duration = Duration::from_secs(2);
 
 pub(in crate::reactor) fn on_response_event(
     side: &mut HttpSide,
@@ -50,6 +62,17 @@ pub(in crate::reactor) fn on_response_head(
         head,
         stream: flows,
     });
+    let answers = matches!(
+        entry.purpose,
+        Purpose::Initialize | Purpose::Messages { has_requests: true } | Purpose::Continue
+    );
+    if flows && answers && entry.stream.is_some() {
+        side.answer_checks
+            .schedule(ctx.now + ANSWER_LINGER, exchange);
+    }
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
+        return;
+    };
     let session_key = entry.session.filter(|key| ctx.sessions.contains(*key));
     let purpose = entry.purpose;
     let client = entry.client;
@@ -212,6 +235,7 @@ pub(in crate::reactor) fn on_response_body(
     let Some(entry) = http.exchanges.get_mut(exchange) else {
         return;
     };
+    entry.heard = true;
     let is_sse = entry.life.head().is_some_and(|head| {
         head.header("content-type")
             .is_some_and(|value| value.to_ascii_lowercase().starts_with("text/event-stream"))
@@ -518,4 +542,42 @@ pub(in crate::reactor) fn answer_stream_closed(
             continuation.last_event_id
         );
     arm_upstream_timer(ctx, session_key);
+}
+
+/// Answer stream checks that are due: a stream that a request of its still
+/// waits on, or that delivered bytes since its last check, is checked
+/// again in `ANSWER_LINGER`; one that did neither is abandoned, and its
+/// connection closed (a stalled upstream would otherwise hold it, and a
+/// shutdown would wait for it, forever).
+pub(in crate::reactor) fn check_answer_streams(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
+    let now = ctx.now;
+    while let Some((_, exchange)) = side.answer_checks.pop_expired(now) {
+        let Some(entry) = side.exchanges.get_mut(exchange) else {
+            continue;
+        };
+        if entry.life.conn().is_none() {
+            continue;
+        }
+        let awaited = match (entry.session, entry.stream) {
+            (Some(session), Some(stream)) => ctx
+                .sessions
+                .get(session)
+                .filter(|session| session.core.is_live())
+                .is_some_and(|session| session.core.pending_on(stream) > 0),
+            _ => false,
+        };
+        let heard = std::mem::take(&mut entry.heard);
+        if awaited || heard {
+            side.answer_checks.schedule(now + ANSWER_LINGER, exchange);
+            continue;
+        }
+        debug!("upstream exchange {exchange}: its answer stream is silent and no request waits on it; closing its connection");
+        exchange_gave_up(
+            side,
+            ctx,
+            exchange,
+            504,
+            "the upstream's answer stream went silent with no request left waiting on it",
+        );
+    }
 }

@@ -189,6 +189,9 @@ pub(crate) struct Exchange {
     sse_end: StreamEnd,
     /// For a continuation: reconnects before it in a row that brought no event.
     empty_reconnects: u32,
+    /// Response body bytes came since its answer stream was last checked
+    /// (`check_answer_streams`).
+    heard: bool,
 }
 
 impl Exchange {
@@ -400,6 +403,7 @@ pub(super) fn start_exchange(
         stream: spec.stream,
         sse_end: StreamEnd::default(),
         empty_reconnects: 0,
+        heard: false,
     });
     if let Some(wait) = client {
         if ctx.front.await_upstream(wait.key, side.server, exchange) {

@@ -15,6 +15,7 @@ use crate::arena::Arena;
 use crate::health::{Health, HealthState, Transition};
 use crate::http::url::UpstreamUrl;
 use crate::pool::{HostGauges, HostKey, Pool, PoolAction, PoolConfig, PoolMetrics};
+use crate::timers::TimerQueue;
 use crate::token::Source;
 
 use super::super::health_workers::{ProbeJob, ProbeResult};
@@ -42,6 +43,10 @@ pub(crate) struct HttpSide {
     pub(crate) server: ServerId,
     /// Headers added to every request (the server's `headers`).
     pub(crate) headers: Vec<(String, String)>,
+    /// When each answer stream is next checked for a silent end with no
+    /// request left on it (`check_answer_streams`); an entry for an
+    /// exchange that ended since is stale and skipped.
+    pub(super) answer_checks: TimerQueue<ExchangeKey>,
 }
 
 impl HttpSide {
@@ -71,7 +76,33 @@ impl HttpSide {
             probing: false,
             server,
             headers,
+            answer_checks: TimerQueue::default(),
         })
+    }
+
+    /// Gives back the capacity of the connection and exchange slabs past
+    /// their last live entries, and of the pool's maps (an idle proxy).
+    pub(crate) fn release_idle_capacity(&mut self) {
+        self.conns.shrink_to_fit();
+        self.exchanges.shrink_to_fit();
+        self.actions.shrink_to_fit();
+        self.pool.shrink_to_fit();
+        let exchanges = &self.exchanges;
+        self.answer_checks
+            .retain_and_shrink(|_, exchange| exchanges.contains(*exchange));
+    }
+
+    /// The next answer stream check, once the checks of exchanges that
+    /// ended are dropped from the front (an idle proxy never wakes for
+    /// them).
+    pub(crate) fn next_answer_check(&mut self) -> Option<Instant> {
+        while let Some((_, exchange)) = self.answer_checks.peek() {
+            if self.exchanges.contains(*exchange) {
+                break;
+            }
+            self.answer_checks.pop();
+        }
+        self.answer_checks.next_deadline()
     }
 
     /// The host, as the log and the metrics name it.
