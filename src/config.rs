@@ -175,6 +175,8 @@ pub struct Config {
     /// `mcphop stdio`: one session on mcphop's own stdin and stdout, and no
     /// listener.
     pub stdio: Option<StdioFront>,
+    /// The `--config` file, read again on SIGHUP.
+    pub config_file: Option<String>,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
@@ -252,6 +254,7 @@ impl Config {
             )],
             default_server: Some(0),
             stdio: None,
+            config_file: None,
             forward_headers: Vec::new(),
             pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -413,6 +416,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             config_file::load(&path).map(|file| file.servers.len()),
         ));
     }
+    let args_for_reload = args.clone();
     let file = match value_after(&args, "--config") {
         Some(path) => Some(
             config_file::load(&path)
@@ -636,6 +640,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     }
     config.servers = servers;
     config.default_server = default_server;
+    config.config_file = value_after(&args_for_reload, "--config");
     let paths = [
         &config.path,
         &config.legacy_paths.sse,

@@ -39,6 +39,7 @@ mod health_workers;
 pub(crate) mod http_upstream;
 mod idle;
 mod origin;
+mod reload;
 mod replies;
 mod schedule;
 mod servers;
@@ -623,7 +624,8 @@ impl Proxy {
                     if let (Some(workers), Some(job)) = (self.health_workers.as_ref(), job) {
                         workers.submit(job);
                     }
-                    if self.run_state == RunState::Serving {
+                    let retired = self.servers.get(server).is_none_or(|entry| entry.retired);
+                    if self.run_state == RunState::Serving && !retired {
                         self.timers
                             .schedule(now + self.config.health_interval, Timer::Probe(server));
                     }

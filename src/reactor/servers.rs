@@ -69,13 +69,34 @@ pub(crate) struct Server {
     pub upstream: Upstreams,
     /// The tools its clients may not see or call, shared by its sessions.
     pub tools: Rc<ToolFilter>,
+    /// Its definition, as the configuration gave it.
+    pub definition: ServerConfig,
+    /// A reload removed or replaced it: no route leads to it, and its open
+    /// sessions finish on it.
+    pub retired: bool,
+}
+
+impl Server {
+    pub(super) fn new(
+        config: &Config,
+        definition: &ServerConfig,
+        id: ServerId,
+    ) -> io::Result<Server> {
+        Ok(Server {
+            name: definition.name.clone(),
+            upstream: adapter(config, definition, id)?,
+            tools: Rc::new(definition.tools.clone()),
+            definition: definition.clone(),
+            retired: false,
+        })
+    }
 }
 
 /// Every server, and the routes to them.
 pub(crate) struct Servers {
-    list: Vec<Server>,
-    by_name: HashMap<String, ServerId>,
-    default: Option<ServerId>,
+    pub(super) list: Vec<Server>,
+    pub(super) by_name: HashMap<String, ServerId>,
+    pub(super) default: Option<ServerId>,
 }
 
 impl Servers {
@@ -86,11 +107,7 @@ impl Servers {
         let mut by_name = HashMap::new();
         for (index, server) in config.servers.iter().enumerate() {
             let id = ServerId::at(index).ok_or_else(|| io::Error::other("too many servers"))?;
-            list.push(Server {
-                name: server.name.clone(),
-                upstream: adapter(config, server, id)?,
-                tools: Rc::new(server.tools.clone()),
-            });
+            list.push(Server::new(config, server, id)?);
             by_name.insert(server.name.clone(), id);
         }
         Ok(Servers {
@@ -136,7 +153,7 @@ impl Servers {
         }
         let (name, what) = path.strip_prefix(SERVERS_PREFIX)?.split_once('/')?;
         let server = *self.by_name.get(name)?;
-        let paths = config.servers.get(server.index())?;
+        let paths = &self.get(server)?.definition;
         let door = match what {
             "mcp" => Door::Streamable,
             "sse" | "message" => Door::Legacy,
@@ -348,6 +365,7 @@ impl Servers {
     pub(crate) fn health_report(&self) -> Vec<UpstreamHealth> {
         self.list
             .iter()
+            .filter(|server| !server.retired)
             .flat_map(|server| {
                 server
                     .upstream
