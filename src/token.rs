@@ -29,6 +29,7 @@ const FIXED_SHUTDOWN_SIGNAL: usize = 1;
 const FIXED_CHILD_SIGNAL: usize = 2;
 const FIXED_ADMIN_LISTENER: usize = 3;
 const FIXED_HEALTH_WAKER: usize = 4;
+const FIXED_RELOAD_SIGNAL: usize = 5;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub enum Source {
     Admin(usize),
     /// A health worker sent probe results.
     HealthWaker,
+    /// SIGHUP arrived: the configuration is read again.
+    ReloadSignal,
 }
 
 impl Source {
@@ -76,6 +79,7 @@ impl Source {
             Source::AdminListener => (FIXED_ADMIN_LISTENER, KIND_FIXED),
             Source::Admin(key) => (key, KIND_ADMIN),
             Source::HealthWaker => (FIXED_HEALTH_WAKER, KIND_FIXED),
+            Source::ReloadSignal => (FIXED_RELOAD_SIGNAL, KIND_FIXED),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -97,6 +101,7 @@ impl Source {
             }),
             (KIND_FIXED, FIXED_ADMIN_LISTENER) => Some(Source::AdminListener),
             (KIND_FIXED, FIXED_HEALTH_WAKER) => Some(Source::HealthWaker),
+            (KIND_FIXED, FIXED_RELOAD_SIGNAL) => Some(Source::ReloadSignal),
             (KIND_ADMIN, key) => Some(Source::Admin(key)),
             _ => None,
         }

@@ -83,7 +83,7 @@ impl Proxy {
         let session_key = match session_id {
             None => None,
             // A session is reached only on its own server's routes.
-            Some(id) => match self.session_on(id, server) {
+            Some(id) => match self.session_on(id, &route) {
                 Some(session_key) => Some(session_key),
                 None => {
                     self.log_foreign_tag(id);
@@ -112,6 +112,9 @@ impl Proxy {
         let now = self.now;
         let origin = Origin::request(ClientRef::of(key, &request), &request);
         match (intent, session_key) {
+            (Intent::Initialize { .. }, _) if route.retired => {
+                self.reply(key, &Reply::session_not_found(), request.keep_alive)
+            }
             (Intent::Initialize { message }, _) => self.initialize(key, &request, message, server),
             (Intent::Post { message, .. }, Some(session_key)) => {
                 if let Err(reply) = self.check_upstream_room(session_key, &message) {
@@ -194,16 +197,17 @@ impl Proxy {
     ) {
         let (session, messages) = match intent {
             LegacyIntent::Reply(reply) => return self.reply(key, &reply, request.keep_alive),
+            LegacyIntent::Open if route.retired => {
+                return self.reply(key, &Reply::session_not_found(), request.keep_alive)
+            }
             LegacyIntent::Open => return self.open_legacy_session(key, request, route),
             LegacyIntent::Post { session, message } => (session, vec![message]),
             LegacyIntent::Batch { session, messages } => (session, messages),
         };
-        let found = self
-            .session_on(&session, route.server)
-            .and_then(|session_key| {
-                let session = self.sessions.get(session_key)?;
-                Some((session_key, session.legacy_stream?))
-            });
+        let found = self.session_on(&session, route).and_then(|session_key| {
+            let session = self.sessions.get(session_key)?;
+            Some((session_key, session.legacy_stream?))
+        });
         let Some((session_key, stream_conn)) = found else {
             self.log_foreign_tag(&session);
             return self.reply(key, &Reply::session_not_found(), request.keep_alive);
@@ -429,11 +433,13 @@ impl Proxy {
         self.sessions.get(session).map(|session| session.server)
     }
 
-    /// The live session with `id`, if it belongs to `server` (a session is
-    /// reached only on its own server's routes).
-    fn session_on(&self, id: &str, server: ServerId) -> Option<SessionKey> {
+    /// The live session with `id`, if it belongs to `route`'s server, by
+    /// name (a session of a server a reload replaced is still its name's).
+    fn session_on(&self, id: &str, route: &Route) -> Option<SessionKey> {
         let key = self.session_ids.get(id).copied()?;
-        (self.server_of(key) == Some(server)).then_some(key)
+        let server = self.server_of(key)?;
+        let name = |id: ServerId| self.servers.get(id).map(|server| server.name.as_str());
+        (name(server) == name(route.server)).then_some(key)
     }
 
     /// Why requests to `server` fail fast now, if they do.

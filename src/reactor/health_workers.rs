@@ -17,6 +17,7 @@ use log::{debug, warn};
 use mio::Waker;
 
 use super::servers::ServerId;
+use super::{Proxy, RunState, Timer};
 
 /// Longest status line read from a probed server.
 const MAX_STATUS_LINE: usize = 1024;
@@ -112,6 +113,23 @@ impl Drop for HealthWorkers {
         // not delayed by a probe in flight).
         self.jobs = None;
         self.threads.clear();
+    }
+}
+
+/// A server's probe timer fired: its probe goes to the workers, and the
+/// next is scheduled while mcphop serves and the server is not retired.
+pub(super) fn on_probe_timer(proxy: &mut Proxy, server: ServerId, now: Instant) {
+    let job = proxy
+        .servers
+        .get_mut(server)
+        .and_then(|entry| entry.upstream.probe_job(&proxy.config));
+    if let (Some(workers), Some(job)) = (proxy.health_workers.as_ref(), job) {
+        workers.submit(job);
+    }
+    let retired = proxy.servers.get(server).is_none_or(|entry| entry.retired);
+    if proxy.run_state == RunState::Serving && !retired {
+        let next = now + proxy.config.health_interval;
+        proxy.timers.schedule(next, Timer::Probe(server));
     }
 }
 

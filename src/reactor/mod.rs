@@ -91,6 +91,7 @@ pub struct Proxy {
     run_state: RunState,
     shutdown_signal: UnixStream,
     child_signal: UnixStream,
+    reload_signal: UnixStream,
     scratch: Vec<u8>,
     /// What the front door reported during a call, handled after it returns
     /// (kept to reuse its allocation).
@@ -142,6 +143,12 @@ impl Proxy {
             Source::ShutdownSignal.token(),
             Interest::READABLE,
         )?;
+        let mut reload_signal = signal_pipe(&[libc::SIGHUP])?;
+        poll.registry().register(
+            &mut reload_signal,
+            Source::ReloadSignal.token(),
+            Interest::READABLE,
+        )?;
         let mut child_signal = signal_pipe(&[libc::SIGCHLD])?;
         poll.registry().register(
             &mut child_signal,
@@ -191,6 +198,7 @@ impl Proxy {
             run_state: RunState::Serving,
             shutdown_signal,
             child_signal,
+            reload_signal,
             scratch: vec![0; READ_CHUNK_BYTES],
             front_events: Vec::new(),
             upstream_events: Vec::new(),
@@ -346,6 +354,11 @@ impl Proxy {
             }
             Source::Admin(index) => self.on_admin_event(index, event),
             Source::HealthWaker => self.on_probe_results(),
+            Source::ReloadSignal => {
+                if drain_signal_pipe(&mut self.reload_signal) > 0 {
+                    reload::reload_config(self);
+                }
+            }
         }
         None
     }
@@ -616,20 +629,7 @@ impl Proxy {
                 }
                 Timer::ExitFlush => {}
                 Timer::IdleRelease => idle::release(self),
-                Timer::Probe(server) => {
-                    let job = self
-                        .servers
-                        .get_mut(server)
-                        .and_then(|entry| entry.upstream.probe_job(&self.config));
-                    if let (Some(workers), Some(job)) = (self.health_workers.as_ref(), job) {
-                        workers.submit(job);
-                    }
-                    let retired = self.servers.get(server).is_none_or(|entry| entry.retired);
-                    if self.run_state == RunState::Serving && !retired {
-                        self.timers
-                            .schedule(now + self.config.health_interval, Timer::Probe(server));
-                    }
-                }
+                Timer::Probe(server) => health_workers::on_probe_timer(self, server, now),
                 Timer::AdminExpire => {
                     if let Some(admin) = self.admin.as_mut() {
                         admin.expire(now, self.poll.registry());

@@ -61,6 +61,9 @@ pub(crate) struct Route {
     pub server: ServerId,
     pub door: Door,
     pub legacy: LegacyPaths,
+    /// Only a retired server has this name: its open sessions are reached
+    /// here, and no new session starts.
+    pub retired: bool,
 }
 
 /// One upstream server of the run.
@@ -141,6 +144,7 @@ impl Servers {
                     server: default,
                     door: Door::Streamable,
                     legacy: config.legacy_paths.clone(),
+                    retired: false,
                 });
             }
             if path == config.legacy_paths.sse || path == config.legacy_paths.message {
@@ -148,11 +152,17 @@ impl Servers {
                     server: default,
                     door: Door::Legacy,
                     legacy: config.legacy_paths.clone(),
+                    retired: false,
                 });
             }
         }
         let (name, what) = path.strip_prefix(SERVERS_PREFIX)?.split_once('/')?;
-        let server = *self.by_name.get(name)?;
+        let live = self.by_name.get(name).copied();
+        let server = live.or_else(|| {
+            self.iter()
+                .find(|(_, server)| server.retired && server.name == name)
+                .map(|(id, _)| id)
+        })?;
         let paths = &self.get(server)?.definition;
         let door = match what {
             "mcp" => Door::Streamable,
@@ -163,6 +173,7 @@ impl Servers {
             server,
             door,
             legacy: paths.legacy_paths(),
+            retired: live.is_none(),
         })
     }
 }
