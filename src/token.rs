@@ -29,6 +29,7 @@ const FIXED_SHUTDOWN_SIGNAL: usize = 1;
 const FIXED_CHILD_SIGNAL: usize = 2;
 const FIXED_ADMIN_LISTENER: usize = 3;
 const FIXED_HEALTH_WAKER: usize = 4;
+const FIXED_RELOAD_SIGNAL: usize = 5;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum Source {
     ShutdownSignal,
     /// SIGCHLD arrived: some child changed state.
     ChildSignal,
+    /// SIGHUP arrived: re-read the token file.
+    ReloadSignal,
     /// A client connection, by its slab key.
     Client(usize),
     /// A session's child stdin, by the session's slab key.
@@ -65,6 +68,7 @@ impl Source {
             Source::Listener => (FIXED_LISTENER, KIND_FIXED),
             Source::ShutdownSignal => (FIXED_SHUTDOWN_SIGNAL, KIND_FIXED),
             Source::ChildSignal => (FIXED_CHILD_SIGNAL, KIND_FIXED),
+            Source::ReloadSignal => (FIXED_RELOAD_SIGNAL, KIND_FIXED),
             Source::Client(key) => (key, KIND_CLIENT),
             Source::ChildStdin(key) => (key, KIND_CHILD_STDIN),
             Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
@@ -87,6 +91,7 @@ impl Source {
             (KIND_FIXED, FIXED_LISTENER) => Some(Source::Listener),
             (KIND_FIXED, FIXED_SHUTDOWN_SIGNAL) => Some(Source::ShutdownSignal),
             (KIND_FIXED, FIXED_CHILD_SIGNAL) => Some(Source::ChildSignal),
+            (KIND_FIXED, FIXED_RELOAD_SIGNAL) => Some(Source::ReloadSignal),
             (KIND_CLIENT, key) => Some(Source::Client(key)),
             (KIND_CHILD_STDIN, key) => Some(Source::ChildStdin(key)),
             (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
@@ -113,6 +118,7 @@ mod tests {
             Source::Listener,
             Source::ShutdownSignal,
             Source::ChildSignal,
+            Source::ReloadSignal,
             Source::Client(0),
             Source::Client(12345),
             Source::ChildStdin(7),
