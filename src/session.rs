@@ -105,6 +105,15 @@ impl Session {
         }
     }
 
+    /// Binds the session to the principal that created it (logged by name,
+    /// never by token).
+    pub fn set_owner(&mut self, owner: Option<Principal>) {
+        if let Some(owner) = &owner {
+            log::info!("session {} belongs to {owner}", self.core.short_id());
+        }
+        self.owner = owner;
+    }
+
     /// True when a request proving `principal` may reach the session.
     pub fn owned_by(&self, principal: Option<&Principal>) -> bool {
         self.owner.as_ref() == principal

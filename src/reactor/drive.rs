@@ -361,7 +361,7 @@ impl Proxy {
         match opened {
             Ok(session_key) => {
                 if let Some(session) = self.sessions.get_mut(session_key) {
-                    session.owner = owner;
+                    session.set_owner(owner);
                 }
                 self.metrics.session_created();
                 Some(session_key)
