@@ -177,6 +177,13 @@ pub struct Config {
     pub stdio: Option<StdioFront>,
     /// The `--config` file, read again on SIGHUP.
     pub config_file: Option<String>,
+    /// The bearer tokens every request on the listener must present
+    /// (`--auth-token-file`), re-read on SIGHUP; none means no
+    /// authentication.
+    pub auth_token_file: Option<String>,
+    /// Serve a non-loopback listener with no authentication
+    /// (`--allow-unauthenticated`): refused by default.
+    pub allow_unauthenticated: bool,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
@@ -255,6 +262,8 @@ impl Config {
             default_server: Some(0),
             stdio: None,
             config_file: None,
+            auth_token_file: None,
+            allow_unauthenticated: false,
             forward_headers: Vec::new(),
             pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -349,6 +358,11 @@ OPTIONS:
     --check-config FILE           check FILE, print every error, exit 0 or 1
     --server NAME                 with `mcphop stdio`: the config's server to
                                   carry stdin and stdout to [default: the default]
+    --auth-token-file FILE        require `Authorization: Bearer TOKEN` on every
+                                  request: one token (or name:token) a line;
+                                  re-read on SIGHUP [default: no authentication]
+    --allow-unauthenticated       serve a non-loopback --listen address with no
+                                  authentication (refused without this flag)
     --forward-header NAME         pass this client header to the HTTP upstream
                                   (repeatable; none are passed by default)
     --upstream-header 'N: V'      add this header to every upstream request
@@ -477,6 +491,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                     UpstreamKind::Sse { url }
                 });
             }
+            "--auth-token-file" => config.auth_token_file = Some(value(&name)?),
+            "--allow-unauthenticated" => config.allow_unauthenticated = true,
             "--forward-header" => {
                 let header = value(&name)?.trim().to_ascii_lowercase();
                 if header.is_empty() || header.contains(':') {
@@ -657,6 +673,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     }
     if config.pool.max_per_host == 0 || config.pool.max_requests == 0 {
         return Err("--pool-max-per-host and --pool-max-requests must be at least 1".into());
+    }
+    if config.stdio.is_none()
+        && !config.listen.ip().is_loopback()
+        && config.auth_token_file.is_none()
+        && !config.allow_unauthenticated
+    {
+        return Err(format!(
+            "--listen {}: not a loopback address, and no authentication is configured; \
+             give --auth-token-file FILE, or --allow-unauthenticated to let anyone who \
+             reaches the port open sessions",
+            config.listen
+        ));
     }
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());

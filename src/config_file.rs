@@ -21,6 +21,7 @@ pub const FILE_OPTIONS: &[&str] = &[
     "sse_path",
     "message_path",
     "admin_listen",
+    "auth_token_file",
     "forward_header",
     "pool_idle_timeout",
     "pool_max_idle_per_host",

@@ -114,3 +114,31 @@ fn errors_are_clear() {
     assert!(parse_duration("d", "5 weeks").is_err());
     assert_eq!(parse_duration("d", "2m"), Ok(Duration::from_secs(120)));
 }
+
+#[test]
+fn a_non_loopback_listener_needs_authentication() {
+    let error = run(&["--listen", "0.0.0.0:8080", "--", "x"]).unwrap_err();
+    assert!(error.contains("not a loopback address"), "{error}");
+    assert!(error.contains("--allow-unauthenticated"), "{error}");
+    let config = run(&[
+        "--listen",
+        "0.0.0.0:8080",
+        "--allow-unauthenticated",
+        "--",
+        "x",
+    ])
+    .unwrap();
+    assert!(config.allow_unauthenticated);
+    let config = run(&["--listen=[::]:0", "--auth-token-file", "/t", "--", "x"]).unwrap();
+    assert_eq!(config.auth_token_file.as_deref(), Some("/t"));
+    // Loopback, and the stdio front door (no listener), need nothing.
+    assert!(run(&["--listen", "[::1]:0", "--", "x"]).is_ok());
+    let stdio = ["stdio", "--listen", "0.0.0.0:0", "--", "x"];
+    assert!(run(&stdio).is_ok());
+    let file = config_file::parse(
+        r#"{"mcpServers": {"a": {"command": "x"}}, "mcphop": {"auth_token_file": "/t"}}"#,
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(file.options, ["--auth-token-file", "/t"]);
+}

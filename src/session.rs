@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::arena::Key;
 use crate::client::ConnKey;
 use crate::core::SessionCore;
+use crate::mcp::auth::Principal;
 use crate::mcp::router::StreamId;
 use crate::reactor::http_upstream::{ExchangeKey, QueuedPost, UpConnKey};
 use crate::reactor::ServerId;
@@ -86,6 +87,9 @@ pub struct Session {
     pub legacy_stream: Option<ConnKey>,
     /// The deadline of the armed session timer (the core's `poll_timeout`).
     pub timer: Option<Instant>,
+    /// The principal whose token created it (none without authentication):
+    /// only it reaches the session.
+    pub owner: Option<Principal>,
 }
 
 impl Session {
@@ -97,7 +101,22 @@ impl Session {
             server,
             legacy_stream: None,
             timer: None,
+            owner: None,
         }
+    }
+
+    /// Binds the session to the principal that created it (logged by name,
+    /// never by token).
+    pub fn set_owner(&mut self, owner: Option<Principal>) {
+        if let Some(owner) = &owner {
+            log::info!("session {} belongs to {owner}", self.core.short_id());
+        }
+        self.owner = owner;
+    }
+
+    /// True when a request proving `principal` may reach the session.
+    pub fn owned_by(&self, principal: Option<&Principal>) -> bool {
+        self.owner.as_ref() == principal
     }
 
     /// The HTTP upstream session, for a session with one.

@@ -62,6 +62,18 @@ pub(crate) fn foreign_tag<'a>(id: &'a str, instance: Option<&str>) -> Option<&'a
     tag_of(id).filter(|tag| Some(*tag) != instance)
 }
 
+/// An unknown session id whose tag names another instance: a balancer sent
+/// it here (its instance is gone, or the routing is wrong). It is answered
+/// 404 like any unknown id; this says why, at debug level.
+pub(crate) fn log_foreign_tag(id: &str, instance: Option<&str>) {
+    if let Some(tag) = foreign_tag(id, instance) {
+        log::debug!(
+            "session {}: tagged for instance {tag:?}, not this one: 404",
+            short(id)
+        );
+    }
+}
+
 /// The start of an id, enough to tell sessions apart in logs without
 /// writing the full bearer-like id into them: the tag, if any, and 8 hex
 /// digits.

@@ -40,6 +40,8 @@ pub enum Source {
     ShutdownSignal,
     /// SIGCHLD arrived: some child changed state.
     ChildSignal,
+    /// SIGHUP arrived: re-read the token file and the config file.
+    ReloadSignal,
     /// A client connection, by its slab key.
     Client(usize),
     /// A session's child stdin, by the session's slab key.
@@ -57,8 +59,6 @@ pub enum Source {
     Admin(usize),
     /// A health worker sent probe results.
     HealthWaker,
-    /// SIGHUP arrived: the configuration is read again.
-    ReloadSignal,
 }
 
 impl Source {
@@ -68,6 +68,7 @@ impl Source {
             Source::Listener => (FIXED_LISTENER, KIND_FIXED),
             Source::ShutdownSignal => (FIXED_SHUTDOWN_SIGNAL, KIND_FIXED),
             Source::ChildSignal => (FIXED_CHILD_SIGNAL, KIND_FIXED),
+            Source::ReloadSignal => (FIXED_RELOAD_SIGNAL, KIND_FIXED),
             Source::Client(key) => (key, KIND_CLIENT),
             Source::ChildStdin(key) => (key, KIND_CHILD_STDIN),
             Source::ChildStdout(key) => (key, KIND_CHILD_STDOUT),
@@ -79,7 +80,6 @@ impl Source {
             Source::AdminListener => (FIXED_ADMIN_LISTENER, KIND_FIXED),
             Source::Admin(key) => (key, KIND_ADMIN),
             Source::HealthWaker => (FIXED_HEALTH_WAKER, KIND_FIXED),
-            Source::ReloadSignal => (FIXED_RELOAD_SIGNAL, KIND_FIXED),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -91,6 +91,7 @@ impl Source {
             (KIND_FIXED, FIXED_LISTENER) => Some(Source::Listener),
             (KIND_FIXED, FIXED_SHUTDOWN_SIGNAL) => Some(Source::ShutdownSignal),
             (KIND_FIXED, FIXED_CHILD_SIGNAL) => Some(Source::ChildSignal),
+            (KIND_FIXED, FIXED_RELOAD_SIGNAL) => Some(Source::ReloadSignal),
             (KIND_CLIENT, key) => Some(Source::Client(key)),
             (KIND_CHILD_STDIN, key) => Some(Source::ChildStdin(key)),
             (KIND_CHILD_STDOUT, key) => Some(Source::ChildStdout(key)),
@@ -101,7 +102,6 @@ impl Source {
             }),
             (KIND_FIXED, FIXED_ADMIN_LISTENER) => Some(Source::AdminListener),
             (KIND_FIXED, FIXED_HEALTH_WAKER) => Some(Source::HealthWaker),
-            (KIND_FIXED, FIXED_RELOAD_SIGNAL) => Some(Source::ReloadSignal),
             (KIND_ADMIN, key) => Some(Source::Admin(key)),
             _ => None,
         }
@@ -118,6 +118,7 @@ mod tests {
             Source::Listener,
             Source::ShutdownSignal,
             Source::ChildSignal,
+            Source::ReloadSignal,
             Source::Client(0),
             Source::Client(12345),
             Source::ChildStdin(7),

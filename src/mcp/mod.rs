@@ -1,7 +1,9 @@
 //! The MCP side of the proxy: what a Streamable HTTP request means
 //! (`endpoint`), what a legacy HTTP+SSE request means (`legacy_endpoint`),
-//! and where a session's messages go (`router`).
+//! where a session's messages go (`router`), and who may send them
+//! (`auth`).
 
+pub(crate) mod auth;
 pub mod endpoint;
 pub mod legacy_endpoint;
 pub mod replay;

@@ -16,6 +16,7 @@ use crate::core::{Action, Forward, SessionCore};
 use crate::http::request::Request;
 use crate::jsonrpc::Kind;
 use crate::jsonrpc::Message;
+use crate::mcp::auth::Principal;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::legacy_endpoint::{interpret_legacy, parse_messages, LegacyIntent};
 use crate::mcp::router::StreamId;
@@ -43,6 +44,10 @@ impl Proxy {
             self.reply(key, &shutting_down_reply(), false);
             return;
         }
+        let principal = match self.auth.check(&request) {
+            Ok(principal) => principal,
+            Err(reply) => return self.reply(key, &reply, request.keep_alive),
+        };
         let Some(route) = self.servers.route(request.path(), &self.config) else {
             let reply = endpoint::check_access(&request, &self.front.policy)
                 .err()
@@ -54,7 +59,7 @@ impl Proxy {
         if route.door == Door::Legacy {
             let legacy = interpret_legacy(&mut request, &route.legacy, &self.front.policy);
             if let Some(intent) = legacy {
-                self.handle_legacy(key, &request, intent, &route);
+                self.handle_legacy(key, &request, intent, &route, principal);
             }
             return;
         }
@@ -83,10 +88,10 @@ impl Proxy {
         let session_key = match session_id {
             None => None,
             // A session is reached only on its own server's routes.
-            Some(id) => match self.session_on(id, &route) {
+            Some(id) => match self.session_on(id, &route, principal.as_ref()) {
                 Some(session_key) => Some(session_key),
                 None => {
-                    self.log_foreign_tag(id);
+                    session_id::log_foreign_tag(id, self.config.instance_id.as_deref());
                     self.reply(key, &Reply::session_not_found(), request.keep_alive);
                     return;
                 }
@@ -115,7 +120,9 @@ impl Proxy {
             (Intent::Initialize { .. }, _) if route.retired => {
                 self.reply(key, &Reply::session_not_found(), request.keep_alive)
             }
-            (Intent::Initialize { message }, _) => self.initialize(key, &request, message, server),
+            (Intent::Initialize { message }, _) => {
+                self.initialize(key, &request, message, server, principal)
+            }
             (Intent::Post { message, .. }, Some(session_key)) => {
                 if let Err(reply) = self.check_upstream_room(session_key, &message) {
                     self.reply(key, &reply, request.keep_alive);
@@ -148,33 +155,27 @@ impl Proxy {
         }
     }
 
-    /// An unknown session id whose tag names another instance: a balancer
-    /// sent it here (its instance is gone, or the routing is wrong). It is
-    /// answered 404 like any unknown id; this says why, at debug level.
-    fn log_foreign_tag(&self, id: &str) {
-        if let Some(tag) = session_id::foreign_tag(id, self.config.instance_id.as_deref()) {
-            let id = session_id::short(id);
-            debug!("session {id}: tagged for instance {tag:?}, not this one: 404");
-        }
-    }
-
     /// A stdio child that stopped reading its stdin takes no more: the
     /// client hears 503 rather than mcphop buffering without bound.
     fn check_upstream_room(&self, session_key: SessionKey, message: &Message) -> Result<(), Reply> {
-        let backlog = self
-            .server_of(session_key)
-            .and_then(|server| self.servers.get(server));
-        let backlog = backlog.map_or(0, |entry| entry.upstream.input_backlog(session_key));
+        let session = self.sessions.get(session_key);
+        let backlog = session.map_or(0, |s| self.servers.input_backlog(session_key, s));
         match backlog > self.config.max_child_stdin_buffer {
             true => Err(upstream_not_reading(message)),
             false => Ok(()),
         }
     }
 
-    fn initialize(&mut self, key: ConnKey, request: &Request, message: Message, server: ServerId) {
-        let Some(session_key) =
-            self.new_session(key, request.keep_alive, message.reply_id(), server)
-        else {
+    fn initialize(
+        &mut self,
+        key: ConnKey,
+        request: &Request,
+        message: Message,
+        server: ServerId,
+        owner: Option<Principal>,
+    ) {
+        let id = message.reply_id();
+        let Some(session_key) = self.new_session(key, request.keep_alive, id, server, owner) else {
             return;
         };
         let now = self.now;
@@ -194,22 +195,25 @@ impl Proxy {
         request: &Request,
         intent: LegacyIntent,
         route: &Route,
+        principal: Option<Principal>,
     ) {
         let (session, messages) = match intent {
             LegacyIntent::Reply(reply) => return self.reply(key, &reply, request.keep_alive),
             LegacyIntent::Open if route.retired => {
                 return self.reply(key, &Reply::session_not_found(), request.keep_alive)
             }
-            LegacyIntent::Open => return self.open_legacy_session(key, request, route),
+            LegacyIntent::Open => return self.open_legacy_session(key, request, route, principal),
             LegacyIntent::Post { session, message } => (session, vec![message]),
             LegacyIntent::Batch { session, messages } => (session, messages),
         };
-        let found = self.session_on(&session, route).and_then(|session_key| {
-            let session = self.sessions.get(session_key)?;
-            Some((session_key, session.legacy_stream?))
-        });
+        let found = self
+            .session_on(&session, route, principal.as_ref())
+            .and_then(|session_key| {
+                let session = self.sessions.get(session_key)?;
+                Some((session_key, session.legacy_stream?))
+            });
         let Some((session_key, stream_conn)) = found else {
-            self.log_foreign_tag(&session);
+            session_id::log_foreign_tag(&session, self.config.instance_id.as_deref());
             return self.reply(key, &Reply::session_not_found(), request.keep_alive);
         };
         for message in &messages {
@@ -285,7 +289,8 @@ impl Proxy {
         let session_key = match (live, messages.first()) {
             (Some(session), _) => session,
             (None, Some(first)) if first.method() == Some("initialize") => {
-                let Some(session) = self.new_session(key, true, first.reply_id(), server) else {
+                let id = first.reply_id();
+                let Some(session) = self.new_session(key, true, id, server, None) else {
                     return;
                 };
                 if let Some(conn) = self.front.conns.get_mut(key) {
@@ -317,9 +322,15 @@ impl Proxy {
 
     /// `GET /sse`: a new session whose one stream is this connection; the
     /// stream opens with the `endpoint` event naming where to POST.
-    fn open_legacy_session(&mut self, key: ConnKey, request: &Request, route: &Route) {
-        let Some(session_key) =
-            self.new_session(key, request.keep_alive, RawValue::NULL, route.server)
+    fn open_legacy_session(
+        &mut self,
+        key: ConnKey,
+        request: &Request,
+        route: &Route,
+        owner: Option<Principal>,
+    ) {
+        let (keep_alive, server) = (request.keep_alive, route.server);
+        let Some(session_key) = self.new_session(key, keep_alive, RawValue::NULL, server, owner)
         else {
             return;
         };
@@ -343,6 +354,7 @@ impl Proxy {
         keep_alive: bool,
         id: &RawValue,
         server: ServerId,
+        owner: Option<Principal>,
     ) -> Option<SessionKey> {
         let opened = self.servers.open_session(
             server,
@@ -354,6 +366,9 @@ impl Proxy {
         );
         match opened {
             Ok(session_key) => {
+                if let Some(session) = self.sessions.get_mut(session_key) {
+                    session.set_owner(owner);
+                }
                 self.metrics.session_created();
                 Some(session_key)
             }
@@ -434,12 +449,13 @@ impl Proxy {
     }
 
     /// The live session with `id`, if it belongs to `route`'s server, by
-    /// name (a session of a server a reload replaced is still its name's).
-    fn session_on(&self, id: &str, route: &Route) -> Option<SessionKey> {
+    /// name (a session of a server a reload replaced is still its name's),
+    /// and to `by` (its owner).
+    fn session_on(&self, id: &str, route: &Route, by: Option<&Principal>) -> Option<SessionKey> {
         let key = self.session_ids.get(id).copied()?;
-        let server = self.server_of(key)?;
+        let session = self.sessions.get(key)?;
         let name = |id: ServerId| self.servers.get(id).map(|server| server.name.as_str());
-        (name(server) == name(route.server)).then_some(key)
+        (session.owned_by(by) && name(session.server) == name(route.server)).then_some(key)
     }
 
     /// Why requests to `server` fail fast now, if they do.
@@ -463,12 +479,7 @@ impl Proxy {
     /// SIGCHLD: children that exited are reaped and their sessions ended.
     pub(super) fn reap_children(&mut self) {
         while let Some((pid, status)) = crate::child::reap_any() {
-            let owner = self
-                .servers
-                .iter()
-                .find(|(_, server)| server.upstream.owns_child(pid))
-                .map(|(id, _)| id);
-            match owner {
+            match self.servers.child_owner(pid) {
                 Some(server) => self.with_upstream(server, |upstream, ctx| {
                     upstream.child_reaped(ctx, pid, status)
                 }),
@@ -512,13 +523,6 @@ impl Proxy {
                 .get(*conn_key)
                 .is_none_or(|conn| conn.unwritten() <= self.config.max_client_buffer)
         })
-    }
-
-    /// A client caught up: let the session's upstream output flow again.
-    fn resume_upstream_output(&mut self, session_key: SessionKey) {
-        self.with_session_upstream(session_key, |upstream, ctx| {
-            upstream.resume_output(ctx, session_key)
-        });
     }
 
     /// Reads an upstream connection one step at a time, each step's events
@@ -571,7 +575,7 @@ impl Proxy {
                 session,
                 stream,
                 why,
-            } => self.fail_stream_requests(session, stream, &why),
+            } => self.drive(session, Origin::NONE, |core| core.fail_stream(stream, &why)),
             UpstreamEvent::DiscardSession { session, why } => self.discard_session(session, &why),
             UpstreamEvent::StreamLost { session, stream } => self.stream_lost(session, stream),
             UpstreamEvent::CloseConn { conn } => self.close_conn(conn),
@@ -631,13 +635,15 @@ impl Proxy {
                 ConnState::Requests => {}
             },
             FrontEvent::CaughtUp { session } => {
-                let waits = self.sessions.get(session).is_some_and(|s| {
-                    self.servers
-                        .get(s.server)
-                        .is_some_and(|entry| entry.upstream.has_backlog(session, s))
-                });
-                if waits {
-                    self.resume_upstream_output(session);
+                let sessions = &self.sessions;
+                if sessions
+                    .get(session)
+                    .is_some_and(|s| self.servers.has_backlog(session, s))
+                {
+                    // The client caught up: its upstream output flows again.
+                    self.with_session_upstream(session, |upstream, ctx| {
+                        upstream.resume_output(ctx, session)
+                    });
                 }
             }
         }
@@ -781,19 +787,6 @@ impl Proxy {
         session.stream_conns.remove(&stream);
         self.drive(session_key, Origin::NONE, |core| {
             core.stream_lost(stream, now)
-        });
-    }
-
-    /// Answers every request still waiting on `stream` with an error (its
-    /// upstream answer stream ended or broke).
-    pub(super) fn fail_stream_requests(
-        &mut self,
-        session_key: SessionKey,
-        stream: StreamId,
-        why: &str,
-    ) {
-        self.drive(session_key, Origin::NONE, |core| {
-            core.fail_stream(stream, why)
         });
     }
 }

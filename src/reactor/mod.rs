@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::event::Event;
-use mio::net::UnixStream;
 use mio::{Events, Interest, Poll};
 
 use crate::arena::Arena;
@@ -30,6 +29,7 @@ use crate::timers::{self, TimerQueue};
 use crate::token::Source;
 
 mod admin;
+mod auth;
 mod children;
 mod conns;
 mod drive;
@@ -48,6 +48,7 @@ mod stdio_upstream;
 mod upstreams;
 
 use admin::AdminDoor;
+use auth::Auth;
 use conns::Next;
 use front_door::{FrontCtx, FrontEvent, HttpFrontDoor};
 use health_workers::HealthWorkers;
@@ -56,7 +57,7 @@ use replies::shutting_down_reply;
 use schedule::{RunState, Timer};
 pub(crate) use servers::ServerId;
 use servers::Servers;
-use signals::{drain_signal_pipe, signal_pipe};
+use signals::{drain_signal_pipe, SignalPipes};
 use stdio_upstream::Pipe;
 use upstreams::UpstreamEvent;
 
@@ -89,9 +90,10 @@ pub struct Proxy {
     session_ids: HashMap<String, SessionKey>,
     timers: TimerQueue<Timer>,
     run_state: RunState,
-    shutdown_signal: UnixStream,
-    child_signal: UnixStream,
-    reload_signal: UnixStream,
+    /// SIGINT/SIGTERM, SIGCHLD and SIGHUP as readable pipes.
+    signals: SignalPipes,
+    /// Who may use the listener (`--auth-token-file`).
+    auth: Auth,
     scratch: Vec<u8>,
     /// What the front door reported during a call, handled after it returns
     /// (kept to reuse its allocation).
@@ -137,24 +139,8 @@ impl Proxy {
                 (Some(listener), local_addr)
             }
         };
-        let mut shutdown_signal = signal_pipe(&[libc::SIGINT, libc::SIGTERM])?;
-        poll.registry().register(
-            &mut shutdown_signal,
-            Source::ShutdownSignal.token(),
-            Interest::READABLE,
-        )?;
-        let mut reload_signal = signal_pipe(&[libc::SIGHUP])?;
-        poll.registry().register(
-            &mut reload_signal,
-            Source::ReloadSignal.token(),
-            Interest::READABLE,
-        )?;
-        let mut child_signal = signal_pipe(&[libc::SIGCHLD])?;
-        poll.registry().register(
-            &mut child_signal,
-            Source::ChildSignal.token(),
-            Interest::READABLE,
-        )?;
+        let signals = SignalPipes::register(poll.registry())?;
+        let auth = Auth::from_config(&config)?;
         let servers = Servers::new(&config)?;
         let policy = AccessPolicy::new(
             local_addr.port(),
@@ -196,9 +182,8 @@ impl Proxy {
             session_ids: HashMap::new(),
             timers,
             run_state: RunState::Serving,
-            shutdown_signal,
-            child_signal,
-            reload_signal,
+            signals,
+            auth,
             scratch: vec![0; READ_CHUNK_BYTES],
             front_events: Vec::new(),
             upstream_events: Vec::new(),
@@ -317,13 +302,18 @@ impl Proxy {
                 self.accept_all();
             }
             Source::ShutdownSignal => {
-                if drain_signal_pipe(&mut self.shutdown_signal) > 0 {
+                if drain_signal_pipe(&mut self.signals.shutdown) > 0 {
                     return self.on_shutdown_signal();
                 }
             }
             Source::ChildSignal => {
-                drain_signal_pipe(&mut self.child_signal);
+                drain_signal_pipe(&mut self.signals.child);
                 self.reap_children();
+            }
+            Source::ReloadSignal => {
+                if drain_signal_pipe(&mut self.signals.reload) > 0 {
+                    self.on_reload_signal();
+                }
             }
             Source::Client(index) => {
                 let key = self.front.conns.key_at(index)?;
@@ -354,11 +344,6 @@ impl Proxy {
             }
             Source::Admin(index) => self.on_admin_event(index, event),
             Source::HealthWaker => self.on_probe_results(),
-            Source::ReloadSignal => {
-                if drain_signal_pipe(&mut self.reload_signal) > 0 {
-                    reload::reload_config(self);
-                }
-            }
         }
         None
     }
@@ -704,6 +689,13 @@ impl Proxy {
     fn on_heartbeat(&mut self, key: ConnKey, deadline: Instant) {
         let (front, mut ctx) = self.front_parts();
         front.on_heartbeat(&mut ctx, key, deadline);
+    }
+
+    /// SIGHUP: what can change at run time is read again (the token file,
+    /// the `--config` file); a broken one leaves the running one in place.
+    fn on_reload_signal(&mut self) {
+        self.auth.reload();
+        reload::reload_config(self);
     }
 
     // ----- shutdown ---------------------------------------------------------

@@ -306,6 +306,25 @@ impl Servers {
         }
     }
 
+    /// The server whose stdio adapter spawned `pid`.
+    pub(crate) fn child_owner(&self, pid: u32) -> Option<ServerId> {
+        self.iter()
+            .find(|(_, server)| server.upstream.owns_child(pid))
+            .map(|(id, _)| id)
+    }
+
+    /// Bytes queued to a session's upstream input (a stdio child's stdin).
+    pub(crate) fn input_backlog(&self, session_key: SessionKey, session: &Session) -> usize {
+        self.get(session.server)
+            .map_or(0, |entry| entry.upstream.input_backlog(session_key))
+    }
+
+    /// True when a session's upstream output waits for its client.
+    pub(crate) fn has_backlog(&self, session_key: SessionKey, session: &Session) -> bool {
+        self.get(session.server)
+            .is_some_and(|entry| entry.upstream.has_backlog(session_key, session))
+    }
+
     /// True when some server's output is to be read again this turn.
     pub(crate) fn has_pending_reads(&self) -> bool {
         self.list

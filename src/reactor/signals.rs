@@ -1,15 +1,47 @@
-//! Signals as readable bytes: SIGINT/SIGTERM and SIGCHLD are turned into
-//! writes on a socket pair (signal-hook's pipe), whose read end the loop
-//! polls like any other source; and mcphop's own stdin and stdout as the
-//! stdio front door's transport.
+//! Signals as readable bytes: SIGINT/SIGTERM, SIGCHLD and SIGHUP are each
+//! turned into writes on a socket pair (signal-hook's pipe), whose read end
+//! the loop polls like any other source (`SignalPipes`); and mcphop's own
+//! stdin and stdout as the stdio front door's transport.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream as StdUnixStream;
 
 use mio::net::UnixStream;
+use mio::{Interest, Registry};
+
+use crate::token::Source;
+
+/// The signal pipes the loop polls, each registered under its own token.
+pub(super) struct SignalPipes {
+    /// SIGINT and SIGTERM (`Source::ShutdownSignal`).
+    pub(super) shutdown: UnixStream,
+    /// SIGCHLD (`Source::ChildSignal`).
+    pub(super) child: UnixStream,
+    /// SIGHUP (`Source::ReloadSignal`): re-read what can be re-read.
+    pub(super) reload: UnixStream,
+}
+
+impl SignalPipes {
+    /// Installs the handlers and registers the pipes' read ends.
+    pub(super) fn register(registry: &Registry) -> io::Result<SignalPipes> {
+        let mut pipes = SignalPipes {
+            shutdown: signal_pipe(&[libc::SIGINT, libc::SIGTERM])?,
+            child: signal_pipe(&[libc::SIGCHLD])?,
+            reload: signal_pipe(&[libc::SIGHUP])?,
+        };
+        for (pipe, source) in [
+            (&mut pipes.shutdown, Source::ShutdownSignal),
+            (&mut pipes.child, Source::ChildSignal),
+            (&mut pipes.reload, Source::ReloadSignal),
+        ] {
+            registry.register(pipe, source.token(), Interest::READABLE)?;
+        }
+        Ok(pipes)
+    }
+}
 
 /// A pipe that turns the given signals into readable bytes.
-pub(super) fn signal_pipe(signals: &[libc::c_int]) -> io::Result<UnixStream> {
+fn signal_pipe(signals: &[libc::c_int]) -> io::Result<UnixStream> {
     let (read_end, write_end) = StdUnixStream::pair()?;
     read_end.set_nonblocking(true)?;
     write_end.set_nonblocking(true)?;

@@ -26,6 +26,9 @@ Scenarios and the JSON each prints (the contract with the test harness):
                                          {"sessions": [{"id", "pid", "after_id",
                                          "after_pid", "reinitialized"}]}
 
+``--header 'Name: value'`` (repeatable) adds a header to every HTTP request
+(Streamable HTTP and legacy SSE), e.g. ``Authorization: Bearer TOKEN``.
+
 Every phase runs under ``--timeout`` seconds (default 30) so a broken proxy
 fails the run instead of hanging it.
 """
@@ -49,6 +52,7 @@ from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import McpError
 
 CLIENT_TAG = "v1"
@@ -81,6 +85,23 @@ def check_ok(name: str, result: types.CallToolResult) -> types.CallToolResult:
     return result
 
 
+def headers_of(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--header 'Name: value'`` options as a dict."""
+    headers = {}
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+@asynccontextmanager
+async def http_transport(args: argparse.Namespace) -> AsyncIterator[Any]:
+    """``streamable_http_client`` on ``--url``, with the ``--header`` options."""
+    async with create_mcp_http_client(headers=headers_of(args)) as client:
+        async with streamable_http_client(args.url, http_client=client) as streams:
+            yield streams
+
+
 @asynccontextmanager
 async def connect(
     args: argparse.Namespace, sampling_callback: Any = None
@@ -91,9 +112,9 @@ async def connect(
     ``DELETE`` with the ``Mcp-Session-Id`` header.
     """
     if args.url:
-        transport = streamable_http_client(args.url)
+        transport = http_transport(args)
     elif args.sse_url:
-        transport = sse_client(args.sse_url, sse_read_timeout=args.timeout)
+        transport = sse_client(args.sse_url, headers=headers_of(args), sse_read_timeout=args.timeout)
     else:
         argv = shlex.split(args.stdio)
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
@@ -114,7 +135,7 @@ async def connect(
 @asynccontextmanager
 async def connect_with_id(args: argparse.Namespace) -> AsyncIterator[tuple[ClientSession, str]]:
     """As ``connect``, over Streamable HTTP only; yields (session, Mcp-Session-Id)."""
-    async with streamable_http_client(args.url) as (read, write, get_session_id):
+    async with http_transport(args) as (read, write, get_session_id):
         async with ClientSession(
             read,
             write,
@@ -295,6 +316,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--calls", type=int, default=3, help="pid calls per session (sticky)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per phase (default 30)")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' on every HTTP request")
     args = p.parse_args()
     try:
         args.tool_args = json.loads(args.tool_args_json)

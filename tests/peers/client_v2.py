@@ -20,6 +20,9 @@ Scenarios and the JSON each prints (the contract with the test harness):
   sampling   --tool NAME --args JSON     {"result_text", "sampling_requests"}
   concurrent --pid-tool NAME --sessions N {"pids"}
 
+``--header 'Name: value'`` (repeatable) adds a header to every HTTP request,
+e.g. ``Authorization: Bearer TOKEN``.
+
 Every phase runs under ``--timeout`` seconds (default 30) so a broken proxy
 fails the run instead of hanging it.
 """
@@ -39,6 +42,8 @@ from typing import Any, AsyncIterator
 
 import anyio
 from mcp import Client, StdioServerParameters, types
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 CLIENT_TAG = "v2"
 SAMPLE_REPLY = "canned-sample-reply"
@@ -77,8 +82,16 @@ async def connect(args: argparse.Namespace, sampling_callback: Any = None) -> As
     Leaving the context closes the session; over HTTP the SDK then sends
     ``DELETE`` with the ``Mcp-Session-Id`` header (if the server gave one).
     """
-    if args.url:
-        server: Any = args.url
+    http_client = None
+    if args.url and args.header:
+        headers = {}
+        for header in args.header:
+            name, _, value = header.partition(":")
+            headers[name.strip()] = value.strip()
+        http_client = create_mcp_http_client(headers=headers)
+        server: Any = streamable_http_client(args.url, http_client=http_client)
+    elif args.url:
+        server = args.url
     else:
         argv = shlex.split(args.stdio)
         server = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
@@ -88,8 +101,12 @@ async def connect(args: argparse.Namespace, sampling_callback: Any = None) -> As
         sampling_callback=sampling_callback,
         client_info=types.Implementation(name=f"mcphop-test-{CLIENT_TAG}", version="0.1.0"),
     )
-    async with client:
-        yield client
+    try:
+        async with client:
+            yield client
+    finally:
+        if http_client is not None:
+            await http_client.aclose()
 
 
 async def call_pid(args: argparse.Namespace, client: Client) -> int:
@@ -195,6 +212,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--args", dest="tool_args_json", default="{}", help="tool arguments as a JSON object")
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per phase (default 30)")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' on every HTTP request")
     args = p.parse_args()
     try:
         args.tool_args = json.loads(args.tool_args_json)
