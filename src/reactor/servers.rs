@@ -7,11 +7,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Registry;
+use rustls::ClientConfig;
 
 use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
+use crate::http::url::Scheme;
 use log::{error, info, warn};
 use serde_json::value::RawValue;
 
@@ -84,11 +87,24 @@ impl Servers {
     pub(crate) fn new(config: &Config) -> io::Result<Servers> {
         let mut list = Vec::with_capacity(config.servers.len());
         let mut by_name = HashMap::new();
+        // One TLS configuration for every https upstream (and its session
+        // cache), built only when one is configured.
+        let https = config
+            .servers
+            .iter()
+            .any(|server| server.url().is_some_and(|url| url.scheme == Scheme::Https));
+        let tls = match https {
+            true => Some(
+                crate::tls::client_config(config.upstream_ca.as_deref())
+                    .map_err(io::Error::other)?,
+            ),
+            false => None,
+        };
         for (index, server) in config.servers.iter().enumerate() {
             let id = ServerId::at(index).ok_or_else(|| io::Error::other("too many servers"))?;
             list.push(Server {
                 name: server.name.clone(),
-                upstream: adapter(config, server, id)?,
+                upstream: adapter(config, server, id, tls.as_ref())?,
                 tools: Rc::new(server.tools.clone()),
             });
             by_name.insert(server.name.clone(), id);
@@ -151,19 +167,26 @@ impl Servers {
 }
 
 /// The adapter of one server.
-fn adapter(config: &Config, server: &ServerConfig, id: ServerId) -> io::Result<Upstreams> {
+fn adapter(
+    config: &Config,
+    server: &ServerConfig,
+    id: ServerId,
+    tls: Option<&Arc<ClientConfig>>,
+) -> io::Result<Upstreams> {
     Ok(match &server.upstream {
         UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(
             url.clone(),
             config.pool,
             id,
             server.headers.clone(),
+            tls,
         )?),
         UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(
             url.clone(),
             config.pool,
             id,
             server.headers.clone(),
+            tls,
         )?),
         UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
             command.clone(),
