@@ -30,7 +30,7 @@ use common::{assert_progress_then_result, eventually, kill_group, peers_dir, Mcp
 use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::Value;
 use upstream::raw::{call_echo, echo_text, initialize_body, post, session_header, INITIALIZED};
-use upstream::{free_port, run_client, Server};
+use upstream::{free_port, run_client, Server, Transport};
 
 // ===== certificates and nginx ==================================================
 
@@ -310,6 +310,32 @@ fn progress_v1_over_https() {
 #[test]
 fn progress_v2_over_https() {
     progress(2);
+}
+
+/// A legacy HTTP+SSE upstream over https: the session's own SSE stream on
+/// a dedicated TLS connection, its POSTs over the pool.
+#[test]
+fn legacy_sse_upstream_over_https() {
+    let ca = Ca::new("mcphop test CA");
+    let server = Server::python_speaking(Transport::LegacySse);
+    let nginx = Nginx::start(server.port, &ca.server_cert(false));
+    let dir = TempDir::new("ca");
+    let ca_file = dir.write("ca.pem", &ca.pem()).display().to_string();
+    let mcphop = Mcphop::start_args(&[
+        "--upstream-sse".to_string(),
+        format!("https://127.0.0.1:{}/sse", nginx.port),
+        "--upstream-ca".to_string(),
+        ca_file,
+        "--health-interval".to_string(),
+        "0".to_string(),
+    ]);
+    let result = run_client(&mcphop, 1, "basic", &["--echo-tool", "echo"]);
+    assert_eq!(result["echo"], "hello from v1", "{result}");
+    let access = nginx.log("access.log");
+    assert!(
+        access.contains("GET /sse") && access.contains("POST /messages/"),
+        "nginx saw no legacy SSE traffic:\n{access}"
+    );
 }
 
 // ===== certificates refused ====================================================
