@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config_file;
 use crate::health::{DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTH_WORKERS};
 use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
-use crate::http::url::{Scheme, UpstreamUrl};
+use crate::http::url::UpstreamUrl;
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::legacy_endpoint::LegacyPaths;
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
@@ -231,6 +231,9 @@ pub struct Config {
     /// upstream, `/` for a legacy SSE one (a GET of its SSE path would
     /// open a session there).
     pub health_path: Option<String>,
+    /// A PEM file of CA certificates trusted for https upstreams, besides
+    /// the system's roots (`--upstream-ca`).
+    pub upstream_ca: Option<String>,
 }
 
 impl Config {
@@ -294,6 +297,7 @@ impl Config {
             health_interval: DEFAULT_HEALTH_INTERVAL,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             health_path: None,
+            upstream_ca: None,
             instance_id: None,
         }
     }
@@ -337,8 +341,8 @@ mcphop: a lightweight proxy for the Model Context Protocol
 
 USAGE:
     mcphop [OPTIONS] -- COMMAND [ARGS...]
-    mcphop [OPTIONS] --upstream http://HOST:PORT/PATH
-    mcphop [OPTIONS] --upstream-sse http://HOST:PORT/sse
+    mcphop [OPTIONS] --upstream http[s]://HOST:PORT/PATH
+    mcphop [OPTIONS] --upstream-sse http[s]://HOST:PORT/sse
     mcphop [OPTIONS] --config FILE
     mcphop --check-config FILE
     mcphop stdio [OPTIONS] (--upstream URL | --upstream-sse URL | -- COMMAND)
@@ -353,6 +357,8 @@ OPTIONS:
     --listen ADDR                 address to bind [default: 127.0.0.1:8080]
     --upstream URL                a Streamable HTTP upstream instead of COMMAND
     --upstream-sse URL            a legacy HTTP+SSE upstream (its SSE endpoint)
+    --upstream-ca FILE            also trust these PEM CA certificates for https
+                                  upstreams [default: the system's roots only]
     --config FILE                 named servers from an mcpServers JSON file,
                                   each at /servers/NAME/mcp (see README)
     --check-config FILE           check FILE, print every error, exit 0 or 1
@@ -479,9 +485,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             }
             "--upstream" | "--upstream-sse" => {
                 let url = UpstreamUrl::parse(&value(&name)?).map_err(|e| format!("{name}: {e}"))?;
-                if url.scheme == Scheme::Https {
-                    return Err(format!("{name}: https upstreams are not supported yet"));
-                }
                 if remote_upstream.is_some() {
                     return Err("give one of --upstream and --upstream-sse, once".into());
                 }
@@ -493,6 +496,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             }
             "--auth-token-file" => config.auth_token_file = Some(value(&name)?),
             "--allow-unauthenticated" => config.allow_unauthenticated = true,
+            "--upstream-ca" => {
+                let path = value(&name)?;
+                if path.is_empty() {
+                    return Err("--upstream-ca needs a file".into());
+                }
+                config.upstream_ca = Some(path);
+            }
             "--forward-header" => {
                 let header = value(&name)?.trim().to_ascii_lowercase();
                 if header.is_empty() || header.contains(':') {

@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::{ServerConfig, UpstreamKind, MAX_SERVERS};
-use crate::http::url::{Scheme, UpstreamUrl};
+use crate::http::url::UpstreamUrl;
 use crate::mcp::tools::ToolFilter;
 
 /// The `mcphop` block's keys: each is the command-line option of the same
@@ -23,6 +23,7 @@ pub const FILE_OPTIONS: &[&str] = &[
     "admin_listen",
     "auth_token_file",
     "forward_header",
+    "upstream_ca",
     "pool_idle_timeout",
     "pool_max_idle_per_host",
     "pool_max_per_host",
@@ -239,10 +240,6 @@ fn remote(
             return None;
         }
     };
-    if url.scheme == Scheme::Https {
-        errors.push(format!("{at}.url: https upstreams are not supported yet"));
-        return None;
-    }
     match transport.unwrap_or("streamable-http") {
         "streamable-http" | "streamableHttp" | "http" => Some(UpstreamKind::Http { url }),
         "sse" => Some(UpstreamKind::Sse { url }),
@@ -419,9 +416,10 @@ mod tests {
                 "local": {"command": "server", "args": ["--dir", "${HOME}/x"], "env": {"A": "1"},
                           "cwd": "/tmp", "default": true, "tools": {"deny": ["secret*"]}},
                 "remote": {"url": "http://127.0.0.1:3001/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}},
-                "legacy": {"url": "http://127.0.0.1:3002/sse", "transport": "sse"}
+                "legacy": {"url": "https://localhost:3002/sse", "transport": "sse"}
             },
-            "mcphop": {"listen": "127.0.0.1:9000", "max_sessions": 5, "allowed_host": ["a", "b"]}
+            "mcphop": {"listen": "127.0.0.1:9000", "max_sessions": 5, "allowed_host": ["a", "b"],
+                       "upstream_ca": "/etc/ca.pem"}
         }"#;
         let file = parse(text, &env).unwrap();
         assert_eq!(file.servers.len(), 3);
@@ -454,7 +452,9 @@ mod tests {
                 "--listen",
                 "127.0.0.1:9000",
                 "--max-sessions",
-                "5"
+                "5",
+                "--upstream-ca",
+                "/etc/ca.pem"
             ]
         );
     }

@@ -91,7 +91,8 @@ fn readme_lists_the_help_options() {
 fn errors_are_clear() {
     assert!(run(&[]).unwrap_err().contains("no upstream"));
     assert!(run(&["--upstream", "http://h:1/", "--", "x"]).is_err());
-    assert!(run(&["--upstream", "https://h/"]).is_err());
+    assert!(run(&["--upstream", "ftp://h/"]).is_err());
+    assert!(run(&["--upstream-ca", "", "--upstream", "https://h/"]).is_err());
     assert!(run(&[
         "--upstream",
         "http://h:1/",
@@ -141,4 +142,27 @@ fn a_non_loopback_listener_needs_authentication() {
     )
     .unwrap();
     assert_eq!(file.options, ["--auth-token-file", "/t"]);
+}
+
+#[test]
+fn https_upstreams_and_their_ca() {
+    let config = run(&[
+        "--upstream",
+        "https://h:8443/mcp",
+        "--upstream-ca",
+        "ca.pem",
+    ])
+    .unwrap();
+    let url = config
+        .default()
+        .and_then(ServerConfig::url)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (url.scheme, url.port),
+        (crate::http::url::Scheme::Https, 8443)
+    );
+    assert_eq!(config.upstream_ca.as_deref(), Some("ca.pem"));
+    let config = run(&["--upstream-sse", "https://h/sse"]).unwrap();
+    assert_eq!(config.upstream_ca, None);
 }

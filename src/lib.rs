@@ -26,6 +26,7 @@ pub(crate) mod session_id;
 pub mod sse;
 pub mod sse_decoder;
 pub(crate) mod timers;
+pub(crate) mod tls;
 pub(crate) mod token;
 mod upstream;
 mod upstream_retry;

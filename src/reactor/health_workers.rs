@@ -16,6 +16,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, warn};
 use mio::Waker;
 
+use super::http_upstream::TlsTarget;
 use super::servers::ServerId;
 use super::{Proxy, RunState, Timer};
 
@@ -33,6 +34,8 @@ pub(crate) struct ProbeJob {
     pub path: String,
     /// The operator's static upstream headers (`--upstream-header`).
     pub headers: Vec<(String, String)>,
+    /// For an https upstream: its TLS configuration and name.
+    pub tls: Option<TlsTarget>,
     pub timeout: Duration,
 }
 
@@ -143,11 +146,19 @@ fn probe(job: &ProbeJob) -> Result<u16, String> {
             .filter(|left| !left.is_zero())
             .ok_or_else(|| format!("no answer within {:?}", job.timeout))
     };
-    let mut socket = TcpStream::connect_timeout(&job.addr, left()?)
+    let socket = TcpStream::connect_timeout(&job.addr, left()?)
         .map_err(|error| format!("connect to {}: {error}", job.addr))?;
-    socket
-        .set_write_timeout(Some(left()?))
-        .map_err(|e| e.to_string())?;
+    // Reads are bounded from the start: a TLS handshake reads inside the
+    // first write.
+    socket.timeout(left()?).map_err(|e| e.to_string())?;
+    let mut socket: Box<dyn ReadWrite> = match &job.tls {
+        None => Box::new(socket),
+        Some(tls) => {
+            let session = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+                .map_err(|error| format!("TLS setup: {error}"))?;
+            Box::new(rustls::StreamOwned::new(session, socket))
+        }
+    };
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json, text/event-stream\r\nUser-Agent: mcphop-health\r\nConnection: close\r\n",
         job.path, job.authority
@@ -167,9 +178,7 @@ fn probe(job: &ProbeJob) -> Result<u16, String> {
         if line.len() > MAX_STATUS_LINE {
             return Err("the status line is too long".into());
         }
-        socket
-            .set_read_timeout(Some(left()?))
-            .map_err(|e| e.to_string())?;
+        socket.timeout(left()?).map_err(|e| e.to_string())?;
         match socket.read(&mut buffer) {
             Ok(0) => {
                 return Err(format!(
@@ -185,6 +194,25 @@ fn probe(job: &ProbeJob) -> Result<u16, String> {
     let status = parse_status(&line).ok_or_else(|| "the answer is not HTTP".to_string())?;
     debug!("health probe of {}{}: {status}", job.authority, job.path);
     Ok(status)
+}
+
+/// A probe's connection: a socket, or TLS over one.
+trait ReadWrite: Read + Write {
+    /// Bounds each read and write from now on.
+    fn timeout(&self, left: Duration) -> io::Result<()>;
+}
+
+impl ReadWrite for TcpStream {
+    fn timeout(&self, left: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(left))?;
+        self.set_write_timeout(Some(left))
+    }
+}
+
+impl ReadWrite for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn timeout(&self, left: Duration) -> io::Result<()> {
+        self.sock.timeout(left)
+    }
 }
 
 /// The status code of an HTTP/1.x status line.
@@ -225,6 +253,7 @@ mod tests {
             authority: addr.to_string(),
             path: "/".into(),
             headers: Vec::new(),
+            tls: None,
             timeout: Duration::from_secs(1),
         };
         assert!(probe(&job).is_err());

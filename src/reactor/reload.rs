@@ -15,6 +15,7 @@ use mio::Registry;
 
 use crate::config::{Config, DEFAULT_SERVER_NAME, MAX_SERVERS};
 use crate::config_file::{self, ConfigFile};
+use crate::http::url::Scheme;
 
 use super::servers::{Server, ServerId, Servers};
 use super::{Proxy, Timer};
@@ -87,6 +88,12 @@ impl Servers {
         registry: &Registry,
     ) -> Result<Reloaded, String> {
         let mut wanted = file.servers;
+        let https = wanted
+            .iter()
+            .any(|s| s.url().is_some_and(|url| url.scheme == Scheme::Https));
+        if https && self.tls.is_none() {
+            self.tls = Some(crate::tls::client_config(config.upstream_ca.as_deref())?);
+        }
         let mut default_name = file
             .default
             .and_then(|i| wanted.get(i))
@@ -110,7 +117,7 @@ impl Servers {
             let id = free
                 .pop()
                 .ok_or_else(|| format!("more than {MAX_SERVERS} servers, old and new"))?;
-            let server = Server::new(config, definition, id)
+            let server = Server::new(config, definition, id, self.tls.as_ref())
                 .map_err(|error| format!("server {}: {error}", definition.name))?;
             staged.push((id, server));
         }

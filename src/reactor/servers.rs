@@ -7,11 +7,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Registry;
+use rustls::ClientConfig;
 
 use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
+use crate::http::url::Scheme;
 use log::{error, info, warn};
 use serde_json::value::RawValue;
 
@@ -84,10 +87,11 @@ impl Server {
         config: &Config,
         definition: &ServerConfig,
         id: ServerId,
+        tls: Option<&Arc<ClientConfig>>,
     ) -> io::Result<Server> {
         Ok(Server {
             name: definition.name.clone(),
-            upstream: adapter(config, definition, id)?,
+            upstream: adapter(config, definition, id, tls)?,
             tools: Rc::new(definition.tools.clone()),
             definition: definition.clone(),
             retired: false,
@@ -100,6 +104,9 @@ pub(crate) struct Servers {
     pub(super) list: Vec<Server>,
     pub(super) by_name: HashMap<String, ServerId>,
     pub(super) default: Option<ServerId>,
+    /// The one TLS configuration of every https upstream (and its session
+    /// cache), once one is configured.
+    pub(super) tls: Option<Arc<ClientConfig>>,
 }
 
 impl Servers {
@@ -108,15 +115,29 @@ impl Servers {
     pub(crate) fn new(config: &Config) -> io::Result<Servers> {
         let mut list = Vec::with_capacity(config.servers.len());
         let mut by_name = HashMap::new();
+        // One TLS configuration for every https upstream (and its session
+        // cache), built only when one is configured.
+        let https = config
+            .servers
+            .iter()
+            .any(|server| server.url().is_some_and(|url| url.scheme == Scheme::Https));
+        let tls = match https {
+            true => Some(
+                crate::tls::client_config(config.upstream_ca.as_deref())
+                    .map_err(io::Error::other)?,
+            ),
+            false => None,
+        };
         for (index, server) in config.servers.iter().enumerate() {
             let id = ServerId::at(index).ok_or_else(|| io::Error::other("too many servers"))?;
-            list.push(Server::new(config, server, id)?);
+            list.push(Server::new(config, server, id, tls.as_ref())?);
             by_name.insert(server.name.clone(), id);
         }
         Ok(Servers {
             list,
             by_name,
             default: config.default_server.and_then(ServerId::at),
+            tls,
         })
     }
 
@@ -179,19 +200,26 @@ impl Servers {
 }
 
 /// The adapter of one server.
-fn adapter(config: &Config, server: &ServerConfig, id: ServerId) -> io::Result<Upstreams> {
+fn adapter(
+    config: &Config,
+    server: &ServerConfig,
+    id: ServerId,
+    tls: Option<&Arc<ClientConfig>>,
+) -> io::Result<Upstreams> {
     Ok(match &server.upstream {
         UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(
             url.clone(),
             config.pool,
             id,
             server.headers.clone(),
+            tls,
         )?),
         UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(
             url.clone(),
             config.pool,
             id,
             server.headers.clone(),
+            tls,
         )?),
         UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
             command.clone(),

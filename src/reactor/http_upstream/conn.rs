@@ -48,9 +48,9 @@ pub(in crate::reactor) fn finish_connect(
     if !up.ready.writable() && !up.ready.readable() {
         return;
     }
-    let outcome = match up.socket.take_error() {
+    let outcome = match up.socket.socket().take_error() {
         Ok(Some(error)) | Err(error) => Err(error),
-        Ok(None) => match up.socket.peer_addr() {
+        Ok(None) => match up.socket.socket().peer_addr() {
             Ok(_) => Ok(true),
             Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(error) => Err(error),
@@ -76,7 +76,7 @@ pub(in crate::reactor) fn finish_connect(
             debug!("upstream connect failed: {error}");
             http.passive_failure(&format!("connect: {error}"));
             if let Some(mut conn) = http.conns.remove(key) {
-                let _ = ctx.registry.deregister(&mut conn.socket);
+                let _ = ctx.registry.deregister(conn.socket.socket_mut());
             }
             http.pool.connect_failed(key.index(), &mut http.actions);
             run_pool_actions(side, ctx);
@@ -106,16 +106,9 @@ pub(in crate::reactor) fn idle_conn_event(
     let Some(up) = http.conns.get_mut(key) else {
         return;
     };
-    let mut byte = [0u8; 1];
-    let cause = match up.socket.peek(&mut byte) {
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-            up.ready.clear_readable();
-            return;
-        }
-        Err(error) if error.kind() == io::ErrorKind::Interrupted => return,
-        Ok(0) => EvictCause::PeerClosed,
-        Ok(_) => EvictCause::UnexpectedData,
-        Err(_) => EvictCause::Error,
+    let Some(cause) = up.socket.idle_check() else {
+        up.ready.clear_readable();
+        return;
     };
     debug!("idle upstream connection {key} evicted: {}", cause.name());
     http.pool.evict(key.index(), cause, &mut http.actions);
@@ -136,6 +129,18 @@ pub(in crate::reactor) fn flush_up_conn(
     let UpState::Busy(exchange) = up.state else {
         return;
     };
+    // TLS records queued when the socket was full go first (the handshake's
+    // own messages and request bytes rustls encrypted earlier).
+    if let Err(error) = up.socket.flush_tls() {
+        side.passive_failure(&format!("write: {error}"));
+        conn_broke(
+            side,
+            ctx,
+            key,
+            &format!("writing to the upstream failed: {error}"),
+        );
+        return;
+    }
     let Some(entry) = http.exchanges.get_mut(exchange) else {
         return;
     };

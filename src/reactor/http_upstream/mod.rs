@@ -21,7 +21,6 @@ use crate::client::ConnKey;
 use crate::session::SessionKey;
 use log::{debug, warn};
 use mio::event::Event;
-use mio::net::TcpStream;
 use mio::Interest;
 use serde_json::value::RawValue;
 
@@ -47,8 +46,11 @@ mod conn;
 mod legacy;
 mod session;
 mod side;
+mod stream;
 
 pub(crate) use side::HttpSide;
+pub(crate) use stream::TlsTarget;
+use stream::UpStream;
 
 pub(in crate::reactor) use answer::*;
 pub(in crate::reactor) use conn::*;
@@ -87,7 +89,8 @@ pub(super) enum UpState {
 
 /// One connection to the upstream.
 pub(crate) struct UpConn {
-    socket: TcpStream,
+    /// Its socket, plain or under TLS (`stream.rs`).
+    socket: UpStream,
     state: UpState,
     /// False for a session's dedicated GET stream connection.
     pooled: bool,
@@ -107,7 +110,7 @@ pub(crate) struct UpConn {
 impl UpConn {
     /// A connection whose connect is in flight (`exchange`: the stream a
     /// dedicated one is for).
-    fn new(socket: TcpStream, pooled: bool, exchange: Option<ExchangeKey>) -> UpConn {
+    fn new(socket: UpStream, pooled: bool, exchange: Option<ExchangeKey>) -> UpConn {
         UpConn {
             socket,
             state: UpState::Connecting { exchange },
@@ -442,13 +445,13 @@ fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: Exchange
     let Some(http) = Some(&mut *side) else {
         return;
     };
-    match TcpStream::connect(http.addr) {
+    match UpStream::connect(http.addr, http.tls.as_ref()) {
         Ok(mut socket) => {
             let key = http.conns.next_key();
             if ctx
                 .registry
                 .register(
-                    &mut socket,
+                    socket.socket_mut(),
                     Source::Upstream {
                         server: http.server.index(),
                         conn: key.index(),
@@ -461,7 +464,6 @@ fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: Exchange
                 exchange_failed(side, ctx, exchange, "cannot register an upstream socket");
                 return;
             }
-            let _ = socket.set_nodelay(true);
             http.conns
                 .insert(UpConn::new(socket, false, Some(exchange)));
             let host = http.host.clone();
@@ -620,15 +622,7 @@ fn assign(
         return;
     }
     if peek {
-        let verdict = http.conns.get(conn).map(|up| {
-            let mut byte = [0u8; 1];
-            match up.socket.peek(&mut byte) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
-                Ok(0) => Some(EvictCause::PeerClosed),
-                Ok(_) => Some(EvictCause::UnexpectedData),
-                Err(_) => Some(EvictCause::Error),
-            }
-        });
+        let verdict = http.conns.get_mut(conn).map(|up| up.socket.idle_check());
         if let Some(Some(cause)) = verdict {
             debug!(
                 "upstream connection {conn} failed its peek: {}",

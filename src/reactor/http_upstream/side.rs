@@ -5,15 +5,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
+use rustls::ClientConfig;
 
 use crate::arena::Arena;
 use crate::health::{Health, HealthState, Transition};
-use crate::http::url::UpstreamUrl;
+use crate::http::url::{Scheme, UpstreamUrl};
 use crate::pool::{HostGauges, HostKey, Pool, PoolAction, PoolConfig, PoolMetrics};
 use crate::timers::TimerQueue;
 use crate::token::Source;
@@ -21,6 +22,7 @@ use crate::token::Source;
 use super::super::health_workers::{ProbeJob, ProbeResult};
 use super::super::servers::ServerId;
 use super::super::stdio_upstream::log_transition;
+use super::stream::{TlsTarget, UpStream};
 use super::{Exchange, ExchangeKey, UpConn, UpConnKey};
 
 /// The HTTP upstream, its pool, its connections and the exchanges in flight.
@@ -29,6 +31,8 @@ pub(crate) struct HttpSide {
     pub(super) host: HostKey,
     pub(super) authority: String,
     pub(super) addr: SocketAddr,
+    /// For an https upstream: the TLS configuration and the server's name.
+    pub(super) tls: Option<TlsTarget>,
     pub(super) pool: Pool<ExchangeKey>,
     pub(crate) conns: Arena<UpConn>,
     pub(super) exchanges: Arena<Exchange>,
@@ -50,14 +54,28 @@ pub(crate) struct HttpSide {
 }
 
 impl HttpSide {
-    /// Resolves the upstream's address once, at start-up.
+    /// Resolves the upstream's address once, at start-up. `tls`: the
+    /// run's TLS client configuration, which an https URL needs.
     pub(crate) fn new(
         url: UpstreamUrl,
         config: PoolConfig,
         server: ServerId,
         headers: Vec<(String, String)>,
+        tls: Option<&Arc<ClientConfig>>,
     ) -> io::Result<HttpSide> {
         use std::net::ToSocketAddrs;
+        let tls = match (url.scheme, tls) {
+            (Scheme::Http, _) => None,
+            (Scheme::Https, Some(config)) => Some(TlsTarget {
+                config: Arc::clone(config),
+                name: crate::tls::server_name(&url.host).map_err(io::Error::other)?,
+            }),
+            (Scheme::Https, None) => {
+                return Err(io::Error::other(
+                    "an https upstream with no TLS configuration",
+                ))
+            }
+        };
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()?
             .next()
@@ -66,6 +84,7 @@ impl HttpSide {
             host: HostKey::new(url.scheme, url.host.clone(), url.port),
             authority: url.authority(),
             addr,
+            tls,
             url,
             pool: Pool::new(config),
             conns: Arena::default(),
@@ -123,6 +142,7 @@ impl HttpSide {
             authority: self.authority.clone(),
             path: path.to_string(),
             headers: self.headers.clone(),
+            tls: self.tls.clone(),
             timeout,
         })
     }
@@ -193,9 +213,9 @@ impl HttpSide {
     /// Opens a pooled connection for `host` and tells the pool.
     pub(super) fn connect_pooled(&mut self, host: &HostKey, registry: &Registry, now: Instant) {
         let key = self.conns.next_key();
-        let socket = TcpStream::connect(self.addr).and_then(|mut socket| {
+        let socket = UpStream::connect(self.addr, self.tls.as_ref()).and_then(|mut socket| {
             registry.register(
-                &mut socket,
+                socket.socket_mut(),
                 Source::Upstream {
                     server: self.server.index(),
                     conn: key.index(),
@@ -207,7 +227,6 @@ impl HttpSide {
         });
         match socket {
             Ok(socket) => {
-                let _ = socket.set_nodelay(true);
                 let key = self.conns.insert(UpConn::new(socket, true, None));
                 self.pool.connecting(host, key.index(), now);
             }
@@ -225,7 +244,7 @@ impl HttpSide {
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
-        let _ = registry.deregister(&mut conn.socket);
+        let _ = registry.deregister(conn.socket.socket_mut());
         if !conn.pooled {
             let host = self.host.clone();
             self.pool.stream_closed(&host);
