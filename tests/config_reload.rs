@@ -71,19 +71,26 @@ fn sighup_applies_the_new_file_and_a_broken_one_changes_nothing() {
     let path = dir.join("mcp.json");
     write(
         &path,
-        &json!({"mcpServers": {"a": example(json!({})), "b": example(json!({}))}}),
+        &json!({"mcpServers": {
+            "a": example(json!({})),
+            "b": example(json!({})),
+            "d": example(json!({}))
+        }}),
     );
     let mcphop = Mcphop::start_args(&["--config".to_string(), path.display().to_string()]);
     let port = mcphop.port;
     let on_a = open(port, "a").expect("a session on a");
     let on_b = open(port, "b").expect("a session on b");
+    let on_d = open(port, "d").expect("a session on d");
 
-    // a unchanged, b removed, c new (echo hidden there).
+    // a unchanged, b removed, c new (echo hidden there), d changed (echo
+    // hidden from now on).
     write(
         &path,
         &json!({"mcpServers": {
             "a": example(json!({})),
-            "c": example(json!({"deny": ["echo"]}))
+            "c": example(json!({"deny": ["echo"]})),
+            "d": example(json!({"deny": ["echo"]}))
         }}),
     );
     mcphop.signal(libc::SIGHUP);
@@ -108,6 +115,15 @@ fn sighup_applies_the_new_file_and_a_broken_one_changes_nothing() {
     assert_eq!(refused.status, 404, "{refused:?}");
     let on_c = open(port, "c").expect("a session on the new server");
     let hidden = echo(port, "c", &on_c, "hidden");
+    assert!(hidden.body.contains("Unknown tool: echo"), "{hidden:?}");
+    // A changed server: its open session keeps the old definition, a new
+    // session gets the new one.
+    assert_eq!(
+        echo_text(&echo(port, "d", &on_d, "old d"), 7).as_deref(),
+        Some("old d")
+    );
+    let new_d = open(port, "d").expect("a new session on the changed server");
+    let hidden = echo(port, "d", &new_d, "hidden");
     assert!(hidden.body.contains("Unknown tool: echo"), "{hidden:?}");
 
     // A broken file: the error is logged, nothing changes.

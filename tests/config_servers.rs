@@ -146,6 +146,32 @@ fn each_server_is_served_by_name_to_both_python_sdks() {
 }
 
 #[test]
+fn the_inspector_reaches_each_server_by_name() {
+    let (mcphop, _python, _file) = start();
+    for (name, echoed) in [
+        ("example", "hi"),
+        ("everything", "Echo: hi"),
+        ("python", "hi"),
+    ] {
+        let result = inspector_at(
+            &mcphop,
+            "http",
+            &format!("/servers/{name}/mcp"),
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "echo",
+                "--tool-arg",
+                "message=hi",
+            ],
+        )
+        .json();
+        assert_eq!(result["content"][0]["text"], echoed, "{name}: {result}");
+    }
+}
+
+#[test]
 fn hidden_tools_are_not_listed_and_cannot_be_called() {
     let (mcphop, _python, _file) = start();
     let listed = inspector_at(
