@@ -29,22 +29,7 @@ const HEALTH: [&str; 4] = ["--health-interval", "200ms", "--health-timeout", "20
 
 /// The admin port mcphop logged at start.
 fn admin_port(mcphop: &Mcphop) -> u16 {
-    let mut port = None;
-    eventually(Duration::from_secs(10), || {
-        port = mcphop
-            .log_text()
-            .split("admin endpoints on http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| {
-                rest.chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>()
-                    .parse()
-                    .ok()
-            });
-        port.is_some()
-    });
-    port.unwrap_or_else(|| panic!("no admin port in the log:\n{}", mcphop.log_text()))
+    mcphop.admin_port()
 }
 
 /// GET `path` on the admin port: status and body.

@@ -14,7 +14,7 @@ use mio::Registry;
 use rustls::ClientConfig;
 
 use crate::config::{Config, ServerConfig, UpstreamKind, SERVERS_PREFIX};
-use crate::http::url::Scheme;
+use crate::http::url::{Scheme, UpstreamUrl};
 use log::{error, info, warn};
 use serde_json::value::RawValue;
 
@@ -206,21 +206,12 @@ fn adapter(
     id: ServerId,
     tls: Option<&Arc<ClientConfig>>,
 ) -> io::Result<Upstreams> {
+    let side = |url: &UpstreamUrl| {
+        HttpSide::new(url.clone(), config.pool, id, server.headers.clone(), tls)
+    };
     Ok(match &server.upstream {
-        UpstreamKind::Http { url } => Upstreams::Http(HttpSide::new(
-            url.clone(),
-            config.pool,
-            id,
-            server.headers.clone(),
-            tls,
-        )?),
-        UpstreamKind::Sse { url } => Upstreams::Sse(HttpSide::new(
-            url.clone(),
-            config.pool,
-            id,
-            server.headers.clone(),
-            tls,
-        )?),
+        UpstreamKind::Http { url } => Upstreams::Http(side(url)?),
+        UpstreamKind::Sse { url } => Upstreams::Sse(side(url)?),
         UpstreamKind::Stdio { command } => Upstreams::Stdio(StdioUpstream::new(
             command.clone(),
             server.env.clone(),

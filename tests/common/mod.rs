@@ -167,6 +167,26 @@ impl Mcphop {
         self.log.lock().unwrap().clone()
     }
 
+    /// The admin port (`--admin-listen 127.0.0.1:0`) mcphop logged at start.
+    pub fn admin_port(&self) -> u16 {
+        let mut port = None;
+        eventually(Duration::from_secs(10), || {
+            port = self
+                .log_text()
+                .split("admin endpoints on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .ok()
+                });
+            port.is_some()
+        });
+        port.unwrap_or_else(|| panic!("no admin port in the log:\n{}", self.log_text()))
+    }
+
     /// Sends a signal to mcphop.
     pub fn signal(&self, signal: i32) {
         unsafe {

@@ -97,22 +97,7 @@ impl Instance {
         .map(|arg| arg.to_string())
         .collect();
         let mcphop = Mcphop::start_args(&args);
-        let mut admin = None;
-        eventually(Duration::from_secs(10), || {
-            admin = mcphop
-                .log_text()
-                .split("admin endpoints on http://127.0.0.1:")
-                .nth(1)
-                .and_then(|rest| {
-                    rest.chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect::<String>()
-                        .parse()
-                        .ok()
-                });
-            admin.is_some()
-        });
-        let admin = admin.unwrap_or_else(|| panic!("no admin port:\n{}", mcphop.log_text()));
+        let admin = mcphop.admin_port();
         Instance { tag, mcphop, admin }
     }
 }
