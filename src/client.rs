@@ -178,6 +178,8 @@ pub struct Conn {
     /// Bytes arrived since the connection's deadline was last set (a
     /// request body that moves renews its body timeout).
     pub received: bool,
+    /// The client's IP address (none for mcphop's own stdin).
+    pub peer: Option<std::net::IpAddr>,
     /// Queued output is held (not written) until this moment, unless more
     /// output is queued first: a fresh stream's head waits for its first
     /// event, so both go out in one write (see `front_door::HEAD_HOLD`).
@@ -202,6 +204,7 @@ impl Conn {
             heartbeat_at: None,
             heartbeat_timer: None,
             received: false,
+            peer: None,
             held_until: None,
         }
     }

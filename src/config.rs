@@ -10,6 +10,7 @@ use crate::http::request::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES};
 use crate::http::url::UpstreamUrl;
 use crate::lines::DEFAULT_MAX_LINE_BYTES;
 use crate::mcp::legacy_endpoint::LegacyPaths;
+use crate::mcp::limits::{DEFAULT_INITIALIZE_RATE, DEFAULT_MAX_SESSIONS_PER_CLIENT};
 use crate::mcp::replay::{DEFAULT_REPLAY_MAX_BYTES, DEFAULT_REPLAY_MAX_EVENTS};
 use crate::mcp::tools::ToolFilter;
 use crate::pool::PoolConfig;
@@ -184,6 +185,12 @@ pub struct Config {
     /// Serve a non-loopback listener with no authentication
     /// (`--allow-unauthenticated`): refused by default.
     pub allow_unauthenticated: bool,
+    /// Sessions one client (a token's name, or an IP address) may hold
+    /// open; none means no limit. Off on loopback unless given; 64 beyond.
+    pub max_sessions_per_client: Option<usize>,
+    /// Sessions one client may open per second (burst: twice as many);
+    /// none means no limit. Off on loopback unless given; 10 beyond.
+    pub initialize_rate: Option<f64>,
     /// Client headers passed on to an HTTP upstream (lowercase names). None
     /// is by default: a client's token is not for the upstream.
     pub forward_headers: Vec<String>,
@@ -267,6 +274,8 @@ impl Config {
             config_file: None,
             auth_token_file: None,
             allow_unauthenticated: false,
+            max_sessions_per_client: None,
+            initialize_rate: None,
             forward_headers: Vec::new(),
             pool: PoolConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -367,6 +376,10 @@ OPTIONS:
     --auth-token-file FILE        require `Authorization: Bearer TOKEN` on every
                                   request: one token (or name:token) a line;
                                   re-read on SIGHUP [default: no authentication]
+    --max-sessions-per-client N   sessions one client (token or IP) may hold
+                                  [default: off on loopback, else 64]
+    --initialize-rate R           sessions one client may open per second, in
+                                  bursts of 2R [default: off on loopback, else 10]
     --allow-unauthenticated       serve a non-loopback --listen address with no
                                   authentication (refused without this flag)
     --forward-header NAME         pass this client header to the HTTP upstream
@@ -496,6 +509,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             }
             "--auth-token-file" => config.auth_token_file = Some(value(&name)?),
             "--allow-unauthenticated" => config.allow_unauthenticated = true,
+            "--max-sessions-per-client" => {
+                config.max_sessions_per_client = Some(parse_count(&name, &value(&name)?)?)
+            }
+            "--initialize-rate" => {
+                let text = value(&name)?;
+                let rate: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|rate: &f64| rate.is_finite() && *rate > 0.0)
+                    .ok_or_else(|| format!("--initialize-rate: not a positive number: {text}"))?;
+                config.initialize_rate = Some(rate);
+            }
             "--upstream-ca" => {
                 let path = value(&name)?;
                 if path.is_empty() {
@@ -695,6 +720,15 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
              reaches the port open sessions",
             config.listen
         ));
+    }
+    if config.stdio.is_none() && !config.listen.ip().is_loopback() {
+        // Beyond loopback, limits per client apply unless set otherwise.
+        config
+            .max_sessions_per_client
+            .get_or_insert(DEFAULT_MAX_SESSIONS_PER_CLIENT);
+        config
+            .initialize_rate
+            .get_or_insert(DEFAULT_INITIALIZE_RATE);
     }
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());

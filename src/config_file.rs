@@ -17,6 +17,8 @@ use crate::mcp::tools::ToolFilter;
 /// name with `_` for `-` (`max_sessions` is `--max-sessions`).
 pub const FILE_OPTIONS: &[&str] = &[
     "listen",
+    "max_sessions_per_client",
+    "initialize_rate",
     "path",
     "sse_path",
     "message_path",

@@ -166,3 +166,32 @@ fn https_upstreams_and_their_ca() {
     let config = run(&["--upstream-sse", "https://h/sse"]).unwrap();
     assert_eq!(config.upstream_ca, None);
 }
+
+#[test]
+fn limits_per_client_are_on_beyond_loopback_and_off_on_it() {
+    let exposed = run(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--allow-unauthenticated",
+        "--",
+        "x",
+    ])
+    .unwrap();
+    assert_eq!(exposed.max_sessions_per_client, Some(64));
+    assert_eq!(exposed.initialize_rate, Some(10.0));
+    let local = run(&["--", "x"]).unwrap();
+    assert_eq!(local.max_sessions_per_client, None);
+    assert_eq!(local.initialize_rate, None);
+    let set = run(&[
+        "--max-sessions-per-client",
+        "3",
+        "--initialize-rate",
+        "0.5",
+        "--",
+        "x",
+    ])
+    .unwrap();
+    assert_eq!(set.max_sessions_per_client, Some(3));
+    assert_eq!(set.initialize_rate, Some(0.5));
+    assert!(run(&["--initialize-rate", "-1", "--", "x"]).is_err());
+}

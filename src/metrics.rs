@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub pools: Vec<(String, PoolMetrics)>,
     /// Each stdio server's health, by server name.
     pub commands: Vec<(String, Health)>,
+    /// Sessions refused by the limits per client: over the session
+    /// limit, over the rate.
+    pub limit_refusals: (u64, u64),
     pub rss_bytes: Option<u64>,
     pub open_fds: Option<u64>,
 }
@@ -220,6 +223,21 @@ impl Metrics {
             bytes_out,
         );
         render_upstreams(&mut out, snapshot);
+        header(
+            &mut out,
+            "mcphop_client_limit_refusals_total",
+            "counter",
+            "Sessions refused by the limits per client, by limit.",
+        );
+        let (sessions, rate) = snapshot.limit_refusals;
+        let _ = writeln!(
+            out,
+            "mcphop_client_limit_refusals_total{{limit=\"sessions\"}} {sessions}"
+        );
+        let _ = writeln!(
+            out,
+            "mcphop_client_limit_refusals_total{{limit=\"rate\"}} {rate}"
+        );
         if let Some(rss) = snapshot.rss_bytes {
             gauge(
                 &mut out,

@@ -90,6 +90,9 @@ pub struct Session {
     /// The principal whose token created it (none without authentication):
     /// only it reaches the session.
     pub owner: Option<Principal>,
+    /// Who it counts against for the limits per client (a token's name,
+    /// or an IP address).
+    pub client: String,
 }
 
 impl Session {
@@ -102,6 +105,7 @@ impl Session {
             legacy_stream: None,
             timer: None,
             owner: None,
+            client: String::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 pub(crate) mod auth;
 pub mod endpoint;
 pub mod legacy_endpoint;
+pub mod limits;
 pub mod replay;
 pub mod router;
 pub mod tools;

@@ -97,7 +97,9 @@ impl HttpFrontDoor {
             return;
         }
         debug!("connection {key} from {peer}");
-        self.conns.insert(Conn::new(transport, self.limits));
+        let mut conn = Conn::new(transport, self.limits);
+        conn.peer = Some(peer.ip());
+        self.conns.insert(conn);
         let head_timeout = ctx.config.head_timeout;
         self.set_deadline(ctx, key, DeadlineKind::Request, head_timeout);
     }

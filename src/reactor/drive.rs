@@ -356,13 +356,14 @@ impl Proxy {
         server: ServerId,
         owner: Option<Principal>,
     ) -> Option<SessionKey> {
+        let peer = self.front.conns.get(key).and_then(|conn| conn.peer);
         let opened = self.servers.open_session(
             server,
             &self.config,
-            &mut self.sessions,
-            &mut self.session_ids,
+            (&mut self.sessions, &mut self.session_ids),
             self.poll.registry(),
             self.now,
+            (owner.as_ref(), peer),
         );
         match opened {
             Ok(session_key) => {
@@ -399,6 +400,7 @@ impl Proxy {
             self.front.end_legacy_stream(conn);
         }
         self.session_ids.remove(session.core.id());
+        self.servers.session_closed(&session.client);
         self.sessions.remove(session_key);
         if self.sessions.is_empty() {
             super::idle::last_session_gone(self);

@@ -524,8 +524,10 @@ impl Proxy {
                 .duration_since(session.core.started())
                 .as_secs_f64()
         );
-        self.sessions.remove(session_key);
         server.upstream.forget(session_key, self.poll.registry());
+        if let Some(session) = self.sessions.remove(session_key) {
+            self.servers.session_closed(&session.client);
+        }
         if self.sessions.is_empty() {
             idle::last_session_gone(self);
         }

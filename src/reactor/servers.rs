@@ -22,12 +22,15 @@ use crate::arena::Arena;
 use crate::config::RETRY_AFTER_SECONDS;
 use crate::core::{CoreConfig, SessionCore};
 use crate::jsonrpc;
+use crate::mcp::auth::Principal;
 use crate::mcp::endpoint::Reply;
 use crate::mcp::legacy_endpoint::LegacyPaths;
+use crate::mcp::limits::{ClientLimits, Refused};
 use crate::mcp::router::RouterLimits;
 use crate::mcp::tools::ToolFilter;
 use crate::session::Session;
 use crate::session_id;
+use std::net::IpAddr;
 
 use super::http_upstream::HttpSide;
 use super::stdio_upstream::StdioUpstream;
@@ -107,6 +110,8 @@ pub(crate) struct Servers {
     /// The one TLS configuration of every https upstream (and its session
     /// cache), once one is configured.
     pub(super) tls: Option<Arc<ClientConfig>>,
+    /// Sessions and session openings per client.
+    pub(super) limits: ClientLimits,
 }
 
 impl Servers {
@@ -138,6 +143,7 @@ impl Servers {
             by_name,
             default: config.default_server.and_then(ServerId::at),
             tls,
+            limits: ClientLimits::new(config.max_sessions_per_client, config.initialize_rate),
         })
     }
 
@@ -226,11 +232,12 @@ fn adapter(
 pub(crate) struct Refusal {
     status: u16,
     text: String,
-    retry_after: bool,
+    /// Seconds the client is told to wait, if any.
+    retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(status: u16, text: String, retry_after: bool) -> Refusal {
+    fn new(status: u16, text: String, retry_after: Option<u64>) -> Refusal {
         Refusal {
             status,
             text,
@@ -242,8 +249,8 @@ impl Refusal {
     pub(crate) fn reply(&self, id: &RawValue) -> Reply {
         let reply = Reply::error(self.status, id, jsonrpc::UPSTREAM_GONE, &self.text);
         match self.retry_after {
-            true => reply.with_header("Retry-After", RETRY_AFTER_SECONDS.to_string()),
-            false => reply,
+            Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+            None => reply,
         }
     }
 }
@@ -256,33 +263,53 @@ impl Servers {
         &mut self,
         server: ServerId,
         config: &Config,
-        sessions: &mut Arena<Session>,
-        session_ids: &mut HashMap<String, SessionKey>,
+        (sessions, session_ids): (&mut Arena<Session>, &mut HashMap<String, SessionKey>),
         registry: &Registry,
         now: Instant,
+        (owner, peer): (Option<&Principal>, Option<IpAddr>),
     ) -> Result<SessionKey, Refusal> {
+        // Who it counts against: its token's owner, else its address.
+        let client = owner.map_or_else(
+            || peer.map_or_else(|| "stdin".to_string(), |ip| ip.to_string()),
+            |owner| owner.name().to_string(),
+        );
+        let client = client.as_str();
+        if let Err(refused) = self.limits.admit(client, now) {
+            let (text, wait) = match refused {
+                Refused::Sessions { max } => (
+                    format!("Too Many Requests: {max} sessions open for this client"),
+                    RETRY_AFTER_SECONDS,
+                ),
+                Refused::Rate { retry_after } => (
+                    "Too Many Requests: sessions opened too fast".to_string(),
+                    retry_after.as_secs().max(1),
+                ),
+            };
+            warn!("client {client}: {text}");
+            return Err(Refusal::new(429, text, Some(wait)));
+        }
         if session_ids.len() >= config.max_sessions {
             warn!(
                 "refusing a new session: {} sessions open (--max-sessions)",
                 session_ids.len()
             );
             let text = "Service Unavailable: too many sessions; retry later";
-            return Err(Refusal::new(503, text.into(), true));
+            return Err(Refusal::new(503, text.into(), Some(RETRY_AFTER_SECONDS)));
         }
         let session_id =
             session_id::new_session_id(config.instance_id.as_deref()).map_err(|error| {
                 error!("no randomness for a session id: {error}");
-                Refusal::new(500, "no session id".into(), false)
+                Refusal::new(500, "no session id".into(), None)
             })?;
         let core_config = self.core_config(config, server);
         let entry = self
             .get_mut(server)
-            .ok_or_else(|| Refusal::new(404, "no such server".into(), false))?;
+            .ok_or_else(|| Refusal::new(404, "no such server".into(), None))?;
         if let Some(why) = entry.upstream.session_refusal(now) {
             return Err(Refusal::new(
                 503,
                 format!("Service Unavailable: {why}"),
-                true,
+                Some(RETRY_AFTER_SECONDS),
             ));
         }
         let session_key = sessions.next_key();
@@ -293,7 +320,7 @@ impl Servers {
                 .map_err(|error| {
                     let text =
                         format!("Bad Gateway: the upstream server could not be started: {error}");
-                    Refusal::new(502, text, false)
+                    Refusal::new(502, text, None)
                 })?;
         let core = SessionCore::new(session_id, core_config, now);
         info!(
@@ -302,7 +329,15 @@ impl Servers {
             session_ids.len() + 1
         );
         session_ids.insert(core.id().to_string(), session_key);
-        Ok(sessions.insert(Session::new(core, upstream, server)))
+        self.limits.opened(client);
+        let mut session = Session::new(core, upstream, server);
+        session.client = client.to_string();
+        Ok(sessions.insert(session))
+    }
+
+    /// A session of `client`'s was removed.
+    pub(crate) fn session_closed(&mut self, client: &str) {
+        self.limits.closed(client);
     }
 
     /// What the cores of `server`'s sessions need of the configuration.
@@ -430,6 +465,7 @@ impl Servers {
 
     /// What every server adds to a `/metrics` scrape.
     pub(crate) fn fill_snapshot(&self, snapshot: &mut Snapshot) {
+        snapshot.limit_refusals = (self.limits.refused_sessions, self.limits.refused_rate);
         for server in &self.list {
             server.upstream.fill_snapshot(&server.name, snapshot);
         }
