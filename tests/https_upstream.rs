@@ -533,3 +533,54 @@ fn new_connections_resume_the_tls_session() {
         "most handshakes should resume: {conns:?}"
     );
 }
+
+// ===== health probes over TLS ==================================================
+
+/// GET `path` on mcphop's admin port: status and body.
+fn admin_get(mcphop: &Mcphop, path: &str) -> (u16, String) {
+    let port = mcphop.admin_port();
+    let response = common::raw_exchange(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    );
+    (response.status, response.body)
+}
+
+/// The health probe of an https upstream does its GET over TLS, trusting
+/// what mcphop trusts: ready with the right CA, unhealthy (and why) with a
+/// certificate from another CA.
+#[test]
+fn health_probes_speak_tls_and_check_the_certificate() {
+    let probes = [
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "1s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let good = good_rig();
+    let mcphop = good.mcphop(&probes);
+    assert!(
+        eventually(Duration::from_secs(10), || admin_get(&mcphop, "/readyz").0
+            == 200),
+        "not ready over TLS: {:?}\n{}",
+        admin_get(&mcphop, "/status"),
+        mcphop.log_text()
+    );
+    drop(mcphop);
+    let ca = Ca::new("mcphop test CA");
+    let other = Ca::new("an unrelated CA");
+    let bad = rig(&ca, false, &other);
+    let mcphop = bad.mcphop(&probes);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (_, status) = admin_get(&mcphop, "/status");
+            status.contains("\"unhealthy\"") && status.contains("UnknownIssuer")
+        }),
+        "a wrong certificate did not make the upstream unhealthy: {:?}\n{}",
+        admin_get(&mcphop, "/status"),
+        mcphop.log_text()
+    );
+    assert_eq!(admin_get(&mcphop, "/readyz").0, 503);
+}
