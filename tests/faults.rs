@@ -263,15 +263,7 @@ fn shutdown_lets_in_flight_requests_finish_then_exits_zero() {
     );
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(!is_alive(pid));
-    // The log is read by a thread of its own: its last line may land just
-    // after the exit is seen.
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .log_text()
-            .contains("shutdown complete")),
-        "{}",
-        proxy.log_text()
-    );
+    assert!(proxy.log_shows("shutdown complete"), "{}", proxy.log_text());
     // Nothing listens any more.
     assert!(TcpStream::connect(("127.0.0.1", proxy.port)).is_err());
 }

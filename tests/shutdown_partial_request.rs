@@ -95,15 +95,7 @@ fn a_head_half_sent_at_sigterm_may_finish_and_is_answered_503_close() {
     stream.write_all(&request[split..]).unwrap();
     assert_shutdown_answer(stream, "head half-sent");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
-    // The log is read by a thread of its own: its last line may land just
-    // after the exit is seen.
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .log_text()
-            .contains("shutdown complete")),
-        "{}",
-        proxy.log_text()
-    );
+    assert!(proxy.log_shows("shutdown complete"), "{}", proxy.log_text());
 }
 
 #[test]
@@ -155,7 +147,5 @@ fn a_request_still_incomplete_when_the_grace_ends_gets_503_and_mcphop_exits() {
     );
     assert_shutdown_answer(stream, "incomplete at the end of the grace");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(eventually(Duration::from_secs(5), || proxy
-        .log_text()
-        .contains("still arriving answered 503")));
+    assert!(proxy.log_shows("still arriving answered 503"));
 }

@@ -57,14 +57,15 @@ impl Proxy {
         };
         let server = route.server;
         if route.door == Door::Legacy {
-            let legacy = interpret_legacy(&mut request, &route.legacy, &self.front.policy);
+            let paths = self.servers.legacy_paths(&route, &self.config);
+            let legacy = interpret_legacy(&mut request, paths, &self.front.policy);
             if let Some(intent) = legacy {
                 self.handle_legacy(key, &request, intent, &route, principal);
             }
             return;
         }
-        let path = request.path().to_string();
-        let intent = endpoint::interpret(&mut request, &path, &self.front.policy);
+        let path = self.servers.mcp_path(&route, &self.config);
+        let intent = endpoint::interpret(&mut request, path, &self.front.policy);
         let session_id = match &intent {
             Intent::Reply(reply) => {
                 self.reply(key, reply, request.keep_alive);
@@ -338,7 +339,8 @@ impl Proxy {
             return;
         };
         session.legacy_stream = Some(key);
-        let endpoint = route.legacy.endpoint_for(session.core.id());
+        let paths = self.servers.legacy_paths(route, &self.config);
+        let endpoint = paths.endpoint_for(session.core.id());
         let http11 = request.minor_version >= 1;
         let (front, mut ctx) = self.front_parts();
         front.open_legacy_stream(&mut ctx, key, session_key, &endpoint, http11);

@@ -148,27 +148,11 @@ pub(crate) fn write_from(
     let mut written = 0;
     while written < buffer.len() && ready.writable {
         let rest = &buffer[written..];
-        match sink.write(rest) {
-            Ok(0) => {
-                return WriteOutcome {
-                    written,
-                    failed: Some(io::ErrorKind::WriteZero.into()),
-                }
-            }
-            Ok(count) => {
-                written += count;
-                if count < rest.len() {
-                    ready.writable = false;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                return WriteOutcome {
-                    written,
-                    failed: Some(error),
-                }
-            }
+        if let Some(error) = count_write(sink.write(rest), rest.len(), &mut written, ready) {
+            return WriteOutcome {
+                written,
+                failed: Some(error),
+            };
         }
     }
     WriteOutcome {
@@ -198,33 +182,45 @@ pub(crate) fn write_pair_from(
                 &[][..],
             ),
         };
+        let result = sink.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]);
         let rest = head.len() + tail.len();
-        match sink.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
-            Ok(0) => {
-                return WriteOutcome {
-                    written,
-                    failed: Some(io::ErrorKind::WriteZero.into()),
-                }
-            }
-            Ok(count) => {
-                written += count.min(rest);
-                if count < rest {
-                    ready.writable = false;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                return WriteOutcome {
-                    written,
-                    failed: Some(error),
-                }
-            }
+        if let Some(error) = count_write(result, rest, &mut written, ready) {
+            return WriteOutcome {
+                written,
+                failed: Some(error),
+            };
         }
     }
     WriteOutcome {
         written,
         failed: None,
+    }
+}
+
+/// Folds one write of up to `rest` bytes into `written`: a short write or
+/// `WouldBlock` clears writability, `Interrupted` is retried by the caller's
+/// loop, and a zero-length write or another error is returned.
+fn count_write(
+    result: io::Result<usize>,
+    rest: usize,
+    written: &mut usize,
+    ready: &mut Readiness,
+) -> Option<io::Error> {
+    match result {
+        Ok(0) => Some(io::ErrorKind::WriteZero.into()),
+        Ok(count) => {
+            *written += count.min(rest);
+            if count < rest {
+                ready.writable = false;
+            }
+            None
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            ready.writable = false;
+            None
+        }
+        Err(error) if error.kind() == io::ErrorKind::Interrupted => None,
+        Err(error) => Some(error),
     }
 }
 

@@ -430,6 +430,12 @@ impl Proxy {
         self.run_front_events();
         // A request decoded straight from the read buffer; what follows it
         // is decoded when the connection is processed.
+        self.act_on(key, next);
+    }
+
+    /// Acts on what a connection's input held: a request, or a line of the
+    /// stdio front door's; false when there is nothing to act on now.
+    fn act_on(&mut self, key: ConnKey, next: Next) -> bool {
         match next {
             Next::Request(request) => self.handle_request(key, request),
             Next::Line {
@@ -437,8 +443,9 @@ impl Proxy {
                 server,
                 session,
             } => self.handle_stdio_line(key, line, server, session),
-            Next::Wait | Next::Gone => {}
+            Next::Wait | Next::Gone => return false,
         }
+        true
     }
 
     /// The stdio front door: mcphop's stdin and stdout become the one
@@ -463,18 +470,12 @@ impl Proxy {
     fn process_conn(&mut self, key: ConnKey) {
         loop {
             let (front, mut ctx) = self.front_parts();
-            match front.next_request(&mut ctx, key) {
-                Next::Request(request) => self.handle_request(key, request),
-                Next::Line {
-                    line,
-                    server,
-                    session,
-                } => self.handle_stdio_line(key, line, server, session),
-                Next::Wait => {
-                    front.after_processing(&mut ctx, key);
-                    break;
-                }
-                Next::Gone => break,
+            let next = front.next_request(&mut ctx, key);
+            if let Next::Wait = next {
+                front.after_processing(&mut ctx, key);
+            }
+            if !self.act_on(key, next) {
+                break;
             }
         }
         self.run_front_events();

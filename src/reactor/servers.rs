@@ -61,12 +61,14 @@ pub(crate) enum Door {
     Legacy,
 }
 
-/// A route: the server, the door, and the paths that door serves there.
-#[derive(Debug, Clone)]
+/// A route: the server and the door (the paths that door serves there are
+/// `Servers::mcp_path` and `Servers::legacy_paths`).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Route {
     pub server: ServerId,
     pub door: Door,
-    pub legacy: LegacyPaths,
+    /// Reached through `--path` and the legacy paths, not `/servers/NAME/`.
+    pub default: bool,
     /// Only a retired server has this name: its open sessions are reached
     /// here, and no new session starts.
     pub retired: bool,
@@ -83,6 +85,9 @@ pub(crate) struct Server {
     /// A reload removed or replaced it: no route leads to it, and its open
     /// sessions finish on it.
     pub retired: bool,
+    /// Its routes' paths, made once (requests are matched against them).
+    mcp_path: String,
+    legacy: LegacyPaths,
 }
 
 impl Server {
@@ -98,6 +103,8 @@ impl Server {
             tools: Rc::new(definition.tools.clone()),
             definition: definition.clone(),
             retired: false,
+            mcp_path: definition.mcp_path(),
+            legacy: definition.legacy_paths(),
         })
     }
 }
@@ -166,19 +173,19 @@ impl Servers {
     /// The route `path` takes, if it names one.
     pub(crate) fn route(&self, path: &str, config: &Config) -> Option<Route> {
         if let Some(default) = self.default {
-            if path == config.path {
+            let legacy = &config.legacy_paths;
+            let door = if path == config.path {
+                Some(Door::Streamable)
+            } else if path == legacy.sse || path == legacy.message {
+                Some(Door::Legacy)
+            } else {
+                None
+            };
+            if let Some(door) = door {
                 return Some(Route {
                     server: default,
-                    door: Door::Streamable,
-                    legacy: config.legacy_paths.clone(),
-                    retired: false,
-                });
-            }
-            if path == config.legacy_paths.sse || path == config.legacy_paths.message {
-                return Some(Route {
-                    server: default,
-                    door: Door::Legacy,
-                    legacy: config.legacy_paths.clone(),
+                    door,
+                    default: true,
                     retired: false,
                 });
             }
@@ -190,7 +197,6 @@ impl Servers {
                 .find(|(_, server)| server.retired && server.name == name)
                 .map(|(id, _)| id)
         })?;
-        let paths = &self.get(server)?.definition;
         let door = match what {
             "mcp" => Door::Streamable,
             "sse" | "message" => Door::Legacy,
@@ -199,9 +205,25 @@ impl Servers {
         Some(Route {
             server,
             door,
-            legacy: paths.legacy_paths(),
+            default: false,
             retired: live.is_none(),
         })
+    }
+
+    /// The Streamable HTTP endpoint's path on `route`.
+    pub(crate) fn mcp_path<'a>(&'a self, route: &Route, config: &'a Config) -> &'a str {
+        match self.get(route.server) {
+            Some(server) if !route.default => &server.mcp_path,
+            _ => &config.path,
+        }
+    }
+
+    /// The legacy front door's paths on `route`.
+    pub(crate) fn legacy_paths<'a>(&'a self, route: &Route, config: &'a Config) -> &'a LegacyPaths {
+        match self.get(route.server) {
+            Some(server) if !route.default => &server.legacy,
+            _ => &config.legacy_paths,
+        }
     }
 }
 

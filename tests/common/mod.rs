@@ -167,6 +167,13 @@ impl Mcphop {
         self.log.lock().unwrap().clone()
     }
 
+    /// True once mcphop's log holds `text` (within 5 s: the log is read by
+    /// a thread of its own, so a line may land just after what caused it,
+    /// even after the exit is seen).
+    pub fn log_shows(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(5), || self.log_text().contains(text))
+    }
+
     /// The admin port (`--admin-listen 127.0.0.1:0`) mcphop logged at start.
     pub fn admin_port(&self) -> u16 {
         let mut port = None;

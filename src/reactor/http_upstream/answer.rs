@@ -36,10 +36,7 @@ pub(in crate::reactor) fn on_response_head(
     exchange: ExchangeKey,
     head: ResponseHead,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(entry) = http.exchanges.get_mut(exchange) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
     let status = head.status;
@@ -116,7 +113,7 @@ pub(in crate::reactor) fn on_response_head(
             if let Some(wait) = client {
                 reply_to_waiting(ctx, wait, &Reply::empty(202));
             }
-            if let Some(entry) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
+            if let Some(entry) = side.exchanges.get_mut(exchange) {
                 entry.client = None;
             }
         }
@@ -139,7 +136,7 @@ pub(in crate::reactor) fn on_response_head(
             if let Some(wait) = client {
                 reply_to_waiting(ctx, wait, &Reply::session_not_found());
             }
-            if let Some(entry) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
+            if let Some(entry) = side.exchanges.get_mut(exchange) {
                 entry.client = None;
             }
         }
@@ -178,8 +175,9 @@ pub(in crate::reactor) fn on_response_head(
                 reply_to_waiting(ctx, wait, &relayed_reply(status, b""));
                 return;
             }
-            let Some(head) = Some(&*side)
-                .and_then(|h| h.exchanges.get(exchange))
+            let Some(head) = side
+                .exchanges
+                .get(exchange)
                 .and_then(|entry| entry.life.head().cloned())
             else {
                 return;
@@ -229,10 +227,7 @@ pub(in crate::reactor) fn on_response_body(
     exchange: ExchangeKey,
     bytes: Vec<u8>,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(entry) = http.exchanges.get_mut(exchange) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
     entry.heard = true;
@@ -335,20 +330,18 @@ pub(in crate::reactor) fn on_response_end(
     };
     // The connection first: it may serve the next waiter at once.
     if let Step::Finished { conn, reusable } = entry.life.on(ExchangeEvent::End { clean }) {
-        if let Some(http) = Some(&mut *side) {
-            match http.conns.get_mut(conn) {
-                Some(up) if up.pooled => {
-                    up.state = UpState::Idle;
-                    // An upstream that closed right after its answer (no
-                    // `Connection: close`) hung up in the same edge as the
-                    // answer's last bytes: no later event would evict it.
-                    let reusable = reusable && !up.ready.hung_up();
-                    http.pool
-                        .release(conn.index(), reusable, now, &mut http.actions);
-                }
-                Some(_) => drop_up_conn(side, ctx, conn),
-                None => {}
+        match side.conns.get_mut(conn) {
+            Some(up) if up.pooled => {
+                up.state = UpState::Idle;
+                // An upstream that closed right after its answer (no
+                // `Connection: close`) hung up in the same edge as the
+                // answer's last bytes: no later event would evict it.
+                let reusable = reusable && !up.ready.hung_up();
+                side.pool
+                    .release(conn.index(), reusable, now, &mut side.actions);
             }
+            Some(_) => drop_up_conn(side, ctx, conn),
+            None => {}
         }
         run_pool_actions(side, ctx);
     }

@@ -11,10 +11,7 @@ pub(in crate::reactor) fn on_upstream_event(
     key: UpConnKey,
     event: &Event,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(up) = http.conns.get_mut(key) else {
+    let Some(up) = side.conns.get_mut(key) else {
         return;
     };
     up.ready.on_event(event);
@@ -39,10 +36,7 @@ pub(in crate::reactor) fn finish_connect(
     exchange: Option<ExchangeKey>,
 ) {
     let now = ctx.now;
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(up) = http.conns.get_mut(key) else {
+    let Some(up) = side.conns.get_mut(key) else {
         return;
     };
     if !up.ready.writable() && !up.ready.readable() {
@@ -60,11 +54,11 @@ pub(in crate::reactor) fn finish_connect(
         (Ok(false), _) => {}
         (Ok(true), None) => {
             up.state = UpState::Idle;
-            http.pool.connected(key.index(), now, &mut http.actions);
+            side.pool.connected(key.index(), now, &mut side.actions);
             run_pool_actions(side, ctx);
         }
         (Ok(true), Some(exchange)) => {
-            if http.exchanges.get(exchange).is_none() {
+            if side.exchanges.get(exchange).is_none() {
                 drop_up_conn(side, ctx, key);
                 return;
             }
@@ -74,15 +68,15 @@ pub(in crate::reactor) fn finish_connect(
         }
         (Err(error), None) => {
             debug!("upstream connect failed: {error}");
-            http.passive_failure(&format!("connect: {error}"));
-            if let Some(mut conn) = http.conns.remove(key) {
+            side.passive_failure(&format!("connect: {error}"));
+            if let Some(mut conn) = side.conns.remove(key) {
                 let _ = ctx.registry.deregister(conn.socket.socket_mut());
             }
-            http.pool.connect_failed(key.index(), &mut http.actions);
+            side.pool.connect_failed(key.index(), &mut side.actions);
             run_pool_actions(side, ctx);
         }
         (Err(error), Some(exchange)) => {
-            http.passive_failure(&format!("connect: {error}"));
+            side.passive_failure(&format!("connect: {error}"));
             drop_up_conn(side, ctx, key);
             exchange_failed(
                 side,
@@ -100,10 +94,7 @@ pub(in crate::reactor) fn idle_conn_event(
     ctx: &mut HttpCtx<'_>,
     key: UpConnKey,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(up) = http.conns.get_mut(key) else {
+    let Some(up) = side.conns.get_mut(key) else {
         return;
     };
     let Some(cause) = up.socket.idle_check() else {
@@ -111,7 +102,7 @@ pub(in crate::reactor) fn idle_conn_event(
         return;
     };
     debug!("idle upstream connection {key} evicted: {}", cause.name());
-    http.pool.evict(key.index(), cause, &mut http.actions);
+    side.pool.evict(key.index(), cause, &mut side.actions);
     run_pool_actions(side, ctx);
 }
 
@@ -120,10 +111,7 @@ pub(in crate::reactor) fn flush_up_conn(
     ctx: &mut HttpCtx<'_>,
     key: UpConnKey,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(up) = http.conns.get_mut(key) else {
+    let Some(up) = side.conns.get_mut(key) else {
         return;
     };
     let UpState::Busy(exchange) = up.state else {
@@ -141,7 +129,7 @@ pub(in crate::reactor) fn flush_up_conn(
         );
         return;
     }
-    let Some(entry) = http.exchanges.get_mut(exchange) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
     // Written from the exchange's own copy of the request (kept for a
@@ -315,10 +303,7 @@ pub(in crate::reactor) fn conn_broke(
     key: UpConnKey,
     why: &str,
 ) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(up) = http.conns.get(key) else {
+    let Some(up) = side.conns.get(key) else {
         return;
     };
     let exchange = match up.state {
@@ -326,8 +311,8 @@ pub(in crate::reactor) fn conn_broke(
         _ => None,
     };
     if up.pooled {
-        http.pool
-            .evict(key.index(), EvictCause::Error, &mut http.actions);
+        side.pool
+            .evict(key.index(), EvictCause::Error, &mut side.actions);
         run_pool_actions(side, ctx);
     } else {
         drop_up_conn(side, ctx, key);
@@ -345,10 +330,7 @@ pub(in crate::reactor) fn exchange_failed(
     why: &str,
 ) {
     let now = ctx.now;
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let Some(entry) = http.exchanges.get_mut(exchange) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
     // Its connection is gone already (evicted or dropped by the caller).
@@ -359,10 +341,10 @@ pub(in crate::reactor) fn exchange_failed(
         debug!("retrying an upstream request on a fresh connection: {why}");
         entry.decoder = ResponseDecoder::new(MAX_UPSTREAM_HEAD_BYTES, false);
         entry.body.clear();
-        let host = http.host.clone();
-        http.pool.note_retry();
-        http.pool
-            .checkout_fresh(&host, exchange, now, &mut http.actions);
+        let host = side.host.clone();
+        side.pool.note_retry();
+        side.pool
+            .checkout_fresh(&host, exchange, now, &mut side.actions);
         run_pool_actions(side, ctx);
         return;
     }
@@ -386,18 +368,14 @@ pub(in crate::reactor) fn exchange_gave_up(
         _ => None,
     };
     if let Some(conn) = conn {
-        if let Some(http) = Some(&mut *side) {
-            if http.conns.get(conn).is_some_and(|up| up.pooled) {
-                http.pool
-                    .evict(conn.index(), EvictCause::Error, &mut http.actions);
-            } else {
-                drop_up_conn(side, ctx, conn);
-            }
+        if side.conns.get(conn).is_some_and(|up| up.pooled) {
+            side.pool
+                .evict(conn.index(), EvictCause::Error, &mut side.actions);
+        } else {
+            drop_up_conn(side, ctx, conn);
         }
     }
-    if let Some(http) = Some(&mut *side) {
-        http.pool.cancel_waiter(exchange);
-    }
+    side.pool.cancel_waiter(exchange);
     run_pool_actions(side, ctx);
     warn!("upstream exchange failed: {why}");
     let session_key = entry.session.filter(|key| ctx.sessions.contains(*key));
@@ -470,7 +448,7 @@ pub(in crate::reactor) fn take_exchange(
     side: &mut HttpSide,
     exchange: ExchangeKey,
 ) -> Option<Exchange> {
-    Some(&mut *side)?.exchanges.remove(exchange)
+    side.exchanges.remove(exchange)
 }
 
 /// Answers a client connection that waits for an exchange, if it still does.

@@ -371,7 +371,6 @@ pub(super) fn start_exchange(
             }
         }
     }
-    let http = Some(&mut *side)?;
     let header_refs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
@@ -380,8 +379,8 @@ pub(super) fn start_exchange(
     http_client::write_request_head(
         &mut request_head,
         spec.method,
-        spec.target.as_deref().unwrap_or(&http.url.target),
-        &http.authority,
+        spec.target.as_deref().unwrap_or(&side.url.target),
+        &side.authority,
         &header_refs,
         spec.body.len(),
     );
@@ -390,7 +389,7 @@ pub(super) fn start_exchange(
         keep_alive: client.keep_alive,
         http11: client.http11,
     });
-    let exchange = http.exchanges.insert(Exchange {
+    let exchange = side.exchanges.insert(Exchange {
         purpose: spec.purpose,
         request_head,
         request_body: spec.body,
@@ -410,7 +409,7 @@ pub(super) fn start_exchange(
     });
     if let Some(wait) = client {
         if ctx.front.await_upstream(wait.key, side.server, exchange) {
-            if let Some(exchange) = Some(&mut *side).and_then(|h| h.exchanges.get_mut(exchange)) {
+            if let Some(exchange) = side.exchanges.get_mut(exchange) {
                 exchange.client = Some(wait);
             }
         }
@@ -432,9 +431,8 @@ pub(super) fn start_exchange(
         open_dedicated(side, ctx, exchange);
     } else {
         let now = ctx.now;
-        let http = Some(&mut *side)?;
-        let host = http.host.clone();
-        http.pool.checkout(&host, exchange, now, &mut http.actions);
+        let host = side.host.clone();
+        side.pool.checkout(&host, exchange, now, &mut side.actions);
         run_pool_actions(side, ctx);
     }
     Some(exchange)
@@ -442,18 +440,15 @@ pub(super) fn start_exchange(
 
 /// Opens a connection outside the pool for a long-lived stream.
 fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: ExchangeKey) {
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    match UpStream::connect(http.addr, http.tls.as_ref()) {
+    match UpStream::connect(side.addr, side.tls.as_ref()) {
         Ok(mut socket) => {
-            let key = http.conns.next_key();
+            let key = side.conns.next_key();
             if ctx
                 .registry
                 .register(
                     socket.socket_mut(),
                     Source::Upstream {
-                        server: http.server.index(),
+                        server: side.server.index(),
                         conn: key.index(),
                     }
                     .token(),
@@ -464,11 +459,11 @@ fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: Exchange
                 exchange_failed(side, ctx, exchange, "cannot register an upstream socket");
                 return;
             }
-            http.conns
+            side.conns
                 .insert(UpConn::new(socket, false, Some(exchange)));
-            let host = http.host.clone();
-            http.pool.stream_opened(&host);
-            if let Some(entry) = http.exchanges.get_mut(exchange) {
+            let host = side.host.clone();
+            side.pool.stream_opened(&host);
+            if let Some(entry) = side.exchanges.get_mut(exchange) {
                 // The request goes out once the connect completes.
                 entry.life.on(ExchangeEvent::Assigned {
                     conn: key,
@@ -488,10 +483,8 @@ fn open_dedicated(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, exchange: Exchange
 /// Carries out what the pool asked for, until it asks for nothing more.
 pub(super) fn run_pool_actions(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
     // In the order the pool asked; actions taken may ask for more.
-    while let Some(batch) = Some(&mut *side)
-        .filter(|http| !http.actions.is_empty())
-        .map(|http| std::mem::take(&mut http.actions))
-    {
+    while !side.actions.is_empty() {
+        let batch = std::mem::take(&mut side.actions);
         for action in batch {
             run_pool_action(side, ctx, action);
         }
@@ -554,17 +547,14 @@ fn run_pool_action(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, action: PoolActio
 }
 
 fn arm_pool_timer(side: &mut HttpSide, ctx: &mut HttpCtx<'_>) {
-    let Some(http) = Some(&mut *side) else {
+    let Some(next) = side.pool.next_deadline() else {
         return;
     };
-    let Some(next) = http.pool.next_deadline() else {
-        return;
-    };
-    if http.timer.is_some_and(|armed| armed <= next) {
+    if side.timer.is_some_and(|armed| armed <= next) {
         return;
     }
-    http.timer = Some(next);
-    ctx.timers.schedule(next, Timer::Pool(http.server));
+    side.timer = Some(next);
+    ctx.timers.schedule(next, Timer::Pool(side.server));
 }
 
 /// True when `deadline` is the armed pool timer's.
@@ -575,30 +565,23 @@ pub(in crate::reactor) fn pool_timer_is(side: &HttpSide, deadline: Instant) -> b
 /// The pool's timer fired.
 pub(super) fn on_pool_timer(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, deadline: Instant) {
     let now = ctx.now;
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    if http.timer != Some(deadline) {
+    if side.timer != Some(deadline) {
         return;
     }
-    http.timer = None;
-    http.pool.expire(now, &mut http.actions);
+    side.timer = None;
+    side.pool.expire(now, &mut side.actions);
     run_pool_actions(side, ctx);
 }
 
 fn connect_pooled(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, host: &HostKey) {
     let now = ctx.now;
     let registry = ctx.registry;
-    if let Some(http) = Some(&mut *side) {
-        http.connect_pooled(host, registry, now);
-    }
+    side.connect_pooled(host, registry, now);
 }
 
 fn drop_up_conn(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, key: UpConnKey) {
     let registry = ctx.registry;
-    if let Some(http) = Some(&mut *side) {
-        http.drop_conn(key, registry);
-    }
+    side.drop_conn(key, registry);
 }
 
 /// The pool gave `conn` to `exchange`.
@@ -611,39 +594,36 @@ fn assign(
     peek: bool,
 ) {
     let now = ctx.now;
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let alive = http.exchanges.contains(exchange);
+    let alive = side.exchanges.contains(exchange);
     if !alive {
         // Its request is gone: the connection goes straight back.
-        http.pool
-            .release(conn.index(), true, now, &mut http.actions);
+        side.pool
+            .release(conn.index(), true, now, &mut side.actions);
         return;
     }
     if peek {
-        let verdict = http.conns.get_mut(conn).map(|up| up.socket.idle_check());
+        let verdict = side.conns.get_mut(conn).map(|up| up.socket.idle_check());
         if let Some(Some(cause)) = verdict {
             debug!(
                 "upstream connection {conn} failed its peek: {}",
                 cause.name()
             );
-            let host = http.host.clone();
-            http.pool.evict(conn.index(), cause, &mut http.actions);
-            http.pool.checkout(&host, exchange, now, &mut http.actions);
+            let host = side.host.clone();
+            side.pool.evict(conn.index(), cause, &mut side.actions);
+            side.pool.checkout(&host, exchange, now, &mut side.actions);
             return;
         }
     }
-    let Some(entry) = http.exchanges.get_mut(exchange) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
-    let Some(up) = http.conns.get_mut(conn) else {
+    let Some(up) = side.conns.get_mut(conn) else {
         return;
     };
     if entry.life.on(ExchangeEvent::Assigned { conn, reused }) != (Step::Send { conn }) {
         // Not waiting for a connection (a duplicate grant): it goes back.
-        http.pool
-            .release(conn.index(), true, now, &mut http.actions);
+        side.pool
+            .release(conn.index(), true, now, &mut side.actions);
         return;
     }
     up.start(exchange);

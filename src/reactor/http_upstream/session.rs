@@ -49,14 +49,11 @@ pub(in crate::reactor) fn send_released(
     let Some(released) = released else {
         return;
     };
-    let Some(http) = Some(&mut *side) else {
-        return;
-    };
-    let host = http.host.clone();
+    let host = side.host.clone();
     for exchange in released {
-        let alive = http.exchanges.contains(exchange);
+        let alive = side.exchanges.contains(exchange);
         if alive {
-            http.pool.checkout(&host, exchange, now, &mut http.actions);
+            side.pool.checkout(&host, exchange, now, &mut side.actions);
         }
     }
     run_pool_actions(side, ctx);
@@ -275,16 +272,14 @@ pub(in crate::reactor) fn client_left_exchange(
         // A relayed body has no use without its client.
         if let Some(entry) = take_exchange(side, exchange) {
             if let Some(conn) = entry.life.conn() {
-                if let Some(http) = Some(&mut *side) {
-                    http.pool
-                        .evict(conn.index(), EvictCause::NotReusable, &mut http.actions);
-                }
+                side.pool
+                    .evict(conn.index(), EvictCause::NotReusable, &mut side.actions);
                 run_pool_actions(side, ctx);
             }
         }
         return;
     }
-    let Some(entry) = Some(&mut *side).and_then(|http| http.exchanges.get_mut(exchange)) else {
+    let Some(entry) = side.exchanges.get_mut(exchange) else {
         return;
     };
     entry.client = None;
@@ -340,17 +335,13 @@ pub(in crate::reactor) fn forward_http(
 }
 
 /// A stateless-era request goes to the HTTP upstream as it is, with no
-/// session; its answer comes back as it is. False without an HTTP
-/// upstream.
+/// session; its answer comes back as it is.
 pub(in crate::reactor) fn passthrough(
     side: &mut HttpSide,
     ctx: &mut HttpCtx<'_>,
     key: ConnKey,
     request: &Request,
 ) -> bool {
-    if Some(&*side).is_none() {
-        return false;
-    }
     let mut client = ClientHeaders::of(request, &ctx.config.forward_headers);
     client.forwarded.extend(passthrough_headers(request));
     let mcp_method = Message::parse(request.body.as_slice())
