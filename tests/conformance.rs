@@ -20,15 +20,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{kill_group, peers_dir, repo_root, server_everything, Mcphop};
+use common::{kill_group, peers_dir, repo_root, run_bounded, server_everything, Mcphop, RunOutput};
 use serde_json::Value;
 
 /// How long one whole run of the suite may take (it takes seconds).
@@ -133,55 +133,6 @@ impl DirectServer {
 impl Drop for DirectServer {
     fn drop(&mut self) {
         kill_group(&mut self.child);
-    }
-}
-
-/// What one run of a command printed, and whether it finished in time.
-struct RunOutput {
-    stdout: String,
-    stderr: String,
-    exit: Option<i32>,
-    timed_out: bool,
-    elapsed: Duration,
-}
-
-/// Runs `command` in its own process group, killing the group after `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> RunOutput {
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("spawn the conformance suite");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            timed_out = true;
-            kill_group(&mut child);
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    RunOutput {
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        exit: status.and_then(|s| s.code()),
-        timed_out,
-        elapsed: started.elapsed(),
     }
 }
 

@@ -7,14 +7,11 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::common::{peers_dir, Mcphop};
+use crate::common::{peers_dir, run_bounded, Mcphop};
 use serde_json::Value;
 
 /// How long one Inspector CLI run may take (it takes well under a second).
@@ -89,46 +86,21 @@ pub fn inspector_raw(args: &[&str]) -> Run {
 /// group after `RUN_TIMEOUT`; `log` says what to show if it hangs.
 fn run(args: &[&str], log: &dyn Fn() -> String) -> Run {
     let dir = inspector_build_dir();
-    let mut child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(dir.join("cli.js"))
         .arg("--cli")
         .args(args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("spawn node (the Inspector CLI)");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let exit = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            panic!(
-                "the Inspector CLI did not finish within {RUN_TIMEOUT:?}\nmcphop log:\n{}",
-                log()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+        .current_dir(&dir);
+    let output = run_bounded(command, RUN_TIMEOUT);
+    assert!(
+        !output.timed_out,
+        "the Inspector CLI did not finish within {RUN_TIMEOUT:?}\nmcphop log:\n{}",
+        log()
+    );
     Run {
-        exit,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        exit: output.exit,
+        stdout: output.stdout,
+        stderr: output.stderr,
     }
 }

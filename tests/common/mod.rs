@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,56 @@ pub fn kill_group(child: &mut Child) {
         }
     }
     let _ = child.wait();
+}
+
+/// What one run of a command printed, and whether it finished in time.
+pub struct RunOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+/// Runs `command` in its own process group, killing the group after `limit`.
+pub fn run_bounded(mut command: Command, limit: Duration) -> RunOutput {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            timed_out = true;
+            kill_group(&mut child);
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    RunOutput {
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        exit: status.and_then(|s| s.code()),
+        timed_out,
+        elapsed: started.elapsed(),
+    }
 }
 
 /// A running mcphop process.

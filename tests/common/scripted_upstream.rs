@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::upstream::fake::{fake_default_reply, FakeReply};
-use crate::upstream::relay::SeenRequest;
+use crate::upstream::relay::{parse_request, SeenRequest};
 
 /// What the fake does with one request it has read whole.
 pub enum Action {
@@ -179,37 +179,6 @@ fn linger_zero(stream: &TcpStream) {
     }
 }
 
-/// One whole request at the start of `buf`: the request and its length.
-fn parse(buf: &[u8], conn: usize) -> Option<(SeenRequest, usize)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next().unwrap_or_default().to_string();
-    let target = first.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if buf.len() < end + length {
-        return None;
-    }
-    let body = String::from_utf8_lossy(&buf[end..end + length]).into_owned();
-    let request = SeenRequest {
-        conn,
-        method,
-        target,
-        headers,
-        body,
-    };
-    Some((request, end + length))
-}
-
 fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(5)));
     let mut buf = Vec::new();
@@ -220,7 +189,7 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
             linger_zero(&stream);
             return;
         }
-        while let Some((request, used)) = parse(&buf, conn) {
+        while let Some((request, used)) = parse_request(conn, &buf) {
             buf.drain(..used);
             state.seen.lock().unwrap().push(Seen {
                 request: request.clone(),

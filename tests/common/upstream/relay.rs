@@ -51,37 +51,43 @@ impl SeenRequest {
 pub fn parse_requests(conn: usize, bytes: &[u8]) -> Vec<SeenRequest> {
     let mut found = Vec::new();
     let mut rest = bytes;
-    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let mut parts = request_line.split(' ');
-        let method = parts.next().unwrap_or_default().to_string();
-        let target = parts.next().unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let body_start = end + 4;
-        if rest.len() < body_start + length {
-            break;
-        }
-        let body = String::from_utf8_lossy(&rest[body_start..body_start + length]).into_owned();
-        found.push(SeenRequest {
-            conn,
-            method,
-            target,
-            headers,
-            body,
-        });
-        rest = &rest[body_start + length..];
+    while let Some((request, used)) = parse_request(conn, rest) {
+        found.push(request);
+        rest = &rest[used..];
     }
     found
+}
+
+/// One whole request at the start of `buf`: the request and the bytes it
+/// took, or `None` while it is incomplete.
+pub fn parse_request(conn: usize, buf: &[u8]) -> Option<(SeenRequest, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next().unwrap_or_default().to_string();
+    let target = first.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    if buf.len() < end + length {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&buf[end..end + length]).into_owned();
+    let request = SeenRequest {
+        conn,
+        method,
+        target,
+        headers,
+        body,
+    };
+    Some((request, end + length))
 }
 
 // ===== a recording, counting TCP relay ========================================
