@@ -324,22 +324,27 @@ mod tests {
         Lifecycle::new(Some(method.to_string()), true)
     }
 
+    fn assigned(conn: Conn, reused: bool) -> ExchangeEvent<Conn> {
+        ExchangeEvent::Assigned { conn, reused }
+    }
+
+    /// Ten more bytes of the request went out; `all_out`: the last of them.
+    fn wrote(all_out: bool) -> ExchangeEvent<Conn> {
+        ExchangeEvent::Wrote {
+            written: 10,
+            all_out,
+        }
+    }
+
+    fn broke(response_started: bool) -> ExchangeEvent<Conn> {
+        ExchangeEvent::Broke { response_started }
+    }
+
     #[test]
     fn a_reused_connection_dying_before_any_byte_is_retried_once() {
         let mut life = exchange("tools/call");
-        assert_eq!(
-            life.on(ExchangeEvent::Assigned {
-                conn: 1,
-                reused: true
-            }),
-            Step::Send { conn: 1 }
-        );
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::Retry
-        );
+        assert_eq!(life.on(assigned(1, true)), Step::Send { conn: 1 });
+        assert_eq!(life.on(broke(false)), Step::Retry);
         assert!(matches!(
             life.state(),
             ExchangeState::Queued {
@@ -348,143 +353,58 @@ mod tests {
         ));
         // The retry gets a fresh connection; even a reused one dying again
         // is not retried twice.
-        life.on(ExchangeEvent::Assigned {
-            conn: 2,
-            reused: true,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(2) }
-        );
+        life.on(assigned(2, true));
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(2) });
         assert!(matches!(life.state(), ExchangeState::Failed { .. }));
     }
 
     #[test]
     fn a_written_tools_call_is_never_retried() {
         let mut life = exchange("tools/call");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: false,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        life.on(assigned(1, true));
+        life.on(wrote(false));
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(1) });
         let mut life = exchange("tools/call");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: true,
-        });
+        life.on(assigned(1, true));
+        life.on(wrote(true));
         assert!(matches!(life.state(), ExchangeState::AwaitingHead { .. }));
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(1) });
     }
 
     #[test]
     fn a_replayable_request_cut_by_eof_before_any_response_byte_is_retried_once() {
         let mut life = exchange("tools/list");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: true,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::Retry
-        );
-        life.on(ExchangeEvent::Assigned {
-            conn: 2,
-            reused: false,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: true,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(2) }
-        );
+        life.on(assigned(1, true));
+        life.on(wrote(true));
+        assert_eq!(life.on(broke(false)), Step::Retry);
+        life.on(assigned(2, false));
+        life.on(wrote(true));
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(2) });
     }
 
     #[test]
     fn a_replayable_request_whose_response_began_is_not_retried() {
         let mut life = exchange("tools/list");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: true,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: true
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        life.on(assigned(1, true));
+        life.on(wrote(true));
+        assert_eq!(life.on(broke(true)), Step::GiveUp { conn: Some(1) });
     }
 
     #[test]
     fn a_fresh_connection_or_a_stream_is_never_retried() {
         let mut life = exchange("ping");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: false,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        life.on(assigned(1, false));
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(1) });
         let mut life: Lifecycle<Conn> = Lifecycle::new(None, false);
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        life.on(assigned(1, true));
+        assert_eq!(life.on(broke(false)), Step::GiveUp { conn: Some(1) });
     }
 
     #[test]
     fn a_response_streams_or_collects_and_releases_its_connection() {
         let mut life = exchange("tools/call");
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: false,
-        });
-        life.on(ExchangeEvent::Wrote {
-            written: 10,
-            all_out: true,
-        });
+        life.on(assigned(1, false));
+        life.on(wrote(true));
         life.on(ExchangeEvent::Head {
             head: head(200, true),
             stream: true,
@@ -505,10 +425,7 @@ mod tests {
         // Bytes after the response, or a head without keep-alive, spoil the
         // connection.
         let mut life = exchange("tools/call");
-        life.on(ExchangeEvent::Assigned {
-            conn: 3,
-            reused: false,
-        });
+        life.on(assigned(3, false));
         life.on(ExchangeEvent::Head {
             head: head(400, true),
             stream: false,
@@ -522,10 +439,7 @@ mod tests {
             }
         );
         let mut life = exchange("tools/call");
-        life.on(ExchangeEvent::Assigned {
-            conn: 4,
-            reused: false,
-        });
+        life.on(assigned(4, false));
         life.on(ExchangeEvent::Head {
             head: head(200, false),
             stream: true,
@@ -543,20 +457,12 @@ mod tests {
     fn a_broken_stream_fails_and_stale_events_are_ignored() {
         let mut life = exchange("tools/list");
         assert_eq!(life.on(ExchangeEvent::End { clean: true }), Step::Ignored);
-        life.on(ExchangeEvent::Assigned {
-            conn: 1,
-            reused: true,
-        });
+        life.on(assigned(1, true));
         life.on(ExchangeEvent::Head {
             head: head(200, true),
             stream: true,
         });
-        assert_eq!(
-            life.on(ExchangeEvent::Broke {
-                response_started: true
-            }),
-            Step::GiveUp { conn: Some(1) }
-        );
+        assert_eq!(life.on(broke(true)), Step::GiveUp { conn: Some(1) });
         assert!(
             life.streaming(),
             "a broken stream's requests are failed as such"
@@ -569,11 +475,6 @@ mod tests {
             Step::GiveUp { conn: None }
         );
         let mut queued = exchange("ping");
-        assert_eq!(
-            queued.on(ExchangeEvent::Broke {
-                response_started: false
-            }),
-            Step::GiveUp { conn: None }
-        );
+        assert_eq!(queued.on(broke(false)), Step::GiveUp { conn: None });
     }
 }
