@@ -51,6 +51,9 @@ pub enum ConnState {
         server: ServerId,
         session: Option<SessionKey>,
     },
+    /// Its request waits for the OAuth issuer's keys (`reactor::auth`);
+    /// further requests wait.
+    AwaitingKeys,
     /// Waiting for an HTTP upstream's answer to this connection's request.
     AwaitingUpstream {
         server: ServerId,

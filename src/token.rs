@@ -30,6 +30,7 @@ const FIXED_CHILD_SIGNAL: usize = 2;
 const FIXED_ADMIN_LISTENER: usize = 3;
 const FIXED_HEALTH_WAKER: usize = 4;
 const FIXED_RELOAD_SIGNAL: usize = 5;
+const FIXED_KEY_FETCH: usize = 6;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub enum Source {
     Admin(usize),
     /// A health worker sent probe results.
     HealthWaker,
+    /// The socket of the OAuth resource server's one fetch (metadata or
+    /// key set).
+    KeyFetch,
 }
 
 impl Source {
@@ -80,6 +84,7 @@ impl Source {
             Source::AdminListener => (FIXED_ADMIN_LISTENER, KIND_FIXED),
             Source::Admin(key) => (key, KIND_ADMIN),
             Source::HealthWaker => (FIXED_HEALTH_WAKER, KIND_FIXED),
+            Source::KeyFetch => (FIXED_KEY_FETCH, KIND_FIXED),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -102,6 +107,7 @@ impl Source {
             }),
             (KIND_FIXED, FIXED_ADMIN_LISTENER) => Some(Source::AdminListener),
             (KIND_FIXED, FIXED_HEALTH_WAKER) => Some(Source::HealthWaker),
+            (KIND_FIXED, FIXED_KEY_FETCH) => Some(Source::KeyFetch),
             (KIND_ADMIN, key) => Some(Source::Admin(key)),
             _ => None,
         }
@@ -119,6 +125,9 @@ mod tests {
             Source::ShutdownSignal,
             Source::ChildSignal,
             Source::ReloadSignal,
+            Source::AdminListener,
+            Source::HealthWaker,
+            Source::KeyFetch,
             Source::Client(0),
             Source::Client(12345),
             Source::ChildStdin(7),

@@ -21,6 +21,12 @@ use crate::mcp::endpoint::Reply;
 pub(crate) struct Principal(Arc<str>);
 
 impl Principal {
+    /// The principal an OAuth access token proves: its subject at its
+    /// issuer.
+    pub(crate) fn of_subject(subject: &str, issuer: &str) -> Principal {
+        Principal(format!("{subject} ({issuer})").into())
+    }
+
     /// The principal's name, for logs.
     pub(crate) fn name(&self) -> &str {
         &self.0
@@ -128,23 +134,10 @@ impl TokenSet {
         self.entries.len()
     }
 
-    /// The principal whose token `request` presents. Every token is
-    /// compared, in constant time, whichever matches.
-    pub(crate) fn check(&self, request: &Request) -> Result<Principal, Refused> {
-        let mut headers = request
-            .headers
-            .iter()
-            .filter(|(name, _)| name == "authorization");
-        let header = match (headers.next(), headers.next()) {
-            (None, _) => return Err(Refused::Missing),
-            (Some(_), Some(_)) => return Err(Refused::Invalid),
-            (Some((_, value)), None) => value.trim(),
-        };
-        let (scheme, token) = header.split_once(' ').ok_or(Refused::Invalid)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Refused::Invalid);
-        }
-        let token = token.trim_start().as_bytes();
+    /// The principal `token` proves. Every token is compared, in constant
+    /// time, whichever matches.
+    pub(crate) fn check_token(&self, token: &str) -> Result<Principal, Refused> {
+        let token = token.as_bytes();
         let mut found = None;
         for entry in &self.entries {
             let equal = constant_time_eq(&entry.token, token);
@@ -154,6 +147,24 @@ impl TokenSet {
         }
         found.cloned().ok_or(Refused::Invalid)
     }
+}
+
+/// The bearer token of `request`'s one `Authorization` header.
+pub(crate) fn bearer(request: &Request) -> Result<&str, Refused> {
+    let mut headers = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "authorization");
+    let header = match (headers.next(), headers.next()) {
+        (None, _) => return Err(Refused::Missing),
+        (Some(_), Some(_)) => return Err(Refused::Invalid),
+        (Some((_, value)), None) => value.trim(),
+    };
+    let (scheme, token) = header.split_once(' ').ok_or(Refused::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Refused::Invalid);
+    }
+    Ok(token.trim_start())
 }
 
 /// Compares two byte strings in time that depends on their lengths only.
@@ -166,20 +177,31 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The 401 for a refused request: `WWW-Authenticate: Bearer` (RFC 6750,
-/// with `error="invalid_token"` when a token was presented) and a JSON-RPC
-/// error body.
-pub(crate) fn unauthorized(refused: Refused) -> Reply {
-    let (challenge, text) = match refused {
-        Refused::Missing => (
-            r#"Bearer realm="mcphop""#,
-            "Unauthorized: an Authorization: Bearer token is required",
-        ),
-        Refused::Invalid => (
-            r#"Bearer realm="mcphop", error="invalid_token""#,
-            "Unauthorized: the bearer token is not valid",
-        ),
+/// with `error="invalid_token"` when a token was presented), pointing to
+/// the protected resource metadata (RFC 9728) when there is some, and a
+/// JSON-RPC error body. `why` (never the token) becomes the
+/// `error_description`.
+pub(crate) fn unauthorized(refused: Refused, metadata: Option<&str>, why: Option<&str>) -> Reply {
+    let mut challenge = String::from(r#"Bearer realm="mcphop""#);
+    if let Some(url) = metadata {
+        challenge.push_str(&format!(r#", resource_metadata="{url}""#));
+    }
+    let text = match refused {
+        Refused::Missing => "Unauthorized: an Authorization: Bearer token is required",
+        Refused::Invalid => {
+            challenge.push_str(r#", error="invalid_token""#);
+            if let Some(why) = why {
+                // A quoted-string: the texts are mcphop's own, never input.
+                challenge.push_str(&format!(r#", error_description="{why}""#));
+            }
+            "Unauthorized: the bearer token is not valid"
+        }
     };
-    Reply::error(401, RawValue::NULL, jsonrpc::INVALID_REQUEST, text)
+    let text = match (refused, why) {
+        (Refused::Invalid, Some(why)) => format!("{text}: {why}"),
+        _ => text.to_string(),
+    };
+    Reply::error(401, RawValue::NULL, jsonrpc::INVALID_REQUEST, &text)
         .with_header("WWW-Authenticate", challenge)
 }
 
@@ -233,7 +255,11 @@ mod tests {
     #[test]
     fn checks_the_bearer_header() {
         let set = TokenSet::parse(FILE).unwrap();
-        let name = |headers: &[&str]| set.check(&request(headers)).map(|p| p.to_string());
+        let name = |headers: &[&str]| {
+            let request = request(headers);
+            let token = bearer(&request)?;
+            set.check_token(token).map(|p| p.to_string())
+        };
         assert_eq!(name(&["Bearer aaaa-1111"]), Ok("alice".into()));
         assert_eq!(name(&["bearer   bbbb.2222 "]), Ok("token #2".into()));
         assert_eq!(name(&["BEARER cccc~3333=="]), Ok("ci-bot".into()));
@@ -263,7 +289,7 @@ mod tests {
     #[test]
     fn the_401_challenges_for_a_bearer_token() {
         for refused in [Refused::Missing, Refused::Invalid] {
-            let reply = unauthorized(refused);
+            let reply = unauthorized(refused, None, None);
             assert_eq!(reply.status, 401);
             let challenge = &reply.headers[0];
             assert_eq!(challenge.0, "WWW-Authenticate");
@@ -271,8 +297,24 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
             assert_eq!(body["error"]["code"], -32600);
         }
-        assert!(unauthorized(Refused::Invalid).headers[0]
+        assert!(unauthorized(Refused::Invalid, None, None).headers[0]
             .1
             .contains("invalid_token"));
+        let reply = unauthorized(
+            Refused::Invalid,
+            Some("https://mcp.example/.well-known/oauth-protected-resource/mcp"),
+            Some("the token has expired"),
+        );
+        assert_eq!(
+            reply.headers[0].1,
+            "Bearer realm=\"mcphop\", \
+             resource_metadata=\"https://mcp.example/.well-known/oauth-protected-resource/mcp\", \
+             error=\"invalid_token\", error_description=\"the token has expired\""
+        );
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "Unauthorized: the bearer token is not valid: the token has expired"
+        );
     }
 }

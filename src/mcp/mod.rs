@@ -1,12 +1,17 @@
 //! The MCP side of the proxy: what a Streamable HTTP request means
 //! (`endpoint`), what a legacy HTTP+SSE request means (`legacy_endpoint`),
 //! where a session's messages go (`router`), and who may send them
-//! (`auth`).
+//! (`auth`: static tokens; `oauth`, `jwt`, `jwks`: OAuth access tokens).
 
 pub(crate) mod auth;
 pub mod endpoint;
+pub(crate) mod jwks;
+pub(crate) mod jwt;
+#[cfg(test)]
+pub(crate) mod jwt_testkit;
 pub mod legacy_endpoint;
 pub mod limits;
+pub mod oauth;
 pub mod replay;
 pub mod router;
 pub mod tools;

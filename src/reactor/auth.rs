@@ -1,24 +1,61 @@
-//! Inbound authentication in the reactor: the `--auth-token-file` read at
-//! start-up (a missing or broken file stops mcphop) and again on SIGHUP (a
-//! broken or unreadable file then keeps the old set, and the error is
-//! logged), and each request on the listener checked against it. The rules
-//! are `mcp::auth`'s; this holds the file's path and the current set.
+//! Inbound authentication in the reactor. Static bearer tokens: the
+//! `--auth-token-file` read at start-up (a missing or broken file stops
+//! mcphop) and again on SIGHUP (a broken or unreadable file then keeps the
+//! old set, and the error is logged). OAuth access tokens: the resource
+//! server of `mcp::oauth`, its one document fetch on the loop
+//! (`key_fetch`), and the requests parked while keys they need are on
+//! their way. Each request on the listener is checked here; the rules are
+//! `mcp::auth`'s and `mcp::oauth`'s, and the clocks are read here.
 
 use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
+use mio::event::Event;
+use mio::Registry;
+use rustls::ClientConfig;
 
+use crate::client::ConnKey;
 use crate::config::Config;
 use crate::http::request::Request;
-use crate::mcp::auth::{unauthorized, Principal, TokenSet};
+use crate::http::url::{Scheme, UpstreamUrl};
+use crate::mcp::auth::{bearer, unauthorized, Principal, Refused, TokenSet};
 use crate::mcp::endpoint::Reply;
+use crate::mcp::oauth::{keys_unavailable, OAuthConfig, ResourceServer, Verdict};
+
+use super::key_fetch::{KeyFetch, Resolved};
+
+/// How long one fetch of the issuer's metadata or key set may take.
+pub(super) const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests that may wait for keys at once; more get 503 at once.
+const MAX_PARKED: usize = 1024;
+
+/// What to do with a request.
+pub(super) enum Gate {
+    /// Let it in, as this principal (none when authentication is off).
+    Pass(Option<Principal>),
+    Refuse(Reply),
+    /// Park it until the key fetch is over (`Auth::park`).
+    Park,
+}
 
 /// Who may use the listener.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Auth {
-    /// The token file and its current set; none when authentication is
-    /// off.
+    /// The token file and its current set; none when there is no file.
     tokens: Option<(String, TokenSet)>,
+    oauth: Option<OAuthSide>,
+}
+
+/// The OAuth resource server and its I/O.
+struct OAuthSide {
+    server: ResourceServer,
+    fetch: Option<KeyFetch>,
+    resolved: Resolved,
+    tls: Option<Arc<ClientConfig>>,
+    /// Requests waiting for the fetch, in arrival order.
+    parked: Vec<(ConnKey, Request)>,
 }
 
 fn read(path: &str) -> Result<TokenSet, String> {
@@ -26,46 +63,230 @@ fn read(path: &str) -> Result<TokenSet, String> {
     TokenSet::parse(&text)
 }
 
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+impl OAuthSide {
+    fn new(config: &OAuthConfig, ca_file: Option<&str>) -> io::Result<OAuthSide> {
+        let server = ResourceServer::new(config).map_err(invalid)?;
+        let mut resolved = Resolved::default();
+        let mut tls = None;
+        for url in [Some(&config.issuer), config.jwks_url.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let parsed = UpstreamUrl::parse(url).map_err(invalid)?;
+            // The issuer's host is looked up now, so its documents cost no
+            // lookup on the loop; one that does not resolve is not fatal
+            // (the fetch fails, and is retried).
+            if let Err(why) = resolved.address(&parsed) {
+                warn!("OAuth: {why}");
+            }
+            if parsed.scheme == Scheme::Https && tls.is_none() {
+                tls = Some(crate::tls::client_config(ca_file).map_err(invalid)?);
+            }
+        }
+        info!(
+            "OAuth access tokens of {} for {} required",
+            config.issuer, config.audience
+        );
+        Ok(OAuthSide {
+            server,
+            fetch: None,
+            resolved,
+            tls,
+            parked: Vec::new(),
+        })
+    }
+
+    /// Starts the fetch of `url`, or of the next document whenever one
+    /// cannot start; the deadline of the one started.
+    fn launch(&mut self, mut url: String, registry: &Registry, now: Instant) -> Option<Instant> {
+        loop {
+            let deadline = now + KEY_FETCH_TIMEOUT;
+            let tls = self.tls.as_ref();
+            match KeyFetch::start(&url, &mut self.resolved, tls, registry, deadline) {
+                Ok(fetch) => {
+                    debug!("OAuth: fetching {url}");
+                    self.fetch = Some(fetch);
+                    return Some(deadline);
+                }
+                Err(why) => url = self.server.fetched(Err(why), now)?,
+            }
+        }
+    }
+
+    /// The fetch ended with `outcome`: the next one starts if the document
+    /// leads to another.
+    fn finish(
+        &mut self,
+        outcome: Result<(u16, Vec<u8>), String>,
+        registry: &Registry,
+        now: Instant,
+    ) -> Option<Instant> {
+        if let Some(fetch) = self.fetch.take() {
+            fetch.close(registry);
+        }
+        let next = self.server.fetched(outcome, now)?;
+        self.launch(next, registry, now)
+    }
+}
+
 impl Auth {
-    /// Reads the token file, if the configuration names one. With none on
-    /// a non-loopback listener (`--allow-unauthenticated`), warns.
+    /// Reads the token file and sets up the resource server, as the
+    /// configuration says. With neither on a non-loopback listener
+    /// (`--allow-unauthenticated`), warns.
     pub(super) fn from_config(config: &Config) -> io::Result<Auth> {
+        let oauth = match &config.oauth {
+            Some(oauth) => Some(OAuthSide::new(oauth, config.upstream_ca.as_deref())?),
+            None => None,
+        };
         let Some(path) = config.auth_token_file.clone() else {
-            if config.stdio.is_none() && !config.listen.ip().is_loopback() {
+            if oauth.is_none() && config.stdio.is_none() && !config.listen.ip().is_loopback() {
                 warn!(
                     "listening on {} with no authentication (--allow-unauthenticated): \
                      anyone who reaches this port can open sessions",
                     config.listen
                 );
             }
-            return Ok(Auth::default());
+            return Ok(Auth {
+                tokens: None,
+                oauth,
+            });
         };
-        let set = read(&path).map_err(|why| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("--auth-token-file {path}: {why}"),
-            )
-        })?;
+        let set = read(&path).map_err(|why| invalid(format!("--auth-token-file {path}: {why}")))?;
         info!("bearer tokens required: {} in {path}", set.len());
         Ok(Auth {
             tokens: Some((path, set)),
+            oauth,
         })
     }
 
-    /// The principal `request` proves (none when authentication is off),
-    /// or the 401 it earns.
-    pub(super) fn check(&self, request: &Request) -> Result<Option<Principal>, Reply> {
-        let Some((_, set)) = &self.tokens else {
-            return Ok(None);
-        };
-        set.check(request).map(Some).map_err(|refused| {
-            log::debug!(
+    /// What is served to anyone: the protected resource metadata.
+    pub(super) fn public_reply(&self, request: &Request) -> Option<Reply> {
+        self.oauth
+            .as_ref()?
+            .server
+            .metadata_reply(&request.method, request.path())
+    }
+
+    /// Whether `request` may go on, and as whom.
+    pub(super) fn check(&mut self, request: &Request, now: Instant) -> Gate {
+        if self.tokens.is_none() && self.oauth.is_none() {
+            return Gate::Pass(None);
+        }
+        let refuse = |auth: &Auth, refused: Refused| {
+            debug!(
                 "{} {}: 401 ({refused:?} token)",
                 request.method,
                 request.path()
             );
-            unauthorized(refused)
-        })
+            Gate::Refuse(match &auth.oauth {
+                Some(oauth) => oauth.server.challenge(refused, None),
+                None => unauthorized(refused, None, None),
+            })
+        };
+        let token = match bearer(request) {
+            Ok(token) => token,
+            Err(refused) => return refuse(self, refused),
+        };
+        if let Some((_, set)) = &self.tokens {
+            if let Ok(principal) = set.check_token(token) {
+                return Gate::Pass(Some(principal));
+            }
+        }
+        let Some(oauth) = &mut self.oauth else {
+            return refuse(self, Refused::Invalid);
+        };
+        match oauth.server.check(token, unix_now(), now) {
+            Verdict::Allowed(principal) => Gate::Pass(Some(principal)),
+            Verdict::Refused(reply) => Gate::Refuse(reply),
+            Verdict::AwaitKeys => Gate::Park,
+        }
+    }
+
+    /// Keeps `request` until the key fetch is over; the 503 it gets at
+    /// once when too many wait.
+    pub(super) fn park(&mut self, key: ConnKey, request: Request) -> Result<(), Reply> {
+        match &mut self.oauth {
+            Some(oauth) if oauth.parked.len() < MAX_PARKED => {
+                oauth.parked.push((key, request));
+                Ok(())
+            }
+            _ => Err(keys_unavailable()),
+        }
+    }
+
+    /// Starts the fetch that is due, if any (its deadline, for the timer),
+    /// and gives back the parked requests once no fetch is in flight or
+    /// due: they are to be checked again.
+    pub(super) fn pump(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        resumed: &mut Vec<(ConnKey, Request)>,
+    ) -> Option<Instant> {
+        let oauth = self.oauth.as_mut()?;
+        let mut deadline = None;
+        if oauth.fetch.is_none() {
+            if let Some(url) = oauth.server.next_fetch() {
+                deadline = oauth.launch(url, registry, now);
+            }
+        }
+        if !oauth.server.busy() {
+            resumed.append(&mut oauth.parked);
+        }
+        deadline
+    }
+
+    /// An edge on the fetch's socket; the next fetch's deadline if one
+    /// started.
+    pub(super) fn on_fetch_event(
+        &mut self,
+        event: &Event,
+        registry: &Registry,
+        now: Instant,
+    ) -> Option<Instant> {
+        let oauth = self.oauth.as_mut()?;
+        let outcome = oauth.fetch.as_mut()?.on_event(event)?;
+        oauth.finish(outcome, registry, now)
+    }
+
+    /// The fetch's deadline passed; as `on_fetch_event`.
+    pub(super) fn on_fetch_deadline(
+        &mut self,
+        deadline: Instant,
+        registry: &Registry,
+        now: Instant,
+    ) -> Option<Instant> {
+        let oauth = self.oauth.as_mut()?;
+        let fetch = oauth
+            .fetch
+            .as_ref()
+            .filter(|fetch| fetch.deadline == deadline)?;
+        let why = format!("{}: no answer within {KEY_FETCH_TIMEOUT:?}", fetch.url);
+        oauth.finish(Err(why), registry, now)
+    }
+
+    /// True while `deadline` is the fetch's (the timer is not stale).
+    pub(super) fn fetch_due_at(&self, deadline: Instant) -> bool {
+        let fetch = self.oauth.as_ref().and_then(|oauth| oauth.fetch.as_ref());
+        fetch.is_some_and(|fetch| fetch.deadline == deadline)
+    }
+
+    /// Every parked request, to be refused (mcphop is shutting down).
+    pub(super) fn take_parked(&mut self) -> Vec<(ConnKey, Request)> {
+        self.oauth
+            .as_mut()
+            .map(|oauth| std::mem::take(&mut oauth.parked))
+            .unwrap_or_default()
     }
 
     /// SIGHUP: the token file is read again; a broken one changes nothing.

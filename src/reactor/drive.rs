@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 
 use mio::event::Event as MioEvent;
 
+use super::auth::Gate;
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
 pub(super) use super::origin::{ClientRef, Origin};
@@ -35,18 +36,60 @@ use super::replies::{
 use super::servers::{Door, Route, ServerId};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
-use super::{Proxy, RunState, MAX_STDOUT_READS_PER_TURN};
+use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
+    /// Holds a request whose token names a key the OAuth issuer's key set
+    /// is being fetched for; it is checked again once the fetch is over.
+    fn park_for_keys(&mut self, key: ConnKey, request: Request) {
+        let keep_alive = request.keep_alive;
+        if !self.front.await_keys(key) {
+            return;
+        }
+        if let Err(reply) = self.auth.park(key, request) {
+            self.front.end_await_keys(key);
+            self.reply(key, &reply, keep_alive);
+            return;
+        }
+        self.key_fetch_progress();
+    }
+
+    /// Starts the OAuth key fetch that is due, and checks again the
+    /// requests that waited once none is in flight.
+    pub(super) fn key_fetch_progress(&mut self) {
+        let mut resumed = Vec::new();
+        if let Some(deadline) = self.auth.pump(self.poll.registry(), self.now, &mut resumed) {
+            self.timers.schedule(deadline, Timer::KeyFetch);
+        }
+        for (key, request) in resumed {
+            if self.front.end_await_keys(key) {
+                self.handle_request(key, request);
+            }
+        }
+    }
+
+    /// mcphop is shutting down: requests that wait for keys get 503 now.
+    pub(super) fn refuse_parked(&mut self) {
+        for (key, _) in self.auth.take_parked() {
+            if self.front.end_await_keys(key) {
+                self.reply(key, &shutting_down_reply(), false);
+            }
+        }
+    }
+
     /// Acts on one complete request from a client connection.
     pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
         if self.run_state != RunState::Serving {
             self.reply(key, &shutting_down_reply(), false);
             return;
         }
-        let principal = match self.auth.check(&request) {
-            Ok(principal) => principal,
-            Err(reply) => return self.reply(key, &reply, request.keep_alive),
+        if let Some(reply) = self.auth.public_reply(&request) {
+            return self.reply(key, &reply, request.keep_alive);
+        }
+        let principal = match self.auth.check(&request, self.now) {
+            Gate::Pass(principal) => principal,
+            Gate::Refuse(reply) => return self.reply(key, &reply, request.keep_alive),
+            Gate::Park => return self.park_for_keys(key, request),
         };
         let Some(route) = self.servers.route(request.path(), &self.config) else {
             let reply = endpoint::check_access(&request, &self.front.policy)
@@ -636,7 +679,7 @@ impl Proxy {
                     }
                     self.stop_serving();
                 }
-                ConnState::Requests => {}
+                ConnState::Requests | ConnState::AwaitingKeys => {}
             },
             FrontEvent::CaughtUp { session } => {
                 let sessions = &self.sessions;

@@ -505,6 +505,33 @@ impl HttpFrontDoor {
         }
     }
 
+    /// Marks a connection as waiting for the OAuth issuer's keys; false
+    /// when it is doing something else.
+    pub(super) fn await_keys(&mut self, key: ConnKey) -> bool {
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.state == ConnState::Requests => {
+                conn.state = ConnState::AwaitingKeys;
+                conn.deadline = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A connection that waited for keys takes requests again; false if
+    /// it no longer waits (it closed). Its next buffered request is
+    /// decoded after the one that waited.
+    pub(super) fn end_await_keys(&mut self, key: ConnKey) -> bool {
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.state == ConnState::AwaitingKeys => {
+                conn.state = ConnState::Requests;
+                self.process_list.push(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// True while a connection waits for `exchange` (see `await_upstream`).
     pub(super) fn waits_for(&self, key: ConnKey, exchange: ExchangeKey) -> bool {
         self.conns.get(key).is_some_and(|conn| match conn.state {

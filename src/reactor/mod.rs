@@ -38,6 +38,7 @@ mod front_door;
 mod health_workers;
 pub(crate) mod http_upstream;
 mod idle;
+mod key_fetch;
 mod origin;
 mod reload;
 mod replies;
@@ -234,6 +235,8 @@ impl Proxy {
         if let Some(admin) = &self.admin {
             info!("admin endpoints on http://{}", admin.local_addr());
         }
+        // The OAuth issuer's keys are fetched before the first token needs them.
+        self.key_fetch_progress();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             self.prune_stale_timers();
@@ -344,6 +347,13 @@ impl Proxy {
             }
             Source::Admin(index) => self.on_admin_event(index, event),
             Source::HealthWaker => self.on_probe_results(),
+            Source::KeyFetch => {
+                let registry = self.poll.registry();
+                if let Some(at) = self.auth.on_fetch_event(event, registry, self.now) {
+                    self.timers.schedule(at, Timer::KeyFetch);
+                }
+                self.key_fetch_progress();
+            }
         }
         None
     }
@@ -617,6 +627,13 @@ impl Proxy {
                 }
                 Timer::ExitFlush => {}
                 Timer::IdleRelease => idle::release(self),
+                Timer::KeyFetch => {
+                    let registry = self.poll.registry();
+                    if let Some(at) = self.auth.on_fetch_deadline(deadline, registry, now) {
+                        self.timers.schedule(at, Timer::KeyFetch);
+                    }
+                    self.key_fetch_progress();
+                }
                 Timer::Probe(server) => health_workers::on_probe_timer(self, server, now),
                 Timer::AdminExpire => {
                     if let Some(admin) = self.admin.as_mut() {
@@ -675,6 +692,7 @@ impl Proxy {
                 .is_some_and(|http| http.upstream_timer == Some(deadline)),
             Timer::AdminExpire => self.admin.as_ref().is_some_and(AdminDoor::has_conns),
             Timer::IdleRelease => self.idle_release == Some(deadline),
+            Timer::KeyFetch => self.auth.fetch_due_at(deadline),
             Timer::ShutdownGrace
             | Timer::FinalExit
             | Timer::RetryAccept
@@ -718,6 +736,7 @@ impl Proxy {
             self.config.shutdown_grace
         );
         self.run_state = RunState::Draining;
+        self.refuse_parked();
         if let Some(mut listener) = self.front.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

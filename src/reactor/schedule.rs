@@ -34,6 +34,8 @@ pub(super) enum Timer {
     AdminExpire,
     /// No session for a while: memory is given back (`idle`).
     IdleRelease,
+    /// The OAuth key fetch in flight is given up (`auth`).
+    KeyFetch,
 }
 
 /// Whether the proxy is serving or shutting down.

@@ -50,7 +50,7 @@ mod stream;
 
 pub(crate) use side::HttpSide;
 pub(crate) use stream::TlsTarget;
-use stream::UpStream;
+pub(in crate::reactor) use stream::UpStream;
 
 pub(in crate::reactor) use answer::*;
 pub(in crate::reactor) use conn::*;
