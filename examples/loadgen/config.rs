@@ -45,6 +45,8 @@ pub struct Config {
     pub setup_timeout: Duration,
     pub max_time: Duration,
     pub delete: bool,
+    /// `--header 'Name: value'` lines, each ending in CRLF.
+    pub headers: String,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -118,6 +120,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut setup_timeout = Duration::from_secs(60);
     let mut max_time = Duration::from_secs(300);
     let mut delete = true;
+    let mut headers = String::new();
     let mut at = 0;
     while at < args.len() {
         let arg = args[at].as_str();
@@ -173,6 +176,14 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
             "--setup-timeout" => setup_timeout = parse_duration(&value(name)?)?,
             "--max-time" => max_time = parse_duration(&value(name)?)?,
             "--no-delete" => delete = false,
+            "--header" => {
+                let line = value(name)?;
+                if !line.contains(':') || line.contains(['\r', '\n']) {
+                    return Err(format!("--header takes 'Name: value', not {line:?}"));
+                }
+                headers.push_str(&line);
+                headers.push_str("\r\n");
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -217,5 +228,6 @@ pub fn parse_args(args: &[String]) -> Result<Config, String> {
         setup_timeout,
         max_time,
         delete,
+        headers,
     })
 }

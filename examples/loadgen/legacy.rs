@@ -162,8 +162,10 @@ impl Driver {
         stream.written = 0;
         let _ = write!(
             stream.out,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
-            config.path, config.host
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{}\r\n",
+            config.path,
+            config.host,
+            super::session::extra_headers()
         );
         if let Err(error) = stream.flush() {
             self.fail(at, format!("write: {error}"), now);

@@ -98,6 +98,7 @@ OPTIONS:
     --setup-timeout DUR        time the initial set-up of every session may take [default: 60s]
     --max-time DUR             with --calls: stop after this long anyway [default: 300s]
     --no-delete                do not end the sessions with DELETE
+    --header 'NAME: VALUE'     send this header with every request (repeatable)
     -h, --help                 print this help
 
 DUR is a number with a unit: 500ms, 2s, 1m (a bare number means seconds).";
@@ -400,6 +401,7 @@ fn main() {
         }
     };
     raise_file_limit();
+    let _ = session::EXTRA_HEADERS.set(config.headers.clone());
     let json = config.json;
     let mut report = match run(config) {
         Ok(report) => report,

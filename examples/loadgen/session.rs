@@ -67,6 +67,13 @@ pub enum Body {
     UntilClose,
 }
 
+/// `--header` lines (each ending in CRLF), sent with every request.
+pub static EXTRA_HEADERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn extra_headers() -> &'static str {
+    EXTRA_HEADERS.get().map_or("", String::as_str)
+}
+
 /// The response being read.
 #[derive(Debug, Clone, Copy)]
 pub struct Response {
@@ -268,7 +275,9 @@ impl Session {
             self.out,
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
         );
-        if !self.legacy {
+        if self.legacy {
+            self.out.extend_from_slice(extra_headers().as_bytes());
+        } else {
             self.session_headers();
         }
         let _ = write!(self.out, "Content-Length: {}\r\n\r\n", self.scratch.len());
@@ -276,6 +285,7 @@ impl Session {
     }
 
     pub fn session_headers(&mut self) {
+        self.out.extend_from_slice(extra_headers().as_bytes());
         if !self.session_id.is_empty() {
             let _ = write!(self.out, "Mcp-Session-Id: {}\r\n", self.session_id);
         }
