@@ -12,13 +12,20 @@
 //!   `--auth-jwks-refresh`;
 //! - an issuer down at start-up, or hung later, blocks nothing: requests
 //!   that need its keys get 503 once the fetch fails or times out, while
-//!   other sessions go on and keys already fetched keep working.
+//!   other sessions go on and keys already fetched keep working;
+//! - the key set is fetched over https (nginx terminating TLS in front of
+//!   the issuer), trusting `--upstream-ca` and nothing else;
+//! - the Python SDK's OAuth client discovers the issuer from mcphop's 401
+//!   and runs the whole flow (registration, authorization, token) to a
+//!   working session.
 //!
 //! Every mcphop and issuer is stopped by its guard, pass or fail.
 
 mod common;
 #[path = "common/issuer.rs"]
 mod issuer;
+#[path = "common/tls_rig.rs"]
+mod tls_rig;
 #[path = "common/upstream/mod.rs"]
 mod upstream;
 
@@ -33,6 +40,7 @@ use common::{
 };
 use issuer::{claims, Issuer, Mode, Signer};
 use serde_json::Value;
+use tls_rig::{Ca, Nginx, TempDir};
 use upstream::fake::FakeUpstream;
 use upstream::raw::{echo_body, initialize_body, post, session_header, INITIALIZED};
 
@@ -308,6 +316,39 @@ fn a_hung_issuer_delays_only_the_requests_that_need_its_keys() {
         mcphop.log_shows("no answer within"),
         "{}",
         mcphop.log_text()
+    );
+}
+
+#[test]
+fn the_key_set_is_fetched_over_https_trusting_the_given_ca_only() {
+    let key = Arc::new(Signer::es256("tls-key"));
+    let issuer = Issuer::start(Arc::clone(&key));
+    let ca = Ca::new("mcphop OAuth test CA");
+    let nginx = Nginx::start(issuer.port, &ca.server_cert(false));
+    let dir = TempDir::new("oauth-ca");
+    let trusted = dir.write("ca.pem", &ca.pem());
+    let other = dir.write("other.pem", &Ca::new("another CA").pem());
+    let jwks = format!("https://127.0.0.1:{}/jwks", nginx.port);
+    // The issuer identifier alone (no metadata is fetched when the key set
+    // is given).
+    let iss = "https://127.0.0.1:1";
+    let token = key.mint(&claims(iss, AUDIENCE, "alice", 300));
+    for (ca_file, expected) in [(&trusted, 200), (&other, 503)] {
+        let ca_file = ca_file.display().to_string();
+        let options = ["--auth-jwks-url", &jwks, "--upstream-ca", &ca_file];
+        let mcphop = start(iss, &options);
+        let init = post(mcphop.port, &bearer(&token), INITIALIZE);
+        assert_eq!(init.status, expected, "{init:?}\n{}", mcphop.log_text());
+        if expected == 503 {
+            assert!(mcphop.log_shows("UnknownIssuer"), "{}", mcphop.log_text());
+        }
+    }
+    let fetched = nginx.log("access.log");
+    assert!(fetched.contains("200 GET /jwks"), "{fetched}");
+    assert_eq!(
+        issuer.hits("/jwks"),
+        1,
+        "the untrusted fetch never reached the issuer"
     );
 }
 
