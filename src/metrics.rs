@@ -89,6 +89,9 @@ pub struct Metrics {
     sessions_ended: BTreeMap<EndReason, u64>,
     /// By method, one histogram per outcome (`Outcome::ALL` order).
     requests: BTreeMap<String, Vec<Histogram>>,
+    /// Requests refused by inbound authentication: 401 (no or a bad
+    /// token), 503 (the issuer's keys could not be had).
+    auth_refusals: (u64, u64),
 }
 
 /// What the reactor reads for one scrape.
@@ -113,6 +116,15 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// A request was refused by authentication with `status`.
+    pub fn auth_refused(&mut self, status: u16) {
+        if status == 401 {
+            self.auth_refusals.0 += 1;
+        } else {
+            self.auth_refusals.1 += 1;
+        }
+    }
+
     pub fn session_created(&mut self) {
         self.sessions_created += 1;
     }
@@ -237,6 +249,21 @@ impl Metrics {
         let _ = writeln!(
             out,
             "mcphop_client_limit_refusals_total{{limit=\"rate\"}} {rate}"
+        );
+        header(
+            &mut out,
+            "mcphop_auth_refusals_total",
+            "counter",
+            "Requests refused by authentication: 401 for no or a bad token, 503 when the issuer's keys cannot be had.",
+        );
+        let (unauthorized, unavailable) = self.auth_refusals;
+        let _ = writeln!(
+            out,
+            "mcphop_auth_refusals_total{{status=\"401\"}} {unauthorized}"
+        );
+        let _ = writeln!(
+            out,
+            "mcphop_auth_refusals_total{{status=\"503\"}} {unavailable}"
         );
         if let Some(rss) = snapshot.rss_bytes {
             gauge(

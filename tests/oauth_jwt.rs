@@ -109,7 +109,7 @@ fn valid_tokens_work_and_each_bad_one_gets_401_naming_the_metadata() {
     let key = Arc::new(Signer::es256("key-1"));
     let issuer = Issuer::start(Arc::clone(&key));
     let url = issuer.url();
-    let mcphop = start(&url, &[]);
+    let mcphop = start(&url, &["--admin-listen", "127.0.0.1:0"]);
     let port = mcphop.port;
 
     let alice = key.mint(&claims(&url, AUDIENCE, "alice", 300));
@@ -163,6 +163,14 @@ fn valid_tokens_work_and_each_bad_one_gets_401_naming_the_metadata() {
     assert_eq!(list(port, &bob, &session).status, 404);
     assert_eq!(list(port, &alice, &session).status, 200);
 
+    // Each refusal is counted: one without a token, two per bad token.
+    let admin = mcphop.admin_port();
+    let get = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n\r\n");
+    let metrics = raw_exchange(admin, get.as_bytes()).body;
+    assert!(
+        metrics.contains("mcphop_auth_refusals_total{status=\"401\"} 11\n"),
+        "{metrics}"
+    );
     // Tokens never reach the log.
     let log = mcphop.log_text();
     assert!(

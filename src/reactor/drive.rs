@@ -47,6 +47,7 @@ impl Proxy {
             return;
         }
         if let Err(reply) = self.auth.park(key, request) {
+            self.metrics.auth_refused(reply.status);
             self.front.end_await_keys(key);
             self.reply(key, &reply, keep_alive);
             return;
@@ -88,7 +89,10 @@ impl Proxy {
         }
         let principal = match self.auth.check(&request, self.now) {
             Gate::Pass(principal) => principal,
-            Gate::Refuse(reply) => return self.reply(key, &reply, request.keep_alive),
+            Gate::Refuse(reply) => {
+                self.metrics.auth_refused(reply.status);
+                return self.reply(key, &reply, request.keep_alive);
+            }
             Gate::Park => return self.park_for_keys(key, request),
         };
         let Some(route) = self.servers.route(request.path(), &self.config) else {
