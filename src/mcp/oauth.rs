@@ -168,7 +168,7 @@ impl ResourceServer {
         if !self.metadata_paths.iter().any(|served| served == path) {
             return None;
         }
-        if method != "GET" && method != "HEAD" {
+        if method != "GET" {
             return Some(
                 Reply::error(
                     405,
@@ -176,7 +176,7 @@ impl ResourceServer {
                     jsonrpc::INVALID_REQUEST,
                     "Method Not Allowed: the protected resource metadata is read with GET",
                 )
-                .with_header("Allow", "GET, HEAD"),
+                .with_header("Allow", "GET"),
             );
         }
         Some(Reply {

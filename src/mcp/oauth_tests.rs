@@ -217,6 +217,12 @@ fn the_protected_resource_metadata_is_served_at_both_well_known_paths() {
             .map(|reply| reply.status),
         Some(405)
     );
+    assert_eq!(
+        server
+            .metadata_reply("HEAD", "/.well-known/oauth-protected-resource/mcp")
+            .map(|reply| reply.status),
+        Some(405)
+    );
     assert!(server.metadata_reply("GET", "/mcp").is_none());
     assert!(server
         .metadata_reply("GET", "/.well-known/oauth-protected-resource/other")

@@ -23,8 +23,13 @@ use crate::http::url::{Scheme, UpstreamUrl};
 use crate::mcp::auth::{bearer, unauthorized, Principal, Refused, TokenSet};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::oauth::{keys_unavailable, OAuthConfig, ResourceServer, Verdict};
+use crate::metrics::Metrics;
 
+use super::front_door::HttpFrontDoor;
 use super::key_fetch::{KeyFetch, Resolved};
+use super::replies::shutting_down_reply;
+use super::Timer;
+use crate::timers::TimerQueue;
 
 /// How long one fetch of the issuer's metadata or key set may take.
 pub(super) const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,12 +37,22 @@ pub(super) const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PARKED: usize = 1024;
 
 /// What to do with a request.
-pub(super) enum Gate {
+enum Gate {
     /// Let it in, as this principal (none when authentication is off).
     Pass(Option<Principal>),
     Refuse(Reply),
-    /// Park it until the key fetch is over (`Auth::park`).
+    /// Park it until the key fetch is over.
     Park,
+}
+
+/// What became of a request at the gate (`Auth::admit`).
+pub(super) enum Admission {
+    /// It goes on, as this principal (none when authentication is off).
+    Pass(Box<Request>, Option<Principal>),
+    /// It was answered: the metadata, a 401, or a 503.
+    Answered,
+    /// It waits for the key fetch (`Auth::progress` gives it back).
+    Parked,
 }
 
 /// Who may use the listener.
@@ -169,16 +184,41 @@ impl Auth {
         })
     }
 
-    /// What is served to anyone: the protected resource metadata.
-    pub(super) fn public_reply(&self, request: &Request) -> Option<Reply> {
-        self.oauth
-            .as_ref()?
-            .server
-            .metadata_reply(&request.method, request.path())
+    /// The gate every request on the listener passes first: the
+    /// protected resource metadata is served to anyone; a request with no
+    /// valid credentials is answered (and counted); one whose token needs
+    /// a key being fetched is parked.
+    pub(super) fn admit(
+        &mut self,
+        key: ConnKey,
+        request: Request,
+        now: Instant,
+        front: &mut HttpFrontDoor,
+        metrics: &mut Metrics,
+    ) -> Admission {
+        let metadata = self
+            .oauth
+            .as_ref()
+            .and_then(|oauth| (oauth.server).metadata_reply(&request.method, request.path()));
+        let refusal = match (metadata, self.check(&request, now)) {
+            (Some(reply), _) => {
+                front.reply(key, &reply, request.keep_alive);
+                return Admission::Answered;
+            }
+            (None, Gate::Pass(principal)) => return Admission::Pass(Box::new(request), principal),
+            (None, Gate::Refuse(reply)) => reply,
+            (None, Gate::Park) => match self.park(front, key) {
+                Ok(()) => return self.keep(key, request),
+                Err(reply) => reply,
+            },
+        };
+        metrics.auth_refused(refusal.status);
+        front.reply(key, &refusal, request.keep_alive);
+        Admission::Answered
     }
 
     /// Whether `request` may go on, and as whom.
-    pub(super) fn check(&mut self, request: &Request, now: Instant) -> Gate {
+    fn check(&mut self, request: &Request, now: Instant) -> Gate {
         if self.tokens.is_none() && self.oauth.is_none() {
             return Gate::Pass(None);
         }
@@ -212,51 +252,70 @@ impl Auth {
         }
     }
 
-    /// Keeps `request` until the key fetch is over; the 503 it gets at
-    /// once when too many wait.
-    pub(super) fn park(&mut self, key: ConnKey, request: Request) -> Result<(), Reply> {
-        match &mut self.oauth {
-            Some(oauth) if oauth.parked.len() < MAX_PARKED => {
-                oauth.parked.push((key, request));
-                Ok(())
-            }
+    /// Makes room for a parked request: its connection waits; the 503 to
+    /// answer when too many wait.
+    fn park(&mut self, front: &mut HttpFrontDoor, key: ConnKey) -> Result<(), Reply> {
+        match &self.oauth {
+            Some(oauth) if oauth.parked.len() < MAX_PARKED && front.await_keys(key) => Ok(()),
             _ => Err(keys_unavailable()),
         }
     }
 
-    /// Starts the fetch that is due, if any (its deadline, for the timer),
-    /// and gives back the parked requests once no fetch is in flight or
-    /// due: they are to be checked again.
-    pub(super) fn pump(
+    /// Keeps a parked request until `progress` gives it back.
+    fn keep(&mut self, key: ConnKey, request: Request) -> Admission {
+        if let Some(oauth) = &mut self.oauth {
+            oauth.parked.push((key, request));
+        }
+        Admission::Parked
+    }
+
+    /// Starts the fetch that is due, if any (arming its deadline), and
+    /// gives back the parked requests, their connections taking requests
+    /// again, once no fetch is in flight or due: they are to be checked
+    /// again. Requests of connections that closed meanwhile are dropped.
+    pub(super) fn progress(
         &mut self,
         registry: &Registry,
         now: Instant,
-        resumed: &mut Vec<(ConnKey, Request)>,
-    ) -> Option<Instant> {
-        let oauth = self.oauth.as_mut()?;
-        let mut deadline = None;
+        timers: &mut TimerQueue<Timer>,
+        front: &mut HttpFrontDoor,
+    ) -> Vec<(ConnKey, Request)> {
+        let Some(oauth) = self.oauth.as_mut() else {
+            return Vec::new();
+        };
         if oauth.fetch.is_none() {
             if let Some(url) = oauth.server.next_fetch() {
-                deadline = oauth.launch(url, registry, now);
+                if let Some(deadline) = oauth.launch(url, registry, now) {
+                    timers.schedule(deadline, Timer::KeyFetch);
+                }
             }
         }
-        if !oauth.server.busy() {
-            resumed.append(&mut oauth.parked);
+        if oauth.server.busy() {
+            return Vec::new();
         }
-        deadline
+        let mut resumed = std::mem::take(&mut oauth.parked);
+        resumed.retain(|(key, _)| front.end_await_keys(*key));
+        resumed
     }
 
-    /// An edge on the fetch's socket; the next fetch's deadline if one
-    /// started.
+    /// An edge on the fetch's socket; the next fetch's deadline is armed
+    /// if one started.
     pub(super) fn on_fetch_event(
         &mut self,
         event: &Event,
         registry: &Registry,
         now: Instant,
-    ) -> Option<Instant> {
-        let oauth = self.oauth.as_mut()?;
-        let outcome = oauth.fetch.as_mut()?.on_event(event)?;
-        oauth.finish(outcome, registry, now)
+        timers: &mut TimerQueue<Timer>,
+    ) {
+        let Some(oauth) = self.oauth.as_mut() else {
+            return;
+        };
+        let Some(outcome) = oauth.fetch.as_mut().and_then(|fetch| fetch.on_event(event)) else {
+            return;
+        };
+        if let Some(deadline) = oauth.finish(outcome, registry, now) {
+            timers.schedule(deadline, Timer::KeyFetch);
+        }
     }
 
     /// The fetch's deadline passed; as `on_fetch_event`.
@@ -265,14 +324,22 @@ impl Auth {
         deadline: Instant,
         registry: &Registry,
         now: Instant,
-    ) -> Option<Instant> {
-        let oauth = self.oauth.as_mut()?;
-        let fetch = oauth
+        timers: &mut TimerQueue<Timer>,
+    ) {
+        let Some(oauth) = self.oauth.as_mut() else {
+            return;
+        };
+        let Some(fetch) = oauth
             .fetch
             .as_ref()
-            .filter(|fetch| fetch.deadline == deadline)?;
+            .filter(|fetch| fetch.deadline == deadline)
+        else {
+            return;
+        };
         let why = format!("{}: no answer within {KEY_FETCH_TIMEOUT:?}", fetch.url);
-        oauth.finish(Err(why), registry, now)
+        if let Some(next) = oauth.finish(Err(why), registry, now) {
+            timers.schedule(next, Timer::KeyFetch);
+        }
     }
 
     /// True while `deadline` is the fetch's (the timer is not stale).
@@ -281,12 +348,16 @@ impl Auth {
         fetch.is_some_and(|fetch| fetch.deadline == deadline)
     }
 
-    /// Every parked request, to be refused (mcphop is shutting down).
-    pub(super) fn take_parked(&mut self) -> Vec<(ConnKey, Request)> {
-        self.oauth
-            .as_mut()
-            .map(|oauth| std::mem::take(&mut oauth.parked))
-            .unwrap_or_default()
+    /// mcphop is shutting down: every parked request gets 503 now.
+    pub(super) fn refuse_parked(&mut self, front: &mut HttpFrontDoor) {
+        let Some(oauth) = self.oauth.as_mut() else {
+            return;
+        };
+        for (key, _) in oauth.parked.drain(..) {
+            if front.end_await_keys(key) {
+                front.reply(key, &shutting_down_reply(), false);
+            }
+        }
     }
 
     /// SIGHUP: the token file is read again; a broken one changes nothing.

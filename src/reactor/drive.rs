@@ -1,5 +1,6 @@
-//! Drives the session cores: what each endpoint intent of the front door
-//! does to the session table (create, post, batch, open or resume a stream,
+//! Drives the session cores: each request through the auth gate
+//! (`Auth::admit`, and the requests it parked coming back), what each
+//! endpoint intent of the front door does to the session table (create, post, batch, open or resume a stream,
 //! delete) as core inputs, the events the front door reports (a connection
 //! closed, a client caught up) and the upstream reports (`UpstreamEvent`s)
 //! fed to the cores, one input fed to a core and the actions it decided
@@ -14,8 +15,7 @@ use log::{debug, warn};
 use crate::client::{ConnKey, ConnState};
 use crate::core::{Action, Forward, SessionCore};
 use crate::http::request::Request;
-use crate::jsonrpc::Kind;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{Kind, Message};
 use crate::mcp::auth::Principal;
 use crate::mcp::endpoint::{self, Intent, Reply, PROTOCOL_VERSION_HEADER};
 use crate::mcp::legacy_endpoint::{interpret_legacy, parse_messages, LegacyIntent};
@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use mio::event::Event as MioEvent;
 
-use super::auth::Gate;
+use super::auth::Admission;
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
 pub(super) use super::origin::{ClientRef, Origin};
@@ -36,64 +36,31 @@ use super::replies::{
 use super::servers::{Door, Route, ServerId};
 use super::stdio_upstream::Pipe;
 use super::upstreams::{UpstreamCtx, UpstreamEvent, Upstreams};
-use super::{Proxy, RunState, Timer, MAX_STDOUT_READS_PER_TURN};
+use super::{Proxy, RunState, MAX_STDOUT_READS_PER_TURN};
 
 impl Proxy {
-    /// Holds a request whose token names a key the OAuth issuer's key set
-    /// is being fetched for; it is checked again once the fetch is over.
-    fn park_for_keys(&mut self, key: ConnKey, request: Request) {
-        let keep_alive = request.keep_alive;
-        if !self.front.await_keys(key) {
-            return;
-        }
-        if let Err(reply) = self.auth.park(key, request) {
-            self.metrics.auth_refused(reply.status);
-            self.front.end_await_keys(key);
-            self.reply(key, &reply, keep_alive);
-            return;
-        }
-        self.key_fetch_progress();
-    }
-
     /// Starts the OAuth key fetch that is due, and checks again the
-    /// requests that waited once none is in flight.
+    /// requests that waited once none is in flight (`Auth::progress`).
     pub(super) fn key_fetch_progress(&mut self) {
-        let mut resumed = Vec::new();
-        if let Some(deadline) = self.auth.pump(self.poll.registry(), self.now, &mut resumed) {
-            self.timers.schedule(deadline, Timer::KeyFetch);
-        }
+        let (registry, timers) = (self.poll.registry(), &mut self.timers);
+        let resumed = (self.auth).progress(registry, self.now, timers, &mut self.front);
         for (key, request) in resumed {
-            if self.front.end_await_keys(key) {
-                self.handle_request(key, request);
-            }
-        }
-    }
-
-    /// mcphop is shutting down: requests that wait for keys get 503 now.
-    pub(super) fn refuse_parked(&mut self) {
-        for (key, _) in self.auth.take_parked() {
-            if self.front.end_await_keys(key) {
-                self.reply(key, &shutting_down_reply(), false);
-            }
+            self.handle_request(key, request);
         }
     }
 
     /// Acts on one complete request from a client connection.
-    pub(super) fn handle_request(&mut self, key: ConnKey, mut request: Request) {
+    pub(super) fn handle_request(&mut self, key: ConnKey, request: Request) {
         if self.run_state != RunState::Serving {
             self.reply(key, &shutting_down_reply(), false);
             return;
         }
-        if let Some(reply) = self.auth.public_reply(&request) {
-            return self.reply(key, &reply, request.keep_alive);
-        }
-        let principal = match self.auth.check(&request, self.now) {
-            Gate::Pass(principal) => principal,
-            Gate::Refuse(reply) => {
-                self.metrics.auth_refused(reply.status);
-                return self.reply(key, &reply, request.keep_alive);
-            }
-            Gate::Park => return self.park_for_keys(key, request),
+        let (front, metrics) = (&mut self.front, &mut self.metrics);
+        let (mut request, principal) = match self.auth.admit(key, request, self.now, front, metrics)
+        {
+            Admission::Pass(request, principal) => (*request, principal),
+            Admission::Answered => return,
+            Admission::Parked => return self.key_fetch_progress(),
         };
         let Some(route) = self.servers.route(request.path(), &self.config) else {
             let reply = endpoint::check_access(&request, &self.front.policy)
@@ -292,15 +259,7 @@ impl Proxy {
         if let Some(session) = self.sessions.get_mut(session_key) {
             session.core.touch(now);
         }
-        let client = ClientRef {
-            key: carrier,
-            keep_alive: true,
-            http11: true,
-        };
-        let origin = Origin {
-            client: Some(client),
-            request,
-        };
+        let origin = Origin::carried(carrier, request);
         let initialize = matches!(messages.as_slice(),
             [message] if message.kind() == Kind::Request && message.method() == Some("initialize"));
         let mut messages = messages.into_iter();
@@ -341,12 +300,7 @@ impl Proxy {
                 let Some(session) = self.new_session(key, true, id, server, None) else {
                     return;
                 };
-                if let Some(conn) = self.front.conns.get_mut(key) {
-                    conn.state = ConnState::StdioSession {
-                        server,
-                        session: Some(session),
-                    };
-                }
+                self.front.stdio_session_started(key, server, session);
                 if let Some(entry) = self.sessions.get_mut(session) {
                     entry.legacy_stream = Some(key);
                 }

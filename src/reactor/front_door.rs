@@ -505,6 +505,22 @@ impl HttpFrontDoor {
         }
     }
 
+    /// The stdio front door's `initialize` started `session`: its later
+    /// lines are the session's.
+    pub(super) fn stdio_session_started(
+        &mut self,
+        key: ConnKey,
+        server: ServerId,
+        session: SessionKey,
+    ) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.state = ConnState::StdioSession {
+                server,
+                session: Some(session),
+            };
+        }
+    }
+
     /// Marks a connection as waiting for the OAuth issuer's keys; false
     /// when it is doing something else.
     pub(super) fn await_keys(&mut self, key: ConnKey) -> bool {

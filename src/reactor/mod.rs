@@ -348,10 +348,8 @@ impl Proxy {
             Source::Admin(index) => self.on_admin_event(index, event),
             Source::HealthWaker => self.on_probe_results(),
             Source::KeyFetch => {
-                let registry = self.poll.registry();
-                if let Some(at) = self.auth.on_fetch_event(event, registry, self.now) {
-                    self.timers.schedule(at, Timer::KeyFetch);
-                }
+                let (registry, now) = (self.poll.registry(), self.now);
+                (self.auth).on_fetch_event(event, registry, now, &mut self.timers);
                 self.key_fetch_progress();
             }
         }
@@ -629,9 +627,7 @@ impl Proxy {
                 Timer::IdleRelease => idle::release(self),
                 Timer::KeyFetch => {
                     let registry = self.poll.registry();
-                    if let Some(at) = self.auth.on_fetch_deadline(deadline, registry, now) {
-                        self.timers.schedule(at, Timer::KeyFetch);
-                    }
+                    (self.auth).on_fetch_deadline(deadline, registry, now, &mut self.timers);
                     self.key_fetch_progress();
                 }
                 Timer::Probe(server) => health_workers::on_probe_timer(self, server, now),
@@ -736,7 +732,7 @@ impl Proxy {
             self.config.shutdown_grace
         );
         self.run_state = RunState::Draining;
-        self.refuse_parked();
+        self.auth.refuse_parked(&mut self.front);
         if let Some(mut listener) = self.front.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

@@ -47,6 +47,21 @@ impl<'a> Origin<'a> {
         }
     }
 
+    /// Messages of a client whose one connection `carrier` carries every
+    /// stream of its session (a legacy SSE stream, mcphop's stdout), with
+    /// the request that brought them, if one did.
+    pub fn carried(carrier: ConnKey, request: Option<&'a Request>) -> Origin<'a> {
+        let client = ClientRef {
+            key: carrier,
+            keep_alive: true,
+            http11: true,
+        };
+        Origin {
+            client: Some(client),
+            request,
+        }
+    }
+
     pub fn client(client: Option<ClientRef>) -> Origin<'static> {
         Origin {
             client,
