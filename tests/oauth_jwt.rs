@@ -284,6 +284,43 @@ fn an_issuer_down_at_start_up_blocks_nothing_and_is_used_once_up() {
 }
 
 #[test]
+fn an_issuer_hung_at_start_up_delays_only_the_requests_that_need_its_keys() {
+    let key = Arc::new(Signer::es256("k1"));
+    let issuer = Issuer::start(Arc::clone(&key));
+    issuer.set_mode(Mode::Hang);
+    let url = issuer.url();
+    // A static token too, so a session can go on while no JWT can be checked.
+    let dir = TempDir::new("oauth-tokens");
+    let tokens = dir.write("tokens", "ops:static-token-0123456789\n");
+    let tokens = tokens.display().to_string();
+    let mcphop = start(&url, &["--auth-token-file", &tokens]);
+    let port = mcphop.port;
+    let jwt = key.mint(&claims(&url, AUDIENCE, "alice", 300));
+    let started = Instant::now();
+    let parked = thread::spawn(move || post(port, &bearer(&jwt), INITIALIZE));
+    let session = open_session(&mcphop, "static-token-0123456789");
+    assert!(!parked.is_finished(), "the loop waited for the issuer");
+    for round in 0..20 {
+        let answer = list(port, "static-token-0123456789", &session);
+        assert_eq!(answer.status, 200, "round {round}");
+    }
+    let served = started.elapsed();
+    let answer = parked.join().expect("the parked client");
+    assert_eq!(answer.status, 503, "{answer:?}\n{}", mcphop.log_text());
+    eprintln!(
+        "static-token session served in {served:?}; the JWT got 503 after {:?}",
+        started.elapsed()
+    );
+    // The issuer answers again: the next JWT (a second after the failure)
+    // fetches the keys and gets in.
+    issuer.set_mode(Mode::Serve);
+    thread::sleep(Duration::from_millis(1100));
+    let jwt = key.mint(&claims(&url, AUDIENCE, "alice", 300));
+    let init = post(port, &bearer(&jwt), INITIALIZE);
+    assert_eq!(init.status, 200, "{init:?}\n{}", mcphop.log_text());
+}
+
+#[test]
 fn a_hung_issuer_delays_only_the_requests_that_need_its_keys() {
     let key = Arc::new(Signer::es256("k1"));
     let issuer = Issuer::start(Arc::clone(&key));

@@ -175,6 +175,10 @@ impl KeySet {
         self.keys.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Checks `signature` over `message`: with the key named `kid`, or,
     /// without a `kid`, with every key that fits `alg`.
     pub(crate) fn check(

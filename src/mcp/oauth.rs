@@ -287,6 +287,10 @@ impl ResourceServer {
             Fetching::Metadata(index) => self.discovery[index].clone(),
             Fetching::Keys => self.jwks_url.clone().unwrap_or_default(),
         };
+        // Only an answer without the document moves discovery on to the
+        // next URL: after a timeout or a refused connection the next one,
+        // on the same host, would fare no better.
+        let answered = matches!(outcome, Ok((status, _)) if status != 200);
         let result = outcome.and_then(|(status, body)| match status {
             200 => Ok(body),
             other => Err(format!("HTTP {other}")),
@@ -301,7 +305,9 @@ impl ResourceServer {
                 }
                 Err(why) => self.failed(&url, &why, now),
             },
-            (Fetching::Metadata(index), Err(why)) if index + 1 < self.discovery.len() => {
+            (Fetching::Metadata(index), Err(why))
+                if answered && index + 1 < self.discovery.len() =>
+            {
                 debug!("OAuth: {url}: {why}; trying the next metadata URL");
                 self.fetching = Some(Fetching::Metadata(index + 1));
                 return Some(self.discovery[index + 1].clone());
@@ -317,7 +323,7 @@ impl ResourceServer {
                             String::new()
                         }
                     );
-                    if keys.len() == 0 {
+                    if keys.is_empty() {
                         warn!("OAuth: the key set at {url} has no key mcphop can use");
                     }
                     self.keys = keys;

@@ -81,6 +81,24 @@ fn discovery_tries_rfc8414_then_openid_then_fetches_the_key_set() {
 }
 
 #[test]
+fn a_timeout_does_not_move_discovery_to_the_next_url() {
+    let now = Instant::now();
+    let mut server = ResourceServer::new(&config(None)).unwrap();
+    server.next_fetch();
+    assert_eq!(server.fetched(Err("no answer within 5s".into()), now), None);
+    assert!(!server.busy());
+    let token = Signer::es256("k").mint(&claims());
+    assert_eq!(status(&server.check(&token, UNIX, now)), 503);
+    // A second later discovery starts over, from the first URL.
+    let retry = now + Duration::from_secs(1);
+    assert_eq!(status(&server.check(&token, UNIX, retry)), 0);
+    assert_eq!(
+        server.next_fetch().as_deref(),
+        Some("https://issuer.example/.well-known/oauth-authorization-server/tenant")
+    );
+}
+
+#[test]
 fn metadata_of_another_issuer_is_refused() {
     let now = Instant::now();
     let mut server = ResourceServer::new(&config(None)).unwrap();
