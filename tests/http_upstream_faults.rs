@@ -1,7 +1,8 @@
 //! HTTP upstream faults (issue 11), against a fake upstream controlled byte
 //! by byte (`common/scripted_upstream.rs`): an upstream that resets the
 //! connection mid-body, one that stalls mid-stream, and a client that
-//! disconnects mid-stream. Each asserts the exact answer, that the request
+//! disconnects mid-stream, and answers that are not HTTP (a bad status
+//! line, conflicting lengths, a head cut short). Each asserts the exact answer, that the request
 //! reached the upstream once, and that mcphop goes on serving.
 //!
 //! An upstream closing an idle keep-alive socket just as it is reused is
@@ -111,6 +112,50 @@ fn an_upstream_reset_mid_body_gives_one_error_and_the_call_is_not_retried() {
     assert_goes_on(&mcphop, &fake, &session, 6);
     // Never sent again, even later.
     assert_eq!(seen_with(&fake, "reset-me"), 1, "{}", fake.describe());
+}
+
+#[test]
+fn a_malformed_upstream_answer_is_named_as_such_and_not_retried() {
+    // Each answer is broken its own way; the 502's text says which, and
+    // never that the upstream closed the connection (it answered).
+    for (marker, bytes, why) in [
+        (
+            "bad-status",
+            &b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n{}"[..],
+            "malformed upstream response: invalid status code",
+        ),
+        (
+            "bad-length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            "malformed upstream response: conflicting Content-Length values",
+        ),
+        (
+            "cut-head",
+            b"HTTP/1.1 200 OK\r\nContent-Ty",
+            "the upstream closed the connection: upstream response truncated",
+        ),
+    ] {
+        let fake = Scripted::start(move |request, _| {
+            if request.body.contains(marker) {
+                Action::Raw(bytes)
+            } else {
+                Action::Default
+            }
+        });
+        let mcphop = Mcphop::start_http(&[], &fake.url());
+        let session = raw_session(&mcphop);
+        let response = call(mcphop.port, &session, 5, marker);
+        assert_eq!(response.status, 502, "{marker}: {response:?}");
+        let error: Value = serde_json::from_str(&response.body).expect("JSON");
+        assert_eq!(error["id"], 5, "{marker}: {error}");
+        assert_eq!(
+            error["error"]["message"],
+            format!("Bad Gateway: {why}"),
+            "{marker}"
+        );
+        assert_eq!(seen_with(&fake, marker), 1, "{}", fake.describe());
+        assert_goes_on(&mcphop, &fake, &session, 6);
+    }
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub enum Action {
     /// then silence, the connection open, until the fake is dropped, the
     /// connection reset, or mcphop closes it.
     StallMidBody { events: usize },
+    /// These bytes as the answer, then a FIN.
+    Raw(&'static [u8]),
     /// After `delay`, the default answer with keep-alive (no
     /// `Connection: close`), then a FIN at once.
     ReplyThenClose { delay: Duration },
@@ -200,6 +202,11 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
                 Action::Default => fake_default_reply(&request),
                 Action::Reply(reply) => reply,
                 Action::CloseSilently => {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                Action::Raw(bytes) => {
+                    let _ = stream.write_all(bytes);
                     let _ = stream.shutdown(Shutdown::Both);
                     return;
                 }

@@ -267,10 +267,16 @@ pub(in crate::reactor) fn read_step(
             true
         }
         Err(error) => {
-            let why = if entry.life.head().is_some() {
-                format!("the upstream response broke off: {error}")
-            } else {
-                format!("the upstream closed the connection: {error}")
+            // EOF is the upstream's doing; a malformed or oversized
+            // response is said as such, whoever closed what.
+            let why = match (error, entry.life.head().is_some()) {
+                (ResponseError::Truncated, true) => {
+                    format!("the upstream response broke off: {error}")
+                }
+                (ResponseError::Truncated, false) => {
+                    format!("the upstream closed the connection: {error}")
+                }
+                (error, _) => error.to_string(),
             };
             conn_broke(side, ctx, key, &why);
             false

@@ -25,7 +25,9 @@ use mio::Interest;
 use serde_json::value::RawValue;
 
 use crate::client::ConnState;
-use crate::http::client::{self as http_client, ResponseDecoder, ResponseEvent, ResponseHead};
+use crate::http::client::{
+    self as http_client, ResponseDecoder, ResponseError, ResponseEvent, ResponseHead,
+};
 use crate::http::request::Request;
 use crate::http::response;
 use crate::jsonrpc::{self, IdKey, Kind, Message};
