@@ -41,7 +41,7 @@ STATIC_TOKEN="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "bench:$STATIC_TOKEN" > "$TMP/tokens"
 
 run() { # MODE -> prints "MODE calls/s cpu_us_per_call p50"
-    local mode="$1" port pid before after auth=() header=()
+    local mode="$1" port pid issuer="" before after auth=() header=()
     port="$(free_port)"
     case "$mode" in
         none) ;;
@@ -50,8 +50,10 @@ run() { # MODE -> prints "MODE calls/s cpu_us_per_call p50"
             header=(--header "Authorization: Bearer $STATIC_TOKEN")
             ;;
         jwt)
+            rm -f "$TMP/issuer.out"
             "$PYTHON" benches/auth_issuer.py --audience "http://127.0.0.1:$port/mcp" > "$TMP/issuer.out" &
-            PIDS+=($!)
+            issuer=$!
+            PIDS+=("$issuer")
             for _ in $(seq 100); do [[ -s "$TMP/issuer.out" ]] && break; sleep 0.05; done
             read -r issuer_port jwt < "$TMP/issuer.out"
             auth=(--auth-issuer "http://127.0.0.1:$issuer_port" --auth-audience "http://127.0.0.1:$port/mcp")
@@ -70,8 +72,8 @@ run() { # MODE -> prints "MODE calls/s cpu_us_per_call p50"
     "$LOADGEN" --url "http://127.0.0.1:$port/mcp" --sessions "$SESSIONS" "${header[@]}" \
         --duration "${SECONDS_PER_RUN}s" --warmup 1s --payload 64 --json > "$TMP/run.json"
     after="$(cpu_seconds "$pid")"
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill "$pid" $issuer 2>/dev/null || true
+    wait "$pid" $issuer 2>/dev/null || true
     python3 - "$mode" "$before" "$after" "$TMP/run.json" <<'PY'
 import json, sys
 mode, before, after, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
