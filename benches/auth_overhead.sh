@@ -21,21 +21,7 @@ SESSIONS="${SESSIONS:-8}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-3}"
 PYTHON="${PYTHON:-.peers/py1/bin/python}"
 
-cargo build --release --bins --examples >&2
-BENCH=target/release/examples/bench_server
-LOADGEN=target/release/examples/loadgen
-MCPHOP=target/release/mcphop
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+source benches/common.sh
 
 STATIC_TOKEN="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "bench:$STATIC_TOKEN" > "$TMP/tokens"
@@ -64,26 +50,14 @@ run() { # MODE -> prints "MODE calls/s cpu_us_per_call p50"
         > "$TMP/mcphop-$mode.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.05
-    done
+    wait_port "$port"
     before="$(cpu_seconds "$pid")"
     "$LOADGEN" --url "http://127.0.0.1:$port/mcp" --sessions "$SESSIONS" "${header[@]}" \
         --duration "${SECONDS_PER_RUN}s" --warmup 1s --payload 64 --json > "$TMP/run.json"
     after="$(cpu_seconds "$pid")"
     kill "$pid" $issuer 2>/dev/null || true
     wait "$pid" $issuer 2>/dev/null || true
-    python3 - "$mode" "$before" "$after" "$TMP/run.json" <<'PY'
-import json, sys
-mode, before, after, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-result = json.loads(open(path).read().strip().splitlines()[-1])
-calls = result.get("calls") or result.get("ok") or 0
-errors = result.get("errors", 0)
-rate = result.get("calls_per_s") or result.get("rate") or 0
-cpu_us = (after - before) / calls * 1e6 if calls else float("nan")
-print(f"{mode:5} {rate:10.0f} calls/s  {cpu_us:6.1f} us CPU/call (warm-up included)  p50 {result.get('p50_us', '?')} us  errors {errors}")
-PY
+    report_run "$mode" "$before" "$after" "$TMP/run.json"
 }
 
 echo "authentication: none vs static token vs JWT; $SESSIONS sessions, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds"

@@ -16,22 +16,7 @@ ROUNDS="${ROUNDS:-3}"
 SESSIONS="${SESSIONS:-8}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-3}"
 
-cargo build --release --bins --examples >&2
-BENCH=target/release/examples/bench_server
-LOADGEN=target/release/examples/loadgen
-MCPHOP=target/release/mcphop
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# CPU seconds (user + system) a process used so far.
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+source benches/common.sh
 
 UP_PORT="$(free_port)"
 "$BENCH" --http "$UP_PORT" > "$TMP/upstream.log" 2>&1 &
@@ -39,33 +24,21 @@ PIDS+=($!)
 for _ in $(seq 100); do grep -q listening "$TMP/upstream.log" && break; sleep 0.05; done
 
 run() { # MODE INTERVAL -> prints "MODE calls/s cpu_us_per_call"
-    local mode="$1" interval="$2" port pid before after calls
+    local mode="$1" interval="$2" port pid before after
     port="$(free_port)"
     "$MCPHOP" --listen "127.0.0.1:$port" --log-level warn \
         --upstream "http://127.0.0.1:$UP_PORT/mcp" --health-interval "$interval" \
         > "$TMP/mcphop-$mode.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.05
-    done
+    wait_port "$port"
     before="$(cpu_seconds "$pid")"
     "$LOADGEN" --url "http://127.0.0.1:$port/mcp" --sessions "$SESSIONS" \
         --duration "${SECONDS_PER_RUN}s" --warmup 1s --payload 64 --json > "$TMP/run.json"
     after="$(cpu_seconds "$pid")"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    python3 - "$mode" "$before" "$after" "$TMP/run.json" <<'EOF'
-import json, sys
-mode, before, after, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-text = open(path).read().strip().splitlines()[-1]
-result = json.loads(text)
-calls = result.get("calls") or result.get("ok") or 0
-rate = result.get("calls_per_s") or result.get("rate") or 0
-cpu_us = (after - before) / calls * 1e6 if calls else float("nan")
-print(f"{mode:3} {rate:10.0f} calls/s  {cpu_us:7.1f} us CPU/call (warm-up included)  p50 {result.get('p50_us', '?')} us")
-EOF
+    report_run "$mode" "$before" "$after" "$TMP/run.json"
 }
 
 echo "health probes on (every 100 ms) vs off; $SESSIONS sessions, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds"

@@ -23,29 +23,7 @@ NGINX=.peers/deb/usr/sbin/nginx
 NGINX_LIBS=.peers/deb/usr/lib/x86_64-linux-gnu
 [[ -x "$NGINX" ]] || { echo "no $NGINX: run bash tests/peers/install.sh" >&2; exit 1; }
 
-cargo build --release --bins --examples >&2
-BENCH="$PWD/target/release/examples/bench_server"
-LOADGEN=target/release/examples/loadgen
-MCPHOP=target/release/mcphop
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# CPU seconds (user + system) processes used so far.
-cpu_seconds() {
-    local pid total=0
-    for pid in "$@"; do
-        total="$(awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{print t + ($14 + $15) / hz}' "/proc/$pid/stat")"
-    done
-    echo "$total"
-}
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+source benches/common.sh
 
 # nginx_conf PORT INSTANCE_PORT... : an nginx.conf for these instances.
 nginx_conf() {
