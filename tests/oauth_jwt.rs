@@ -29,7 +29,6 @@ mod tls_rig;
 #[path = "common/upstream/mod.rs"]
 mod upstream;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,6 +41,7 @@ use issuer::{claims, Issuer, Mode, Signer};
 use serde_json::Value;
 use tls_rig::{Ca, Nginx, TempDir};
 use upstream::fake::FakeUpstream;
+use upstream::free_port;
 use upstream::raw::{echo_body, initialize_body, post, session_header, INITIALIZED};
 
 const AUDIENCE: &str = "http://127.0.0.1/mcp";
@@ -96,12 +96,6 @@ fn assert_401(response: &RawResponse, why: &str) {
     assert!(challenge.contains(why), "{why}: {challenge}");
     let body: Value = serde_json::from_str(&response.body).expect("JSON");
     assert_eq!(body["error"]["code"], -32600, "{body}");
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 #[test]
