@@ -200,14 +200,14 @@ impl Auth {
             .oauth
             .as_ref()
             .and_then(|oauth| (oauth.server).metadata_reply(&request.method, request.path()));
-        let refusal = match (metadata, self.check(&request, now)) {
-            (Some(reply), _) => {
-                front.reply(key, &reply, request.keep_alive);
-                return Admission::Answered;
-            }
-            (None, Gate::Pass(principal)) => return Admission::Pass(Box::new(request), principal),
-            (None, Gate::Refuse(reply)) => reply,
-            (None, Gate::Park) => match self.park(front, key) {
+        if let Some(reply) = metadata {
+            front.reply(key, &reply, request.keep_alive);
+            return Admission::Answered;
+        }
+        let refusal = match self.check(&request, now) {
+            Gate::Pass(principal) => return Admission::Pass(Box::new(request), principal),
+            Gate::Refuse(reply) => reply,
+            Gate::Park => match self.park(front, key) {
                 Ok(()) => return self.keep(key, request),
                 Err(reply) => reply,
             },
