@@ -208,3 +208,61 @@ fn malformed_tokens_are_refused_without_panicking() {
         );
     }
 }
+
+/// Deterministic pseudo-random numbers (xorshift), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn no_mutation_of_a_valid_token_is_accepted_and_none_panics() {
+    let signers = [Signer::es256("k"), Signer::eddsa("e"), Signer::rs256("r")];
+    let refs: Vec<&Signer> = signers.iter().collect();
+    let keys = keys_of(&refs);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    const ALPHABET: &[u8] = b"ABCZaz09-_.=+/ \x00\xff";
+    for signer in &signers {
+        let original = signer.mint(&claims()).into_bytes();
+        assert!(validate(
+            std::str::from_utf8(&original).unwrap(),
+            &keys,
+            &rules(),
+            NOW
+        )
+        .is_ok());
+        for _ in 0..3000 {
+            let mut token = original.clone();
+            for _ in 0..=rng.below(3) {
+                if token.is_empty() {
+                    break;
+                }
+                let at = rng.below(token.len());
+                match rng.below(4) {
+                    0 => token[at] = ALPHABET[rng.below(ALPHABET.len())],
+                    1 => token.insert(at, ALPHABET[rng.below(ALPHABET.len())]),
+                    2 => {
+                        token.remove(at);
+                    }
+                    _ => token.truncate(at),
+                }
+            }
+            if token == original {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&token);
+            let result = validate(&text, &keys, &rules(), NOW);
+            assert!(result.is_err(), "a mutated token was accepted: {text}");
+        }
+    }
+}
