@@ -392,7 +392,18 @@ fn the_key_set_is_fetched_over_https_trusting_the_given_ca_only() {
 }
 
 #[test]
-fn the_python_sdk_discovers_the_issuer_from_the_401_and_gets_through() {
+fn the_python_sdk_1_discovers_the_issuer_from_the_401_and_gets_through() {
+    sdk_oauth_flow(1);
+}
+
+#[test]
+fn the_python_sdk_2_discovers_the_issuer_from_the_401_and_gets_through() {
+    sdk_oauth_flow(2);
+}
+
+/// The Python SDK `major`'s `OAuthClientProvider` against mcphop, from no
+/// token to a tool call.
+fn sdk_oauth_flow(major: u8) {
     let key = Arc::new(Signer::rs256("sdk-key"));
     let issuer = Issuer::start(Arc::clone(&key));
     let url = issuer.url();
@@ -411,7 +422,8 @@ fn the_python_sdk_discovers_the_issuer_from_the_401_and_gets_through() {
     ];
     let mcphop = Mcphop::start(&options, &[example_server().display().to_string()]);
     assert_eq!(mcphop.port, port);
-    let mut client = std::process::Command::new(peers_dir().join("py1/bin/python"));
+    let python = peers_dir().join(format!("py{major}/bin/python"));
+    let mut client = std::process::Command::new(python);
     client
         .arg(repo_root().join("tests/peers/oauth_client.py"))
         .args(["--url", &audience]);
@@ -439,15 +451,20 @@ fn the_python_sdk_discovers_the_issuer_from_the_401_and_gets_through() {
         .collect();
     // The SDK's whole flow, in order: refused, the metadata mcphop names,
     // the issuer's metadata, registration, the code for a token, then the
-    // same request again with the token.
-    let expected = [
+    // same request again with the token. For 2.x that first request is its
+    // `server/discover` probe, which a stateful upstream answers 400 with
+    // the token as without; it then initializes.
+    let mut expected = vec![
         format!("POST {audience} 401"),
         format!("GET http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp 200"),
         format!("GET {url}/.well-known/oauth-authorization-server 200"),
         format!("POST {url}/register 201"),
         format!("POST {url}/token 200"),
-        format!("POST {audience} 200"),
     ];
+    if major == 2 {
+        expected.push(format!("POST {audience} 400"));
+    }
+    expected.push(format!("POST {audience} 200"));
     assert_eq!(
         &requests[..expected.len()],
         &expected[..],

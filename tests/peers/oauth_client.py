@@ -1,4 +1,5 @@
-"""The Python SDK 1.x client's OAuth support, run against mcphop.
+"""The Python SDK's OAuth support (1.x or 2.x, whichever runs this), run
+against mcphop.
 
 Connects to ``--url`` with ``OAuthClientProvider`` and no token: mcphop's
 401 names its protected resource metadata, from which the SDK finds the
@@ -19,12 +20,21 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import httpx
-from mcp import ClientSession
+import mcp
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+# 2.x speaks httpx2, its callback returns an AuthorizationCodeResult and
+# its client is `mcp.Client`; 1.x speaks httpx, returns (code, state) and
+# uses ClientSession.
+V2 = hasattr(mcp, "Client")
+if V2:
+    import httpx2 as httpx
+    from mcp.shared.auth import AuthorizationCodeResult
+else:
+    import httpx
 
 
 class MemoryStorage(TokenStorage):
@@ -59,7 +69,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         callback["code"] = query["code"][0]
         callback["state"] = query["state"][0]
 
-    async def callback_handler() -> tuple[str, str | None]:
+    async def callback_handler() -> Any:
+        if V2:
+            return AuthorizationCodeResult(code=callback["code"], state=callback.get("state"))
         return callback["code"], callback.get("state")
 
     storage = MemoryStorage()
@@ -73,7 +85,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         storage=storage,
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
-        timeout=args.timeout,
+        **({} if V2 else {"timeout": args.timeout}),
     )
     requests: list[str] = []
 
@@ -83,13 +95,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     client = create_mcp_http_client(auth=provider)
     client.event_hooks["response"].append(on_response)
     async with client:
-        async with streamable_http_client(args.url, http_client=client) as streams:
-            async with ClientSession(
-                streams[0], streams[1], read_timeout_seconds=timedelta(seconds=args.timeout)
-            ) as session:
-                await session.initialize()
+        if V2:
+            transport = streamable_http_client(args.url, http_client=client)
+            async with mcp.Client(transport, read_timeout_seconds=args.timeout) as session:
                 tools = await session.list_tools()
                 echo = await session.call_tool("echo", {"message": "through oauth"})
+        else:
+            async with streamable_http_client(args.url, http_client=client) as streams:
+                async with mcp.ClientSession(
+                    streams[0], streams[1], read_timeout_seconds=timedelta(seconds=args.timeout)
+                ) as session:
+                    await session.initialize()
+                    tools = await session.list_tools()
+                    echo = await session.call_tool("echo", {"message": "through oauth"})
     text = "".join(getattr(block, "text", "") for block in echo.content)
     return {
         "tools": sorted(tool.name for tool in tools.tools),
