@@ -15,9 +15,9 @@
 //!   other sessions go on and keys already fetched keep working;
 //! - the key set is fetched over https (nginx terminating TLS in front of
 //!   the issuer), trusting `--upstream-ca` and nothing else;
-//! - the Python SDK's OAuth client discovers the issuer from mcphop's 401
-//!   and runs the whole flow (registration, authorization, token) to a
-//!   working session.
+//! - the OAuth clients of the Python SDK (1.x and 2.x) and of the
+//!   TypeScript SDK discover the issuer from mcphop's 401 and run the whole
+//!   flow (registration, authorization, token) to a working session.
 //!
 //! Every mcphop and issuer is stopped by its guard, pass or fail.
 
@@ -401,8 +401,13 @@ fn the_python_sdk_2_discovers_the_issuer_from_the_401_and_gets_through() {
     sdk_oauth_flow(2);
 }
 
-/// The Python SDK `major`'s `OAuthClientProvider` against mcphop, from no
-/// token to a tool call.
+#[test]
+fn the_typescript_sdk_discovers_the_issuer_from_the_401_and_gets_through() {
+    sdk_oauth_flow(0);
+}
+
+/// An SDK's OAuth client against mcphop, from no token to a tool call: the
+/// Python SDK `major` (1 or 2), or the TypeScript SDK (0).
 fn sdk_oauth_flow(major: u8) {
     let key = Arc::new(Signer::rs256("sdk-key"));
     let issuer = Issuer::start(Arc::clone(&key));
@@ -422,11 +427,17 @@ fn sdk_oauth_flow(major: u8) {
     ];
     let mcphop = Mcphop::start(&options, &[example_server().display().to_string()]);
     assert_eq!(mcphop.port, port);
-    let python = peers_dir().join(format!("py{major}/bin/python"));
-    let mut client = std::process::Command::new(python);
-    client
-        .arg(repo_root().join("tests/peers/oauth_client.py"))
-        .args(["--url", &audience]);
+    let mut client = if major == 0 {
+        let mut node = std::process::Command::new("node");
+        node.arg(repo_root().join("tests/peers/ts_oauth_client.cjs"));
+        node
+    } else {
+        let mut python =
+            std::process::Command::new(peers_dir().join(format!("py{major}/bin/python")));
+        python.arg(repo_root().join("tests/peers/oauth_client.py"));
+        python
+    };
+    client.args(["--url", &audience]);
     let run = run_bounded(client, Duration::from_secs(60));
     let last = run.stdout.lines().last().unwrap_or_default();
     let result: Value = serde_json::from_str(last).unwrap_or_else(|_| {
@@ -451,16 +462,22 @@ fn sdk_oauth_flow(major: u8) {
         .collect();
     // The SDK's whole flow, in order: refused, the metadata mcphop names,
     // the issuer's metadata, registration, the code for a token, then the
-    // same request again with the token. For 2.x that first request is its
-    // `server/discover` probe, which a stateful upstream answers 400 with
-    // the token as without; it then initializes.
-    let mut expected = vec![
-        format!("POST {audience} 401"),
+    // same request again with the token. For Python 2.x that first request
+    // is its `server/discover` probe, which a stateful upstream answers 400
+    // with the token as without; it then initializes.
+    let discovery = [
         format!("GET http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp 200"),
         format!("GET {url}/.well-known/oauth-authorization-server 200"),
-        format!("POST {url}/register 201"),
-        format!("POST {url}/token 200"),
     ];
+    let mut expected = vec![format!("POST {audience} 401")];
+    expected.extend(discovery.iter().cloned());
+    expected.push(format!("POST {url}/register 201"));
+    if major == 0 {
+        // The TypeScript SDK's `finishAuth` discovers again before it
+        // exchanges the code.
+        expected.extend(discovery.iter().cloned());
+    }
+    expected.push(format!("POST {url}/token 200"));
     if major == 2 {
         expected.push(format!("POST {audience} 400"));
     }
