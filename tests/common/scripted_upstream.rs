@@ -30,7 +30,8 @@ pub enum Action {
     CloseSilently,
     /// A 200 `text/event-stream` answer of `events` events of `size` bytes
     /// of padding each, written as fast as the socket takes them (blocking
-    /// writes), the count of bytes written kept in `streamed`.
+    /// writes), the count of bytes written kept in `streamed`; the
+    /// connection stays open for more requests once it is sent whole.
     Stream { events: usize, size: usize },
     /// A 200 `text/event-stream` head and `events` small notifications,
     /// then an RST (SO_LINGER 0) mid-body.
@@ -211,7 +212,13 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
                     return;
                 }
                 Action::Stream { events, size } => {
-                    stream_body(&mut stream, state, reset, events, size);
+                    // A body sent whole leaves the connection open, as a
+                    // keep-alive server's would; closing it just after
+                    // would race mcphop's reuse of it.
+                    if stream_body(&mut stream, state, reset, events, size) {
+                        let _ = stream.set_write_timeout(None);
+                        continue;
+                    }
                     return;
                 }
                 Action::ReplyThenClose { delay } => {
@@ -296,18 +303,19 @@ fn start_body(stream: &mut TcpStream, events: usize) -> std::io::Result<()> {
 /// Writes a chunked SSE body of `events` progress notifications of `size`
 /// padding bytes, counting what the socket took, until done, an error or
 /// a reset. Each write waits at most 100 ms so that a reset is seen.
+/// Writes the `Stream` answer; true when it was sent whole.
 fn stream_body(
     stream: &mut TcpStream,
     state: &State,
     reset: &AtomicBool,
     events: usize,
     size: usize,
-) {
+) -> bool {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let head = "HTTP/1.1 200 Fake\r\nContent-Type: text/event-stream\r\n\
                 Transfer-Encoding: chunked\r\n\r\n";
     if stream.write_all(head.as_bytes()).is_err() {
-        return;
+        return false;
     }
     state.streaming.store(true, Ordering::SeqCst);
     let padding = "x".repeat(size);
@@ -323,12 +331,12 @@ fn stream_body(
             if reset.load(Ordering::SeqCst) {
                 state.streaming.store(false, Ordering::SeqCst);
                 linger_zero(stream);
-                return;
+                return false;
             }
             match stream.write(&bytes[at..]) {
                 Ok(0) => {
                     state.streaming.store(false, Ordering::SeqCst);
-                    return;
+                    return false;
                 }
                 Ok(written) => {
                     at += written;
@@ -337,11 +345,12 @@ fn stream_body(
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => {
                     state.streaming.store(false, Ordering::SeqCst);
-                    return;
+                    return false;
                 }
             }
         }
     }
-    let _ = stream.write_all(b"0\r\n\r\n");
+    let sent = stream.write_all(b"0\r\n\r\n").is_ok();
     state.streaming.store(false, Ordering::SeqCst);
+    sent
 }
