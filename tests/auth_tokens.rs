@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::{
     client_result, eventually, example_server, post_request, python_client, raw_exchange, Mcphop,
-    RawResponse, INITIALIZE,
+    RawResponse, TempDir, INITIALIZE,
 };
 use serde_json::Value;
 use upstream::fake::FakeUpstream;
@@ -37,16 +37,14 @@ const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 
 /// A token file in a fresh temporary directory, removed on drop.
 struct TokenFile {
-    dir: PathBuf,
+    dir: TempDir,
     path: PathBuf,
 }
 
 impl TokenFile {
     fn new(tag: &str, text: &str) -> TokenFile {
-        let dir = std::env::temp_dir().join(format!("mcphop-auth-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("tokens");
+        let dir = TempDir::new(&format!("auth-{tag}"));
+        let path = dir.0.join("tokens");
         let file = TokenFile { dir, path };
         file.write(text);
         file
@@ -54,19 +52,12 @@ impl TokenFile {
 
     fn write(&self, text: &str) {
         // Written beside and renamed, so a reload never reads half a file.
-        let fresh = self.dir.join("tokens.new");
-        std::fs::write(&fresh, text).expect("write tokens");
+        let fresh = self.dir.write("tokens.new", text);
         std::fs::rename(&fresh, &self.path).expect("rename tokens");
     }
 
     fn arg(&self) -> String {
         self.path.display().to_string()
-    }
-}
-
-impl Drop for TokenFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

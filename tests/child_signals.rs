@@ -54,15 +54,13 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// A fresh temporary directory holding the child script.
-fn setup(tag: &str) -> (PathBuf, PathBuf) {
-    let dir =
-        std::env::temp_dir().join(format!("mcphop-child-signals-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("child.py");
-    std::fs::write(&script, CHILD).unwrap();
-    (dir.clone(), dir.join("record"))
+/// A fresh temporary directory holding the child script, and where the
+/// child records.
+fn setup(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("child-signals-{tag}"));
+    dir.write("child.py", CHILD);
+    let record = dir.0.join("record");
+    (dir, record)
 }
 
 /// The recorded (event, time) pairs.
@@ -105,7 +103,7 @@ fn end_session(mode: &str, record_path: &Path, dir: &Path) -> (Mcphop, u32, f64)
 #[test]
 fn a_child_sees_stdin_close_then_sigterm_one_grace_later_and_never_sigkill() {
     let (dir, path) = setup("exit");
-    let (proxy, pid, deleted) = end_session("exit", &path, &dir);
+    let (proxy, pid, deleted) = end_session("exit", &path, &dir.0);
     assert!(
         eventually(Duration::from_secs(10), || !is_alive(pid)),
         "the child outlived SIGTERM"
@@ -127,13 +125,12 @@ fn a_child_sees_stdin_close_then_sigterm_one_grace_later_and_never_sigkill() {
     let log = proxy.log_text();
     assert!(!log.contains("killed by signal"), "{log}");
     assert!(children_of(proxy.pid()).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_child_that_ignores_sigterm_is_sigkilled_two_graces_after_stdin_closes() {
     let (dir, path) = setup("ignore");
-    let (proxy, pid, deleted) = end_session("ignore", &path, &dir);
+    let (proxy, pid, deleted) = end_session("ignore", &path, &dir.0);
     assert!(
         eventually(Duration::from_secs(10), || !is_alive(pid)),
         "the child was never killed"
@@ -155,5 +152,4 @@ fn a_child_that_ignores_sigterm_is_sigkilled_two_graces_after_stdin_closes() {
         "killed {died:.3}s after DELETE, expected two graces"
     );
     assert!(children_of(proxy.pid()).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }

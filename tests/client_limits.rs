@@ -12,7 +12,7 @@ mod upstream;
 
 use std::time::Duration;
 
-use common::{eventually, example_server, raw_exchange, Mcphop, RawResponse};
+use common::{eventually, example_server, raw_exchange, Mcphop, RawResponse, TempDir};
 use upstream::raw::{initialize_body, post, session_header};
 
 fn start(options: &[&str]) -> Mcphop {
@@ -89,10 +89,8 @@ fn sessions_opened_too_fast_get_429_and_the_bucket_refills() {
 
 #[test]
 fn clients_with_their_own_tokens_have_their_own_limits() {
-    let dir = std::env::temp_dir().join(format!("mcphop-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "alice:token-a\nbob:token-b\n").expect("write tokens");
+    let dir = TempDir::new("limits");
+    let tokens = dir.write("tokens", "alice:token-a\nbob:token-b\n");
     let tokens = tokens.display().to_string();
     let mcphop = start(&[
         "--auth-token-file",
@@ -108,5 +106,4 @@ fn clients_with_their_own_tokens_have_their_own_limits() {
     assert!(mcphop
         .log_text()
         .contains("client alice: Too Many Requests"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

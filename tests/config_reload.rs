@@ -13,7 +13,7 @@ mod upstream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, example_server, raw_exchange, Mcphop, RawResponse};
+use common::{eventually, example_server, raw_exchange, Mcphop, RawResponse, TempDir};
 use serde_json::{json, Value};
 use upstream::raw::{echo_text, initialize_body, session_header};
 
@@ -66,9 +66,8 @@ fn echo(port: u16, name: &str, session: &str, message: &str) -> RawResponse {
 
 #[test]
 fn sighup_applies_the_new_file_and_a_broken_one_changes_nothing() {
-    let dir = std::env::temp_dir().join(format!("mcphop-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("mcp.json");
+    let dir = TempDir::new("reload");
+    let path = dir.0.join("mcp.json");
     write(
         &path,
         &json!({"mcpServers": {
@@ -142,5 +141,4 @@ fn sighup_applies_the_new_file_and_a_broken_one_changes_nothing() {
     );
     assert!(open(port, "c").is_ok(), "c still serves");
     assert!(open(port, "a").is_ok(), "a still serves");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,46 +19,29 @@ mod upstream;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{example_server, server_everything, Mcphop};
-use inspector::inspector_at;
+use common::{example_server, server_everything, Mcphop, TempDir};
+use inspector::{inspector_at, CALL_ECHO_HI};
 use serde_json::{json, Value};
 use upstream::raw::{answer, initialize_body, post, raw_session, session_header};
 use upstream::{run_client_at, Server};
 
 /// A config file in a fresh temp dir; removed with it.
 struct ConfigFile {
-    dir: PathBuf,
+    _dir: TempDir,
     path: PathBuf,
 }
 
 impl ConfigFile {
     fn write(value: &Value) -> ConfigFile {
-        let dir = std::env::temp_dir().join(format!(
-            "mcphop-config-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("mcp.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).expect("write config");
-        ConfigFile { dir, path }
+        let dir = TempDir::new("config");
+        let text = serde_json::to_string_pretty(value).unwrap();
+        let path = dir.write("mcp.json", &text);
+        ConfigFile { _dir: dir, path }
     }
 
     fn path(&self) -> String {
         self.path.display().to_string()
     }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos())
 }
 
 /// The three servers, the Python one at `${PY_PORT}`.
@@ -157,14 +140,7 @@ fn the_inspector_reaches_each_server_by_name() {
             &mcphop,
             "http",
             &format!("/servers/{name}/mcp"),
-            &[
-                "--method",
-                "tools/call",
-                "--tool-name",
-                "echo",
-                "--tool-arg",
-                "message=hi",
-            ],
+            &CALL_ECHO_HI,
         )
         .json();
         assert_eq!(result["content"][0]["text"], echoed, "{name}: {result}");

@@ -24,9 +24,9 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_progress_then_result, eventually, Mcphop};
+use common::{assert_progress_then_result, eventually, Mcphop, TempDir};
 use serde_json::Value;
-use tls_rig::{Ca, Nginx, TempDir};
+use tls_rig::{Ca, Nginx};
 use upstream::raw::{call_echo, echo_text, initialize_body, post, session_header, INITIALIZED};
 use upstream::{run_client, Server, Transport};
 

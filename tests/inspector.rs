@@ -16,7 +16,7 @@ mod upstream;
 use std::time::Duration;
 
 use common::{example_server, Mcphop};
-use inspector::{inspector, inspector_over};
+use inspector::{inspector, inspector_over, CALL_ECHO_HI};
 
 fn start() -> Mcphop {
     Mcphop::start(&[], &[example_server().display().to_string()])
@@ -85,19 +85,7 @@ fn inspector_over_legacy_sse_reaches_http_and_legacy_servers() {
     ] {
         let server = Server::start_speaking(Kind::Everything, transport);
         let mcphop = Mcphop::start_args(&[flag.to_string(), server.url()]);
-        let result = inspector_over(
-            &mcphop,
-            "sse",
-            &[
-                "--method",
-                "tools/call",
-                "--tool-name",
-                "echo",
-                "--tool-arg",
-                "message=hi",
-            ],
-        )
-        .json();
+        let result = inspector_over(&mcphop, "sse", &CALL_ECHO_HI).json();
         assert_eq!(
             result["content"][0]["text"], "Echo: hi",
             "{transport:?}: {result}"
@@ -107,19 +95,7 @@ fn inspector_over_legacy_sse_reaches_http_and_legacy_servers() {
 
 fn calls_echo(transport: &str) {
     let mcphop = start();
-    let result = inspector_over(
-        &mcphop,
-        transport,
-        &[
-            "--method",
-            "tools/call",
-            "--tool-name",
-            "echo",
-            "--tool-arg",
-            "message=hi",
-        ],
-    )
-    .json();
+    let result = inspector_over(&mcphop, transport, &CALL_ECHO_HI).json();
     assert_eq!(result["isError"], false, "{result}");
     let content = result["content"]
         .as_array()

@@ -34,12 +34,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    example_server, peers_dir, raw_exchange, repo_root, run_bounded, Mcphop, RawResponse,
+    example_server, peers_dir, raw_exchange, repo_root, run_bounded, Mcphop, RawResponse, TempDir,
     INITIALIZE,
 };
 use issuer::{claims, Issuer, Mode, Signer};
 use serde_json::Value;
-use tls_rig::{Ca, Nginx, TempDir};
+use tls_rig::{Ca, Nginx};
 use upstream::fake::FakeUpstream;
 use upstream::free_port;
 use upstream::raw::{echo_body, initialize_body, post, session_header, INITIALIZED};

@@ -74,6 +74,18 @@ fn assert_shutdown_answer(stream: TcpStream, context: &str) {
     );
 }
 
+/// SIGTERM with `stream`'s request half-sent; once the shutdown began (the
+/// listener closed) and while the request is still being read, `rest` goes
+/// out, and the answer is the shutdown's 503 and a close.
+fn finish_after_sigterm(proxy: &Mcphop, mut stream: TcpStream, rest: &[u8], context: &str) {
+    proxy.signal(libc::SIGTERM);
+    let closed = || TcpStream::connect(("127.0.0.1", proxy.port)).is_err();
+    assert!(eventually(Duration::from_secs(5), closed), "{context}");
+    thread::sleep(Duration::from_millis(300));
+    stream.write_all(rest).unwrap();
+    assert_shutdown_answer(stream, context);
+}
+
 #[test]
 fn a_head_half_sent_at_sigterm_may_finish_and_is_answered_503_close() {
     let mut proxy = Mcphop::start(
@@ -82,18 +94,8 @@ fn a_head_half_sent_at_sigterm_may_finish_and_is_answered_503_close() {
     );
     let request = ping_request(proxy.port);
     let split = 30; // inside the head
-    let mut stream = send_part(proxy.port, &request[..split]);
-    proxy.signal(libc::SIGTERM);
-    // Closing the listener shows the shutdown began; the half-sent request
-    // is still being read.
-    assert!(eventually(Duration::from_secs(5), || TcpStream::connect((
-        "127.0.0.1",
-        proxy.port
-    ))
-    .is_err()));
-    thread::sleep(Duration::from_millis(300));
-    stream.write_all(&request[split..]).unwrap();
-    assert_shutdown_answer(stream, "head half-sent");
+    let stream = send_part(proxy.port, &request[..split]);
+    finish_after_sigterm(&proxy, stream, &request[split..], "head half-sent");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(proxy.log_shows("shutdown complete"), "{}", proxy.log_text());
 }
@@ -108,16 +110,8 @@ fn a_body_half_sent_at_sigterm_may_finish_and_is_answered_503_close() {
     let _session = open_session(proxy.port);
     let request = ping_request(proxy.port);
     let split = request.len() - 10; // inside the body
-    let mut stream = send_part(proxy.port, &request[..split]);
-    proxy.signal(libc::SIGTERM);
-    assert!(eventually(Duration::from_secs(5), || TcpStream::connect((
-        "127.0.0.1",
-        proxy.port
-    ))
-    .is_err()));
-    thread::sleep(Duration::from_millis(300));
-    stream.write_all(&request[split..]).unwrap();
-    assert_shutdown_answer(stream, "body half-sent");
+    let stream = send_part(proxy.port, &request[..split]);
+    finish_after_sigterm(&proxy, stream, &request[split..], "body half-sent");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(children_of(proxy.pid()).is_empty());
 }

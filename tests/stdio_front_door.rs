@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_progress_then_result, eventually};
+use common::{assert_progress_then_result, eventually, TempDir};
 use serde_json::{json, Value};
 use upstream::relay::Relay;
 use upstream::{collect_lines, python_client_command, KillOnDrop, Kind, Lines, Server, Transport};
@@ -126,14 +126,12 @@ fn a_python_client_reaches_a_legacy_sse_server_through_mcphop_stdio() {
 #[test]
 fn the_inspector_cli_spawns_mcphop_stdio() {
     let server = Server::everything();
-    let dir = std::env::temp_dir().join(format!("mcphop-inspector-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("inspector.json");
+    let dir = TempDir::new("inspector");
     let file = json!({"mcpServers": {"mcphop": {
         "command": mcphop_bin(),
         "args": ["stdio", "--log-level", "warn", "--upstream", server.url()]
     }}});
-    std::fs::write(&config, file.to_string()).expect("write the Inspector's config");
+    let config = dir.write("inspector.json", &file.to_string());
     let config = config.display().to_string();
     let listed = inspector::inspector_raw(&[
         "--config",
@@ -151,21 +149,15 @@ fn the_inspector_cli_spawns_mcphop_stdio() {
         .filter_map(|tool| tool["name"].as_str())
         .collect();
     assert!(names.contains(&"echo"), "{names:?}");
-    let called = inspector::inspector_raw(&[
-        "--config",
-        &config,
-        "--server",
-        "mcphop",
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "echo",
-        "--tool-arg",
-        "message=hi",
-    ])
+    let called = inspector::inspector_raw(
+        &[
+            &["--config", &config, "--server", "mcphop"][..],
+            &inspector::CALL_ECHO_HI,
+        ]
+        .concat(),
+    )
     .json();
     assert_eq!(called["content"][0]["text"], "Echo: hi", "{called}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// mcphop stdio spawned by hand: its stdin, its stdout lines, its log.

@@ -14,6 +14,16 @@ use std::time::Duration;
 use crate::common::{peers_dir, run_bounded, Mcphop};
 use serde_json::Value;
 
+/// The Inspector CLI arguments that call the `echo` tool with `message=hi`.
+pub const CALL_ECHO_HI: [&str; 6] = [
+    "--method",
+    "tools/call",
+    "--tool-name",
+    "echo",
+    "--tool-arg",
+    "message=hi",
+];
+
 /// How long one Inspector CLI run may take (it takes well under a second).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 

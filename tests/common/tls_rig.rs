@@ -9,41 +9,13 @@
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use crate::common::{eventually, kill_group, peers_dir};
+use crate::common::{eventually, kill_group, peers_dir, TempDir};
 use crate::upstream::free_port;
-
-/// A temp directory for certificates, nginx's config and logs; removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "mcphop-https-{what}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(dir.join("logs")).expect("create the temp dir");
-        TempDir(dir)
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write a temp file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A CA made for the test.
 pub struct Ca {
@@ -100,7 +72,7 @@ impl Nginx {
             "{} is missing: run tests/peers/install.sh (it unpacks Debian's nginx into .peers/deb)",
             binary.display()
         );
-        let dir = TempDir::new("nginx");
+        let dir = TempDir::new("https-nginx");
         let cert_path = dir.write("server.pem", &cert.0);
         let key_path = dir.write("server.key", &cert.1);
         let port = free_port();

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::common::{
-    eventually, example_server, is_alive, kill_group, peers_dir, repo_root, Mcphop,
+    eventually, example_server, is_alive, kill_group, peers_dir, repo_root, Mcphop, TempDir,
 };
 
 /// The balancer under test.
@@ -42,30 +42,6 @@ pub(crate) fn deb_binary(name: &str) -> (PathBuf, PathBuf) {
 pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
-}
-
-/// A fresh directory for one balancer's config and logs, removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(what: &str) -> TempDir {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "mcphop-{what}-{}-{stamp}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(dir.join("logs")).expect("create the temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One mcphop instance behind the balancer.
