@@ -223,17 +223,7 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
                 }
                 Action::ReplyThenClose { delay } => {
                     thread::sleep(delay);
-                    let reply = fake_default_reply(&request);
-                    let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
-                    for (name, value) in &reply.headers {
-                        out.push_str(&format!("{name}: {value}\r\n"));
-                    }
-                    out.push_str(&format!(
-                        "Content-Length: {}\r\n\r\n{}",
-                        reply.body.len(),
-                        reply.body
-                    ));
-                    let _ = stream.write_all(out.as_bytes());
+                    let _ = stream.write_all(fake_default_reply(&request).to_http().as_bytes());
                     let _ = stream.shutdown(Shutdown::Both);
                     return;
                 }
@@ -260,16 +250,7 @@ fn serve(mut stream: TcpStream, conn: usize, state: &State, reset: &AtomicBool) 
                     return;
                 }
             };
-            let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
-            for (name, value) in &reply.headers {
-                out.push_str(&format!("{name}: {value}\r\n"));
-            }
-            out.push_str(&format!(
-                "Content-Length: {}\r\n\r\n{}",
-                reply.body.len(),
-                reply.body
-            ));
-            if stream.write_all(out.as_bytes()).is_err() {
+            if stream.write_all(reply.to_http().as_bytes()).is_err() {
                 return;
             }
         }

@@ -2,7 +2,7 @@
 //! records every request and answers like an MCP server, with per-test
 //! overrides.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::thread;
 
 use serde_json::{json, Value};
 
-use super::relay::SeenRequest;
+use super::relay::{parse_request, SeenRequest};
 
 // ===== a fake Streamable HTTP upstream =========================================
 
@@ -36,6 +36,20 @@ impl FakeReply {
             headers: Vec::new(),
             body: String::new(),
         }
+    }
+
+    /// The whole HTTP/1.1 response, framed by Content-Length.
+    pub fn to_http(&self) -> String {
+        let mut out = format!("HTTP/1.1 {} Fake\r\n", self.status);
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!(
+            "Content-Length: {}\r\n\r\n{}",
+            self.body.len(),
+            self.body
+        ));
+        out
     }
 }
 
@@ -172,69 +186,26 @@ impl Drop for FakeUpstream {
 }
 
 /// Serves one keep-alive connection of the fake upstream.
-pub fn serve_fake_conn(stream: TcpStream, conn: usize, state: &FakeState) {
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
+pub fn serve_fake_conn(mut stream: TcpStream, conn: usize, state: &FakeState) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
     loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        while let Some((request, used)) = parse_request(conn, &buf) {
+            buf.drain(..used);
+            let index = {
+                let mut requests = state.requests.lock().unwrap();
+                requests.push(request.clone());
+                requests.len() - 1
+            };
+            let reply =
+                (state.behavior)(&request, index).unwrap_or_else(|| fake_default_reply(&request));
+            if stream.write_all(reply.to_http().as_bytes()).is_err() {
+                return;
             }
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            head.push(line.trim_end().to_string());
         }
-        let Some(request_line) = head.first() else {
-            return;
-        };
-        let mut parts = request_line.split(' ');
-        let method = parts.next().unwrap_or_default().to_string();
-        let target = parts.next().unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = head[1..]
-            .iter()
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let request = SeenRequest {
-            conn,
-            method,
-            target,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
-        let index = {
-            let mut requests = state.requests.lock().unwrap();
-            requests.push(request.clone());
-            requests.len() - 1
-        };
-        let reply =
-            (state.behavior)(&request, index).unwrap_or_else(|| fake_default_reply(&request));
-        let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
-        for (name, value) in &reply.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str(&format!(
-            "Content-Length: {}\r\n\r\n{}",
-            reply.body.len(),
-            reply.body
-        ));
-        if writer.write_all(out.as_bytes()).is_err() {
-            return;
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => buf.extend_from_slice(&chunk[..read]),
         }
     }
 }

@@ -318,30 +318,19 @@ pub fn python_client_command(major: u8) -> Command {
 /// Runs one scenario of the Python client `major` against mcphop, killed
 /// after `CLIENT_LIMIT`; its JSON result. Failures carry mcphop's log.
 pub fn run_client(mcphop: &Mcphop, major: u8, scenario: &str, extra: &[&str]) -> Value {
-    run_client_over(mcphop, major, "--url", &mcphop.url(), scenario, extra)
+    run_client_at(mcphop, major, "--url", &mcphop.url(), scenario, extra)
 }
 
 /// As `run_client`, with the Python SDK 1.x's legacy `sse_client` on
 /// mcphop's `/sse` front door.
 pub fn run_sse_client(mcphop: &Mcphop, scenario: &str, extra: &[&str]) -> Value {
     let url = format!("http://127.0.0.1:{}/sse", mcphop.port);
-    run_client_over(mcphop, 1, "--sse-url", &url, scenario, extra)
+    run_client_at(mcphop, 1, "--sse-url", &url, scenario, extra)
 }
 
 /// As `run_client`, at `url` (`--url` for Streamable HTTP, `--sse-url`
 /// for the legacy transport).
 pub fn run_client_at(
-    mcphop: &Mcphop,
-    major: u8,
-    url_flag: &str,
-    url: &str,
-    scenario: &str,
-    extra: &[&str],
-) -> Value {
-    run_client_over(mcphop, major, url_flag, url, scenario, extra)
-}
-
-fn run_client_over(
     mcphop: &Mcphop,
     major: u8,
     url_flag: &str,

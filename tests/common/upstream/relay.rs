@@ -233,6 +233,21 @@ impl Relay {
             .collect()
     }
 
+    /// Asserts that each of `methods` reached the upstream at least once.
+    pub fn assert_reached(&self, methods: &[&str]) {
+        let seen: Vec<String> = self
+            .requests()
+            .iter()
+            .filter_map(SeenRequest::mcp_method)
+            .collect();
+        for method in methods {
+            assert!(
+                seen.iter().any(|m| m == method),
+                "{method} never reached the upstream: {seen:?}"
+            );
+        }
+    }
+
     pub fn conn_closed(&self, index: usize) -> bool {
         self.conns()
             .get(index)
