@@ -14,8 +14,7 @@ mod common;
 #[path = "common/upstream/mod.rs"]
 mod upstream;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -23,8 +22,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    client_result, eventually, example_server, post_request, python_client, raw_exchange, Mcphop,
-    RawResponse, TempDir, INITIALIZE,
+    client_result, eventually, example_server, post_message, post_request, python_client,
+    raw_exchange, LegacyStream, Mcphop, RawResponse, TempDir, INITIALIZE,
 };
 use serde_json::Value;
 use upstream::fake::FakeUpstream;
@@ -237,38 +236,9 @@ fn another_tokens_session_is_not_found() {
     assert_eq!(post(port, &as_alice, LIST).status, 200);
 
     // The legacy front door: Bob cannot post to Alice's stream.
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /sse HTTP/1.1\r\n{host}Accept: text/event-stream\r\n{}\r\n",
-        bearer(ALICE)
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut endpoint = None;
-    let mut line = String::new();
-    while endpoint.is_none() {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).expect("read") > 0,
-            "no endpoint"
-        );
-        endpoint = line
-            .strip_prefix("data: /message")
-            .map(|rest| format!("/message{}", rest.trim()));
-    }
-    let endpoint = endpoint.unwrap_or_default();
-    let legacy_post = |token: &str| {
-        let request = format!(
-            "POST {endpoint} HTTP/1.1\r\n{host}{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{INITIALIZE}",
-            bearer(token),
-            INITIALIZE.len()
-        );
-        raw_exchange(port, request.as_bytes())
-    };
+    let stream = LegacyStream::open(port, &bearer(ALICE));
+    let legacy_post =
+        |token: &str| post_message(port, &stream.endpoint, &bearer(token), INITIALIZE);
     assert_eq!(
         legacy_post(BOB).status,
         404,

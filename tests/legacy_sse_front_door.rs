@@ -16,11 +16,13 @@ mod common;
 mod upstream;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::BufRead;
 use std::time::Duration;
 
-use common::{assert_progress_then_result, eventually, example_server, raw_exchange, Mcphop};
+use common::{
+    assert_progress_then_result, eventually, example_server, post_message, raw_exchange,
+    LegacyStream, Mcphop,
+};
 use serde_json::Value;
 use upstream::{run_sse_client, Kind, Server, Transport};
 
@@ -164,70 +166,6 @@ fn fifty_concurrent_sessions_each_have_their_own_child() {
     assert_eq!(pids.len(), 50, "{result}");
 }
 
-/// A raw legacy stream: the connection, and its reader past the head.
-struct RawStream {
-    reader: BufReader<TcpStream>,
-    endpoint: String,
-}
-
-impl RawStream {
-    fn open(port: u16, extra: &str) -> RawStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        write!(
-            stream,
-            "GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{extra}\r\n"
-        )
-        .expect("send GET /sse");
-        let mut reader = BufReader::new(stream);
-        let mut endpoint = None;
-        let mut line = String::new();
-        while endpoint.is_none() {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).expect("read") > 0,
-                "no endpoint"
-            );
-            if line.starts_with("event: endpoint") {
-                line.clear();
-                reader.read_line(&mut line).expect("read");
-                endpoint = line.strip_prefix("data: ").map(|d| d.trim().to_string());
-            }
-        }
-        RawStream {
-            reader,
-            endpoint: endpoint.unwrap_or_default(),
-        }
-    }
-
-    /// The next `message` event's JSON.
-    fn next_message(&mut self) -> Value {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.reader.read_line(&mut line).expect("read") > 0,
-                "stream ended"
-            );
-            if let Some(data) = line.strip_prefix("data: ") {
-                if let Ok(message) = serde_json::from_str::<Value>(data.trim()) {
-                    return message;
-                }
-            }
-        }
-    }
-}
-
-fn post_message(port: u16, endpoint: &str, body: &str) -> common::RawResponse {
-    let request = format!(
-        "POST {endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    raw_exchange(port, request.as_bytes())
-}
-
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 const PID_CALL: &str =
     r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"pid","arguments":{}}}"#;
@@ -238,9 +176,9 @@ const PID_CALL: &str =
 fn a_dropped_stream_ends_the_session_and_its_child() {
     let (mcphop, _server) = start(Up::Stdio, &[]);
     let port = mcphop.port;
-    let mut stream = RawStream::open(port, "");
+    let mut stream = LegacyStream::open(port, "");
     assert!(stream.endpoint.starts_with("/message?sessionId="));
-    let accepted = post_message(port, &stream.endpoint, INITIALIZE);
+    let accepted = post_message(port, &stream.endpoint, "", INITIALIZE);
     assert_eq!(accepted.status, 202, "{accepted:?}");
     let answer = stream.next_message();
     assert_eq!(answer["id"], 1, "{answer}");
@@ -248,7 +186,10 @@ fn a_dropped_stream_ends_the_session_and_its_child() {
         answer["result"]["protocolVersion"], "2024-11-05",
         "{answer}"
     );
-    assert_eq!(post_message(port, &stream.endpoint, PID_CALL).status, 202);
+    assert_eq!(
+        post_message(port, &stream.endpoint, "", PID_CALL).status,
+        202
+    );
     let answer = stream.next_message();
     let pid: i32 = answer["result"]["content"][0]["text"]
         .as_str()
@@ -264,14 +205,19 @@ fn a_dropped_stream_ends_the_session_and_its_child() {
         "child {pid} outlived its session:\n{}",
         mcphop.log_text()
     );
-    assert_eq!(post_message(port, &endpoint, PID_CALL).status, 404);
-    let unknown = post_message(port, "/message?sessionId=no-such-session", PID_CALL);
+    assert_eq!(post_message(port, &endpoint, "", PID_CALL).status, 404);
+    let unknown = post_message(port, "/message?sessionId=no-such-session", "", PID_CALL);
     assert_eq!(unknown.status, 404, "{unknown:?}");
-    let missing = post_message(port, "/message", PID_CALL);
+    let missing = post_message(port, "/message", "", PID_CALL);
     assert_eq!(missing.status, 400, "{missing:?}");
     // A Streamable HTTP session's id is not a legacy session's.
     let streamable = upstream::raw::raw_session(&mcphop);
-    let crossed = post_message(port, &format!("/message?sessionId={streamable}"), PID_CALL);
+    let crossed = post_message(
+        port,
+        &format!("/message?sessionId={streamable}"),
+        "",
+        PID_CALL,
+    );
     assert_eq!(crossed.status, 404, "{crossed:?}");
 }
 
@@ -280,11 +226,14 @@ fn a_dropped_stream_ends_the_session_and_its_child() {
 fn a_malformed_message_gets_400_and_the_session_goes_on() {
     let (mcphop, _server) = start(Up::Stdio, &[]);
     let port = mcphop.port;
-    let mut stream = RawStream::open(port, "");
-    let refused = post_message(port, &stream.endpoint, "{not json");
+    let mut stream = LegacyStream::open(port, "");
+    let refused = post_message(port, &stream.endpoint, "", "{not json");
     assert_eq!(refused.status, 400, "{refused:?}");
     assert!(refused.body.contains("-32700"), "{refused:?}");
-    assert_eq!(post_message(port, &stream.endpoint, INITIALIZE).status, 202);
+    assert_eq!(
+        post_message(port, &stream.endpoint, "", INITIALIZE).status,
+        202
+    );
     assert_eq!(stream.next_message()["id"], 1);
 }
 
@@ -292,7 +241,7 @@ fn a_malformed_message_gets_400_and_the_session_goes_on() {
 #[test]
 fn a_silent_stream_gets_heartbeats() {
     let (mcphop, _server) = start(Up::Stdio, &["--sse-keepalive", "200ms"]);
-    let mut stream = RawStream::open(mcphop.port, "");
+    let mut stream = LegacyStream::open(mcphop.port, "");
     let mut line = String::new();
     let mut heard = false;
     for _ in 0..20 {
@@ -345,9 +294,9 @@ fn a_refused_initialize_is_answered_and_ends_the_stream() {
         })
     });
     let mcphop = Mcphop::start_http(&[], &fake.url());
-    let mut stream = RawStream::open(mcphop.port, "");
+    let mut stream = LegacyStream::open(mcphop.port, "");
     assert_eq!(
-        post_message(mcphop.port, &stream.endpoint, INITIALIZE).status,
+        post_message(mcphop.port, &stream.endpoint, "", INITIALIZE).status,
         202
     );
     let answer = stream.next_message();
@@ -357,7 +306,7 @@ fn a_refused_initialize_is_answered_and_ends_the_stream() {
     let ended = std::io::Read::read_to_string(&mut stream.reader, &mut rest);
     assert!(ended.is_ok(), "the stream did not end: {ended:?} {rest:?}");
     assert_eq!(
-        post_message(mcphop.port, &stream.endpoint, PID_CALL).status,
+        post_message(mcphop.port, &stream.endpoint, "", PID_CALL).status,
         404
     );
 }

@@ -571,6 +571,73 @@ impl SseItem {
     }
 }
 
+/// A raw legacy HTTP+SSE stream (`GET /sse`): its reader past the
+/// `endpoint` event, and the endpoint it named.
+pub struct LegacyStream {
+    pub reader: BufReader<TcpStream>,
+    pub endpoint: String,
+}
+
+impl LegacyStream {
+    /// Opens `/sse` on mcphop's `port` with `extra` header lines.
+    pub fn open(port: u16, extra: &str) -> LegacyStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        )
+        .expect("send GET /sse");
+        let mut reader = BufReader::new(stream);
+        let mut endpoint = None;
+        let mut line = String::new();
+        while endpoint.is_none() {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).expect("read") > 0,
+                "no endpoint"
+            );
+            if line.starts_with("event: endpoint") {
+                line.clear();
+                reader.read_line(&mut line).expect("read");
+                endpoint = line.strip_prefix("data: ").map(|d| d.trim().to_string());
+            }
+        }
+        LegacyStream {
+            reader,
+            endpoint: endpoint.unwrap_or_default(),
+        }
+    }
+
+    /// The next `message` event's JSON.
+    pub fn next_message(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.reader.read_line(&mut line).expect("read") > 0,
+                "stream ended"
+            );
+            if let Some(data) = line.strip_prefix("data: ") {
+                if let Ok(message) = serde_json::from_str(data.trim()) {
+                    return message;
+                }
+            }
+        }
+    }
+}
+
+/// POSTs `body` to a legacy stream's `endpoint`, with `extra` header lines.
+pub fn post_message(port: u16, endpoint: &str, extra: &str, body: &str) -> RawResponse {
+    let request = format!(
+        "POST {endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_exchange(port, request.as_bytes())
+}
+
 /// An SSE response read item by item from a chunked HTTP/1.1 body.
 pub struct SseStream {
     pub reader: BufReader<TcpStream>,
