@@ -47,6 +47,50 @@ impl Drop for TempDir {
     }
 }
 
+/// A binary of Debian's packages unpacked into `.peers/deb` (nginx,
+/// haproxy), and the folder of the shared libraries it needs.
+pub fn deb_binary(name: &str) -> (PathBuf, PathBuf) {
+    let deb = peers_dir().join("deb");
+    let binary = deb.join("usr/sbin").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run tests/peers/install.sh (it unpacks Debian's nginx and haproxy into .peers/deb)",
+        binary.display()
+    );
+    (binary, deb.join("usr/lib/x86_64-linux-gnu"))
+}
+
+/// Debian's nginx in the foreground with everything in `dir`: a
+/// `nginx.conf` of one worker whose `http` block holds `http` after the
+/// temp paths (the compiled-in ones are the system's), its pid and error
+/// log in `dir/logs`.
+pub fn nginx_command(dir: &TempDir, http: &str) -> Command {
+    let (binary, libs) = deb_binary("nginx");
+    let logs = dir.0.join("logs");
+    let logs = logs.display();
+    let conf = dir.write(
+        "nginx.conf",
+        &format!(
+            "worker_processes 1;\nevents {{ worker_connections 2048; }}\nhttp {{\n\
+             client_body_temp_path {logs}/body; proxy_temp_path {logs}/proxy;\n\
+             fastcgi_temp_path {logs}/fastcgi; uwsgi_temp_path {logs}/uwsgi;\n\
+             scgi_temp_path {logs}/scgi;\n{http}\n}}\n"
+        ),
+    );
+    let mut command = Command::new(binary);
+    command
+        .env("LD_LIBRARY_PATH", libs)
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(format!("{logs}/error.log"))
+        .arg("-g")
+        .arg(format!("daemon off; pid {logs}/nginx.pid;"));
+    command
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

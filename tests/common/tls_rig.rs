@@ -1,5 +1,5 @@
 //! TLS pieces for tests: a CA made with rcgen, server certificates it
-//! signs (expired on demand), and Debian's nginx (from `.peers/deb`)
+//! signs (expired on demand), and Debian's nginx (`common::nginx_command`)
 //! terminating TLS on a loopback port in front of a plain HTTP server, with
 //! an access log that tells connections and resumed handshakes apart.
 //! Everything is removed or killed on drop.
@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use crate::common::{eventually, kill_group, peers_dir, TempDir};
+use crate::common::{eventually, kill_group, nginx_command, TempDir};
 use crate::upstream::free_port;
 
 /// A CA made for the test.
@@ -65,26 +65,15 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(upstream_port: u16, cert: &(String, String)) -> Nginx {
-        let deb = peers_dir().join("deb");
-        let binary = deb.join("usr/sbin/nginx");
-        assert!(
-            binary.exists(),
-            "{} is missing: run tests/peers/install.sh (it unpacks Debian's nginx into .peers/deb)",
-            binary.display()
-        );
         let dir = TempDir::new("https-nginx");
         let cert_path = dir.write("server.pem", &cert.0);
         let key_path = dir.write("server.key", &cert.1);
         let port = free_port();
         let logs = dir.0.join("logs");
         let logs = logs.display();
-        let conf = format!(
-            "worker_processes 1;\nevents {{ worker_connections 1024; }}\nhttp {{\n\
-             log_format tls '$connection $connection_requests $ssl_session_reused $ssl_protocol $status $request';\n\
+        let http = format!(
+            "log_format tls '$connection $connection_requests $ssl_session_reused $ssl_protocol $status $request';\n\
              access_log {logs}/access.log tls;\n\
-             client_body_temp_path {logs}/body; proxy_temp_path {logs}/proxy;\n\
-             fastcgi_temp_path {logs}/fastcgi; uwsgi_temp_path {logs}/uwsgi;\n\
-             scgi_temp_path {logs}/scgi;\n\
              server {{\n\
                listen 127.0.0.1:{port} ssl;\n\
                ssl_certificate {};\n\
@@ -102,21 +91,11 @@ impl Nginx {
                  proxy_request_buffering off;\n\
                  proxy_read_timeout 60s;\n\
                }}\n\
-             }}\n}}\n",
+             }}",
             cert_path.display(),
             key_path.display()
         );
-        let conf = dir.write("nginx.conf", &conf);
-        let child = Command::new(binary)
-            .env("LD_LIBRARY_PATH", deb.join("usr/lib/x86_64-linux-gnu"))
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(format!("{logs}/error.log"))
-            .arg("-g")
-            .arg(format!("daemon off; pid {logs}/nginx.pid;"))
+        let child = nginx_command(&dir, &http)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

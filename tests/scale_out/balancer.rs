@@ -6,12 +6,12 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::common::{
-    eventually, example_server, is_alive, kill_group, peers_dir, repo_root, Mcphop, TempDir,
+    deb_binary, eventually, example_server, is_alive, kill_group, nginx_command, repo_root, Mcphop,
+    TempDir,
 };
 
 /// The balancer under test.
@@ -25,18 +25,6 @@ pub(crate) enum Kind {
 pub(crate) const EXAMPLE_BALANCER_PORT: &str = "8080";
 pub(crate) const EXAMPLE_INSTANCE_PORTS: [&str; 3] = ["8081", "8082", "8083"];
 pub(crate) const EXAMPLE_ADMIN_PORTS: [&str; 3] = ["9081", "9082", "9083"];
-
-/// A binary unpacked from a Debian package; fails the test when missing.
-pub(crate) fn deb_binary(name: &str) -> (PathBuf, PathBuf) {
-    let deb = peers_dir().join("deb");
-    let binary = deb.join("usr/sbin").join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: run tests/peers/install.sh (it unpacks Debian's nginx and haproxy into .peers/deb)",
-        binary.display()
-    );
-    (binary, deb.join("usr/lib/x86_64-linux-gnu"))
-}
 
 /// A loopback port nothing listens on right now.
 pub(crate) fn free_port() -> u16 {
@@ -108,40 +96,17 @@ impl Balancer {
         let logs = dir.0.join("logs");
         let mut command = match kind {
             Kind::Nginx => {
-                let (binary, libs) = deb_binary("nginx");
-                let snippet = dir.0.join("mcphop.conf");
-                std::fs::write(&snippet, config).expect("write the nginx snippet");
-                // The compiled-in paths are the system's: every one of them
-                // is moved into the temp dir.
+                let snippet = dir.write("mcphop.conf", &config);
                 let logs = logs.display();
-                let main = format!(
-                    "worker_processes 1;\nevents {{ worker_connections 2048; }}\nhttp {{\n\
-                     access_log {logs}/access.log;\n\
-                     client_body_temp_path {logs}/body; proxy_temp_path {logs}/proxy;\n\
-                     fastcgi_temp_path {logs}/fastcgi; uwsgi_temp_path {logs}/uwsgi;\n\
-                     scgi_temp_path {logs}/scgi;\n\
-                     include {};\n}}\n",
+                let http = format!(
+                    "access_log {logs}/access.log;\ninclude {};",
                     snippet.display()
                 );
-                let conf = dir.0.join("nginx.conf");
-                std::fs::write(&conf, main).expect("write nginx.conf");
-                let mut command = Command::new(binary);
-                command
-                    .env("LD_LIBRARY_PATH", libs)
-                    .arg("-p")
-                    .arg(&dir.0)
-                    .arg("-c")
-                    .arg(&conf)
-                    .arg("-e")
-                    .arg(format!("{logs}/error.log"))
-                    .arg("-g")
-                    .arg(format!("daemon off; pid {logs}/nginx.pid;"));
-                command
+                nginx_command(&dir, &http)
             }
             Kind::Haproxy => {
                 let (binary, libs) = deb_binary("haproxy");
-                let conf = dir.0.join("haproxy.cfg");
-                std::fs::write(&conf, config).expect("write haproxy.cfg");
+                let conf = dir.write("haproxy.cfg", &config);
                 let mut command = Command::new(binary);
                 command
                     .env("LD_LIBRARY_PATH", libs)
