@@ -212,16 +212,15 @@ impl ResourceServer {
             debug!("bearer token refused: {}", rejection.describe());
             return Verdict::Refused(self.challenge(Refused::Invalid, Some(rejection.describe())));
         }
-        if self.fetching.is_some() || self.wanted {
+        if self.busy() {
             return Verdict::AwaitKeys;
         }
-        let failed = self.last.is_some_and(|(_, ok)| !ok);
         if self.may_fetch(now) {
             debug!("a token names a key not held: the key set is fetched again");
             self.wanted = true;
             return Verdict::AwaitKeys;
         }
-        if failed {
+        if self.last.is_some_and(|(_, ok)| !ok) {
             return Verdict::Refused(keys_unavailable());
         }
         Verdict::Refused(self.challenge(Refused::Invalid, Some(rejection.describe())))
@@ -237,12 +236,9 @@ impl ResourceServer {
         self.tokens.insert(token.into(), (principal, valid_until));
     }
 
-    /// True when a fetch may start now (none in flight, and the last one
-    /// ended long enough ago).
+    /// True when the last fetch ended long enough ago for another (the
+    /// caller knows none is in flight or due).
     fn may_fetch(&self, now: Instant) -> bool {
-        if self.fetching.is_some() {
-            return false;
-        }
         match self.last {
             None => true,
             Some((at, true)) => now.saturating_duration_since(at) >= self.min_refresh,

@@ -19,14 +19,14 @@ use rustls::ClientConfig;
 use crate::client::ConnKey;
 use crate::config::Config;
 use crate::http::request::Request;
-use crate::http::url::{Scheme, UpstreamUrl};
+use crate::http::url::UpstreamUrl;
 use crate::mcp::auth::{bearer, unauthorized, Principal, Refused, TokenSet};
 use crate::mcp::endpoint::Reply;
 use crate::mcp::oauth::{keys_unavailable, OAuthConfig, ResourceServer, Verdict};
 use crate::metrics::Metrics;
 
 use super::front_door::HttpFrontDoor;
-use super::key_fetch::{KeyFetch, Resolved};
+use super::key_fetch::{Fetched, KeyFetch, Resolved};
 use super::replies::shutting_down_reply;
 use super::Timer;
 use crate::timers::TimerQueue;
@@ -45,10 +45,8 @@ enum Gate {
     Park,
 }
 
-/// What became of a request at the gate (`Auth::admit`).
-pub(super) enum Admission {
-    /// It goes on, as this principal (none when authentication is off).
-    Pass(Box<Request>, Option<Principal>),
+/// What became of a request the gate kept (`Auth::admit`).
+pub(super) enum Held {
     /// It was answered: the metadata, a 401, or a 503.
     Answered,
     /// It waits for the key fetch (`Auth::progress` gives it back).
@@ -91,23 +89,24 @@ fn unix_now() -> u64 {
 impl OAuthSide {
     fn new(config: &OAuthConfig, ca_file: Option<&str>) -> io::Result<OAuthSide> {
         let server = ResourceServer::new(config).map_err(invalid)?;
+        // The first document's host (the key set's when given, else the
+        // issuer's) is looked up now, so it costs no lookup on the loop;
+        // one that does not resolve is not fatal (the fetch fails, and is
+        // retried).
         let mut resolved = Resolved::default();
-        let mut tls = None;
-        for url in [Some(&config.issuer), config.jwks_url.as_ref()]
+        let first = config.jwks_url.as_deref().unwrap_or(&config.issuer);
+        if let Err(why) = UpstreamUrl::parse(first).and_then(|url| resolved.address(&url)) {
+            warn!("OAuth: {why}");
+        }
+        let https = [Some(&config.issuer), config.jwks_url.as_ref()]
             .into_iter()
             .flatten()
-        {
-            let parsed = UpstreamUrl::parse(url).map_err(invalid)?;
-            // The issuer's host is looked up now, so its documents cost no
-            // lookup on the loop; one that does not resolve is not fatal
-            // (the fetch fails, and is retried).
-            if let Err(why) = resolved.address(&parsed) {
-                warn!("OAuth: {why}");
-            }
-            if parsed.scheme == Scheme::Https && tls.is_none() {
-                tls = Some(crate::tls::client_config(ca_file).map_err(invalid)?);
-            }
-        }
+            .any(|url| url.starts_with("https://"));
+        let tls = if https {
+            Some(crate::tls::client_config(ca_file).map_err(invalid)?)
+        } else {
+            None
+        };
         info!(
             "OAuth access tokens of {} for {} required",
             config.issuer, config.audience
@@ -140,12 +139,7 @@ impl OAuthSide {
 
     /// The fetch ended with `outcome`: the next one starts if the document
     /// leads to another.
-    fn finish(
-        &mut self,
-        outcome: Result<(u16, Vec<u8>), String>,
-        registry: &Registry,
-        now: Instant,
-    ) -> Option<Instant> {
+    fn finish(&mut self, outcome: Fetched, registry: &Registry, now: Instant) -> Option<Instant> {
         if let Some(fetch) = self.fetch.take() {
             fetch.close(registry);
         }
@@ -187,7 +181,8 @@ impl Auth {
     /// The gate every request on the listener passes first: the
     /// protected resource metadata is served to anyone; a request with no
     /// valid credentials is answered (and counted); one whose token needs
-    /// a key being fetched is parked.
+    /// a key being fetched is parked. The request goes on, with the
+    /// principal it proved (none when authentication is off), or is held.
     pub(super) fn admit(
         &mut self,
         key: ConnKey,
@@ -195,26 +190,26 @@ impl Auth {
         now: Instant,
         front: &mut HttpFrontDoor,
         metrics: &mut Metrics,
-    ) -> Admission {
+    ) -> Result<(Request, Option<Principal>), Held> {
         let metadata = self
             .oauth
             .as_ref()
             .and_then(|oauth| (oauth.server).metadata_reply(&request.method, request.path()));
         if let Some(reply) = metadata {
             front.reply(key, &reply, request.keep_alive);
-            return Admission::Answered;
+            return Err(Held::Answered);
         }
         let refusal = match self.check(&request, now) {
-            Gate::Pass(principal) => return Admission::Pass(Box::new(request), principal),
+            Gate::Pass(principal) => return Ok((request, principal)),
             Gate::Refuse(reply) => reply,
             Gate::Park => match self.park(front, key) {
-                Ok(()) => return self.keep(key, request),
+                Ok(()) => return Err(self.keep(key, request)),
                 Err(reply) => reply,
             },
         };
         metrics.auth_refused(refusal.status);
         front.reply(key, &refusal, request.keep_alive);
-        Admission::Answered
+        Err(Held::Answered)
     }
 
     /// Whether `request` may go on, and as whom.
@@ -262,11 +257,11 @@ impl Auth {
     }
 
     /// Keeps a parked request until `progress` gives it back.
-    fn keep(&mut self, key: ConnKey, request: Request) -> Admission {
+    fn keep(&mut self, key: ConnKey, request: Request) -> Held {
         if let Some(oauth) = &mut self.oauth {
             oauth.parked.push((key, request));
         }
-        Admission::Parked
+        Held::Parked
     }
 
     /// Starts the fetch that is due, if any (arming its deadline), and

@@ -1,5 +1,5 @@
 //! Drives the session cores: each request through the auth gate
-//! (`Auth::admit`, and the requests it parked coming back), what each
+//! (`Auth::admit`, and the requests it held for keys coming back), what each
 //! endpoint intent of the front door does to the session table (create, post, batch, open or resume a stream,
 //! delete) as core inputs, the events the front door reports (a connection
 //! closed, a client caught up) and the upstream reports (`UpstreamEvent`s)
@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use mio::event::Event as MioEvent;
 
-use super::auth::Admission;
+use super::auth::Held;
 use super::front_door::{FrontEvent, StreamHead};
 use super::http_upstream::UpConnKey;
 pub(super) use super::origin::{ClientRef, Origin};
@@ -58,9 +58,9 @@ impl Proxy {
         let (front, metrics) = (&mut self.front, &mut self.metrics);
         let (mut request, principal) = match self.auth.admit(key, request, self.now, front, metrics)
         {
-            Admission::Pass(request, principal) => (*request, principal),
-            Admission::Answered => return,
-            Admission::Parked => return self.key_fetch_progress(),
+            Ok(passed) => passed,
+            Err(Held::Answered) => return,
+            Err(Held::Parked) => return self.key_fetch_progress(),
         };
         let Some(route) = self.servers.route(request.path(), &self.config) else {
             let reply = endpoint::check_access(&request, &self.front.policy)

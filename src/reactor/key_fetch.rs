@@ -6,9 +6,9 @@
 //! (`Source::KeyFetch`); the loop never blocks on it, so a slow or dead
 //! issuer delays only the requests that wait for its keys.
 //!
-//! The host name is resolved when the fetch starts, which may block for a
-//! name that is not an address; the issuer's own host is resolved at
-//! start-up.
+//! A host name is resolved the first time a fetch goes to it, which may
+//! block for a name that is not an address; the first document's host
+//! (`--auth-jwks-url`'s, or the issuer's) is resolved at start-up.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,7 +50,7 @@ pub(super) struct KeyFetch {
     pub(super) url: String,
 }
 
-/// Where a host was resolved, so a document on the issuer's host costs no
+/// Where hosts were resolved, so a document on a known host costs no
 /// lookup on the loop.
 #[derive(Debug, Default)]
 pub(super) struct Resolved {
@@ -154,7 +154,7 @@ impl KeyFetch {
         self.stream
             .flush_tls()
             .map_err(|error| format!("write: {error}"))?;
-        let mut buffer = vec![0; READ_CHUNK];
+        let mut buffer = [0; READ_CHUNK];
         loop {
             match read_into(&mut self.stream, &mut self.ready, &mut buffer) {
                 ReadOutcome::Data(count) => self.decode(buffer.get(..count).unwrap_or_default())?,
