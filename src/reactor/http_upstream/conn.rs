@@ -120,13 +120,7 @@ pub(in crate::reactor) fn flush_up_conn(
     // TLS records queued when the socket was full go first (the handshake's
     // own messages and request bytes rustls encrypted earlier).
     if let Err(error) = up.socket.flush_tls() {
-        side.passive_failure(&format!("write: {error}"));
-        conn_broke(
-            side,
-            ctx,
-            key,
-            &format!("writing to the upstream failed: {error}"),
-        );
+        write_failed(side, ctx, key, &error);
         return;
     }
     let Some(entry) = side.exchanges.get_mut(exchange) else {
@@ -145,14 +139,16 @@ pub(in crate::reactor) fn flush_up_conn(
         all_out: up.written >= entry.request_len(),
     });
     if let Some(error) = outcome.failed {
-        side.passive_failure(&format!("write: {error}"));
-        conn_broke(
-            side,
-            ctx,
-            key,
-            &format!("writing to the upstream failed: {error}"),
-        );
+        write_failed(side, ctx, key, &error);
     }
+}
+
+/// A write to an upstream connection failed: the host's health hears of
+/// it, and the connection's exchange fails.
+fn write_failed(side: &mut HttpSide, ctx: &mut HttpCtx<'_>, key: UpConnKey, error: &io::Error) {
+    side.passive_failure(&format!("write: {error}"));
+    let why = format!("writing to the upstream failed: {error}");
+    conn_broke(side, ctx, key, &why);
 }
 
 /// True when the client stream an exchange feeds cannot take more now.
@@ -252,12 +248,8 @@ pub(in crate::reactor) fn read_step(
         ReadOutcome::Blocked => return false,
         ReadOutcome::Failed(error) => {
             side.passive_failure(&format!("read: {error}"));
-            conn_broke(
-                side,
-                ctx,
-                key,
-                &format!("reading from the upstream failed: {error}"),
-            );
+            let why = format!("reading from the upstream failed: {error}");
+            conn_broke(side, ctx, key, &why);
             return false;
         }
     };
